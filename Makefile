@@ -1,0 +1,46 @@
+# The two commands a user needs: `make run` (install everything and serve on SQLite)
+# and `make test` (the whole suite, SQLite and Postgres). Everything else is optional.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:50051
+DATABASE_URL ?= sqlite:///var/ledger.db
+
+.PHONY: setup proto proto-check run test lint fmt clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]'
+	touch $(STAMP)
+
+# Regenerate the ledger.v1 stubs (+ .pyi) into clients/python/src/ledger from protos/.
+proto: $(STAMP)
+	PATH=$(BIN):$$PATH $(PY) scripts/gen_protos.py
+
+# Fail when the committed stubs differ from what protos/ generates.
+proto-check: $(STAMP)
+	PATH=$(BIN):$$PATH $(PY) scripts/gen_protos.py --check
+
+run: proto
+	mkdir -p var
+	$(BIN)/ledger-server serve --listen $(LISTEN) --database-url $(DATABASE_URL)
+
+test: $(STAMP)
+	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: proto-check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/buf lint
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Credit ledger gRPC service: api (servicers) -> core (rules) -> store (SQL)."""

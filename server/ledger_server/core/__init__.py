@@ -1,0 +1,1 @@
+"""The ledger's rules: validation, posting, idempotency. Imports neither gRPC nor SQL."""

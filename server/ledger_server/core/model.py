@@ -1,0 +1,120 @@
+"""Domain records passed between the api, the core and the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+DEFAULT_TENANT = "default"
+
+T = TypeVar("T")
+
+
+class Direction(enum.Enum):
+    CREDIT = "credit"
+    DEBIT = "debit"
+
+
+class AccountStatus(enum.Enum):
+    ACTIVE = "active"
+    FROZEN = "frozen"
+    CLOSED = "closed"
+
+
+class TransactionKind(enum.Enum):
+    ADJUSTMENT = "adjustment"
+    TOP_UP = "top_up"
+    PROMOTION = "promotion"
+    PURCHASE = "purchase"
+
+
+class TransactionStatus(enum.Enum):
+    PENDING = "pending"
+    POSTED = "posted"
+    VOIDED = "voided"
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    external_ref: str
+    currency: str
+    balance_floor: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    tenant_id: str
+    external_ref: str
+    currency: str
+    balance_floor: int
+    status: AccountStatus
+    metadata: dict[str, str]
+    posted: int
+    pending: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def available(self) -> int:
+        return self.posted - self.pending
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    account_id: str
+    direction: Direction | None
+    amount: int
+    currency: str
+    kind: TransactionKind = TransactionKind.ADJUSTMENT
+    description: str = ""
+    posting_date: dt.date | None = None
+    external_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Transaction:
+    id: str
+    tenant_id: str
+    account_id: str
+    direction: Direction
+    amount: int
+    currency: str
+    kind: TransactionKind
+    description: str
+    posting_date: dt.date
+    external_id: str
+    metadata: dict[str, str]
+    status: TransactionStatus
+    ending_balance: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One leg of a transaction. Legs of a transaction sum to zero."""
+
+    account_id: str
+    amount: int  # signed: + credit to the account, - debit
+    running_balance: int  # the account's posted balance after this entry
+
+
+@dataclass(frozen=True)
+class TransactionFilter:
+    account_id: str = ""
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    direction: Direction | None = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: int | None  # keyset position to continue after; None on the last page

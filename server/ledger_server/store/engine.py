@@ -1,0 +1,59 @@
+"""Engines tuned for a ledger: SQLite in WAL mode with durable commits and writers that
+take the write lock up front; Postgres through psycopg 3 with a health-checked pool."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+WRITE = {"ledger_write": True}
+
+
+def make_engine(url: str, pool_size: int = 16) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, pool_size)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # a restarted database is reconnected, not an error forever
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def _sqlite_engine(url: str, pool_size: int) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        connect_args={"check_same_thread": False, "timeout": 10},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's begin event below issue BEGIN itself (pysqlite would defer it).
+        dbapi_conn.isolation_level = None
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",  # an acknowledged commit survives power loss, not only kill -9
+            "foreign_keys=ON",
+            "busy_timeout=10000",
+        ):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock first: no deadlock-prone read-to-write upgrade.
+        write = conn.get_execution_options().get("ledger_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

@@ -1,0 +1,122 @@
+"""The tables, as SQLAlchemy Core (the ORM is too slow for the posting path). Alembic
+migrations create them; tests/test_migrations.py fails if the two ever drift apart.
+
+Timestamps are integer microseconds since the Unix epoch (UTC): exact, portable, cheap."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (its rowid); Postgres gets BIGINT.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    # customer accounts belong to callers; system accounts are the tenant's counter-accounts,
+    # split into shards (purpose + shard number) so that no single row is locked by every posting.
+    Column("kind", String(16), nullable=False),
+    Column("purpose", String(32)),
+    Column("shard", SmallInteger),
+    Column("external_ref", String(128), nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("balance_floor", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("posted", BigInteger, nullable=False),
+    Column("pending", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "tenant_id", "kind", "seq"),
+    Index(None, "tenant_id", "external_ref", "seq"),
+    Index(None, "tenant_id", "currency", "purpose", "shard", unique=True),
+)
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("posting_date", Date, nullable=False),
+    # NULL when the caller gave none: unique per tenant only when present.
+    Column("external_id", String(128)),
+    Column("metadata", Text, nullable=False),
+    Column("ending_balance", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "tenant_id", "external_id", unique=True),
+    Index(None, "tenant_id", "account_id", "seq"),
+    Index(None, "tenant_id", "seq"),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(36), ForeignKey("transactions.id"), nullable=False),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # The account's posted balance after this entry: "balance as of" is one index lookup.
+    Column("running_balance", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "account_id", "seq"),
+    Index(None, "transaction_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("request_id", String(36), primary_key=True),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

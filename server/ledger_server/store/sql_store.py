@@ -1,0 +1,351 @@
+"""The store: SQL for the core's ports, with database failures translated into the
+core's two retryable outcomes (WriteConflict: re-run the unit; StoreUnavailable: tell
+the caller to retry)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Row, func, insert, select, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ledger_server.core.errors import StoreUnavailable, WriteConflict
+from ledger_server.core.model import (
+    INT64_MIN,
+    Account,
+    AccountStatus,
+    Direction,
+    Entry,
+    NewAccount,
+    Page,
+    Transaction,
+    TransactionFilter,
+    TransactionKind,
+    TransactionStatus,
+)
+from ledger_server.core.ports import LockedBalance, StoredResponse
+from ledger_server.store.engine import WRITE
+from ledger_server.store.schema import accounts, entries, idempotency_keys, settings, transactions
+
+T = TypeVar("T")
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# Postgres SQLSTATEs after which re-running the whole unit is the right answer.
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+CUSTOMER, SYSTEM = "customer", "system"
+LOCKED_COLUMNS = (
+    accounts.c.id,
+    accounts.c.currency,
+    accounts.c.balance_floor,
+    accounts.c.status,
+    accounts.c.posted,
+    accounts.c.pending,
+)
+
+
+def to_micros(t: dt.datetime) -> int:
+    return (t - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def from_micros(us: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=us)
+
+
+class SqlStore:
+    def __init__(self, engine: Engine, counter_shards: int = 16) -> None:
+        self.engine = engine
+        self.counter_shards = counter_shards
+
+    @contextmanager
+    def reading(self) -> Iterator[SqlUnit]:
+        with _translated(), self.engine.connect() as conn, conn.begin():
+            yield SqlUnit(conn, self.counter_shards)
+
+    @contextmanager
+    def writing(self) -> Iterator[SqlUnit]:
+        with _translated(), self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                yield SqlUnit(conn, self.counter_shards)
+
+    def ping(self) -> None:
+        with _translated(), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise WriteConflict(str(exc.orig)) from exc
+    except sa_exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+            raise WriteConflict(str(exc.orig)) from exc
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or exc.connection_invalidated:
+            raise StoreUnavailable(type(exc.orig).__name__) from exc
+        raise
+    except sa_exc.TimeoutError as exc:  # no pooled connection came free in time
+        raise StoreUnavailable("connection pool exhausted") from exc
+
+
+class SqlUnit:
+    """One database transaction; implements both ReadUnit and WriteUnit."""
+
+    def __init__(self, conn: Connection, counter_shards: int) -> None:
+        self._conn = conn
+        self._shards = counter_shards
+
+    # -- reads ------------------------------------------------------------------------
+
+    def setting(self, key: str) -> str | None:
+        return self._conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+
+    def get_account(self, tenant_id: str, account_id: str) -> Account | None:
+        row = self._conn.execute(
+            select(accounts).where(
+                accounts.c.id == account_id, accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER
+            )
+        ).first()
+        return None if row is None else _account(row)
+
+    def list_accounts(self, tenant_id: str, external_ref: str, after: int | None, limit: int) -> Page[Account]:
+        q = select(accounts).where(accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER)
+        if external_ref:
+            q = q.where(accounts.c.external_ref == external_ref)
+        if after is not None:
+            q = q.where(accounts.c.seq > after)
+        rows = self._conn.execute(q.order_by(accounts.c.seq).limit(limit + 1)).all()
+        return _page(rows, limit, _account)
+
+    def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None:
+        row = self._conn.execute(
+            select(transactions).where(
+                transactions.c.id == transaction_id, transactions.c.tenant_id == tenant_id
+            )
+        ).first()
+        return None if row is None else _transaction(row)
+
+    def list_transactions(
+        self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
+    ) -> Page[Transaction]:
+        t = transactions.c
+        q = select(transactions).where(t.tenant_id == tenant_id)
+        if flt.account_id:
+            q = q.where(t.account_id == flt.account_id)
+        if flt.date_from:
+            q = q.where(t.posting_date >= flt.date_from)
+        if flt.date_to:
+            q = q.where(t.posting_date <= flt.date_to)
+        if flt.direction:
+            q = q.where(t.direction == flt.direction.value)
+        if before is not None:
+            q = q.where(t.seq < before)
+        rows = self._conn.execute(q.order_by(t.seq.desc()).limit(limit + 1)).all()
+        return _page(rows, limit, _transaction)
+
+    # -- writes -----------------------------------------------------------------------
+
+    def find_response(self, tenant_id: str, request_id: str) -> StoredResponse | None:
+        k = idempotency_keys.c
+        row = self._conn.execute(
+            select(k.fingerprint, k.response).where(k.tenant_id == tenant_id, k.request_id == request_id)
+        ).first()
+        return None if row is None else StoredResponse(bytes(row.fingerprint), bytes(row.response))
+
+    def save_response(
+        self, tenant_id: str, request_id: str, fingerprint: bytes, response: bytes, now: dt.datetime
+    ) -> None:
+        self._conn.execute(
+            insert(idempotency_keys).values(
+                tenant_id=tenant_id,
+                request_id=request_id,
+                fingerprint=fingerprint,
+                response=response,
+                created_at=to_micros(now),
+            )
+        )
+
+    def insert_account(self, tenant_id: str, account_id: str, new: NewAccount, now: dt.datetime) -> Account:
+        us = to_micros(now)
+        values: dict[str, Any] = {
+            "id": account_id,
+            "tenant_id": tenant_id,
+            "kind": CUSTOMER,
+            "external_ref": new.external_ref,
+            "currency": new.currency,
+            "balance_floor": new.balance_floor,
+            "status": AccountStatus.ACTIVE.value,
+            "metadata": _dump(new.metadata),
+            "posted": 0,
+            "pending": 0,
+            "created_at": us,
+            "updated_at": us,
+        }
+        self._conn.execute(insert(accounts).values(**values))
+        return Account(
+            id=account_id,
+            tenant_id=tenant_id,
+            external_ref=new.external_ref,
+            currency=new.currency,
+            balance_floor=new.balance_floor,
+            status=AccountStatus.ACTIVE,
+            metadata=dict(new.metadata),
+            posted=0,
+            pending=0,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
+        row = self._conn.execute(
+            select(*LOCKED_COLUMNS)
+            .where(accounts.c.id == account_id, accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER)
+            .with_for_update()
+        ).first()
+        return None if row is None else LockedBalance(**row._mapping)
+
+    def lock_counter_account(
+        self, tenant_id: str, currency: str, purpose: str, now: dt.datetime
+    ) -> LockedBalance:
+        a = accounts.c
+        shards = select(*LOCKED_COLUMNS).where(
+            a.tenant_id == tenant_id, a.currency == currency, a.purpose == purpose
+        )
+        # Any shard nobody holds right now (Postgres; SQLite has one writer anyway).
+        row = self._conn.execute(
+            shards.order_by(func.random()).limit(1).with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            # None exist yet, or all are busy: make sure they exist, then queue on one.
+            self._create_counter_shards(tenant_id, currency, purpose, to_micros(now))
+            shard = random.randrange(self._shards)
+            row = self._conn.execute(shards.where(a.shard == shard).with_for_update()).one()
+        return LockedBalance(**row._mapping)
+
+    def _create_counter_shards(self, tenant_id: str, currency: str, purpose: str, us: int) -> None:
+        dialect = self._conn.dialect.name
+        ins = postgresql.insert(accounts) if dialect == "postgresql" else sqlite.insert(accounts)
+        rows = [
+            {
+                "id": str(uuid.uuid4()),
+                "tenant_id": tenant_id,
+                "kind": SYSTEM,
+                "purpose": purpose,
+                "shard": shard,
+                "external_ref": "",
+                "currency": currency,
+                "balance_floor": INT64_MIN,
+                "status": AccountStatus.ACTIVE.value,
+                "metadata": "{}",
+                "posted": 0,
+                "pending": 0,
+                "created_at": us,
+                "updated_at": us,
+            }
+            for shard in range(self._shards)
+        ]
+        self._conn.execute(ins.on_conflict_do_nothing(), rows)
+
+    def find_transaction_id_by_external_id(self, tenant_id: str, external_id: str) -> str | None:
+        t = transactions.c
+        return self._conn.execute(
+            select(t.id).where(t.tenant_id == tenant_id, t.external_id == external_id)
+        ).scalar()
+
+    def insert_transaction(self, txn: Transaction, legs: list[Entry]) -> None:
+        created = to_micros(txn.created_at)
+        self._conn.execute(
+            insert(transactions).values(
+                id=txn.id,
+                tenant_id=txn.tenant_id,
+                account_id=txn.account_id,
+                direction=txn.direction.value,
+                amount=txn.amount,
+                currency=txn.currency,
+                kind=txn.kind.value,
+                status=txn.status.value,
+                description=txn.description,
+                posting_date=txn.posting_date,
+                external_id=txn.external_id or None,
+                metadata=_dump(txn.metadata),
+                ending_balance=txn.ending_balance,
+                created_at=created,
+                updated_at=to_micros(txn.updated_at),
+            )
+        )
+        self._conn.execute(
+            insert(entries),
+            [
+                {
+                    "transaction_id": txn.id,
+                    "account_id": e.account_id,
+                    "amount": e.amount,
+                    "running_balance": e.running_balance,
+                    "created_at": created,
+                }
+                for e in legs
+            ],
+        )
+
+    def set_posted_balance(self, account_id: str, posted: int, now: dt.datetime) -> None:
+        self._conn.execute(
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(posted=posted, updated_at=to_micros(now))
+        )
+
+
+def _dump(metadata: dict[str, str]) -> str:
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _page(rows: Sequence[Row[Any]], limit: int, convert: Callable[[Row[Any]], T]) -> Page[T]:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page([convert(r) for r in rows], rows[-1].seq if more else None)
+
+
+def _account(row: Row[Any]) -> Account:
+    return Account(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        external_ref=row.external_ref,
+        currency=row.currency,
+        balance_floor=row.balance_floor,
+        status=AccountStatus(row.status),
+        metadata=json.loads(row.metadata),
+        posted=row.posted,
+        pending=row.pending,
+        created_at=from_micros(row.created_at),
+        updated_at=from_micros(row.updated_at),
+    )
+
+
+def _transaction(row: Row[Any]) -> Transaction:
+    return Transaction(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        account_id=row.account_id,
+        direction=Direction(row.direction),
+        amount=row.amount,
+        currency=row.currency,
+        kind=TransactionKind(row.kind),
+        description=row.description,
+        posting_date=row.posting_date,
+        external_id=row.external_id or "",
+        metadata=json.loads(row.metadata),
+        status=TransactionStatus(row.status),
+        ending_balance=row.ending_balance,
+        created_at=from_micros(row.created_at),
+        updated_at=from_micros(row.updated_at),
+    )
