@@ -244,7 +244,9 @@ class Ledger:
                     now = self._clock()
                     result = op(w, now)
                     if idem is not None:
-                        w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), now)
+                        w.save_response(
+                            tenant_id, idem.request_id, idem.fingerprint, idem.render(result), now
+                        )
                     return result
             except WriteConflict:
                 continue

@@ -118,7 +118,9 @@ class SqlUnit:
         ).first()
         return None if row is None else _account(row)
 
-    def list_accounts(self, tenant_id: str, external_ref: str, after: int | None, limit: int) -> Page[Account]:
+    def list_accounts(
+        self, tenant_id: str, external_ref: str, after: int | None, limit: int
+    ) -> Page[Account]:
         q = select(accounts).where(accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER)
         if external_ref:
             q = q.where(accounts.c.external_ref == external_ref)
@@ -209,7 +211,9 @@ class SqlUnit:
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
         row = self._conn.execute(
             select(*LOCKED_COLUMNS)
-            .where(accounts.c.id == account_id, accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER)
+            .where(
+                accounts.c.id == account_id, accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER
+            )
             .with_for_update()
         ).first()
         return None if row is None else LockedBalance(**row._mapping)

@@ -50,7 +50,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name="fk_accounts_tenant_id_tenants"),
     )
     op.create_index("ix_accounts_tenant_id_kind_seq", "accounts", ["tenant_id", "kind", "seq"])
-    op.create_index("ix_accounts_tenant_id_external_ref_seq", "accounts", ["tenant_id", "external_ref", "seq"])
+    op.create_index(
+        "ix_accounts_tenant_id_external_ref_seq", "accounts", ["tenant_id", "external_ref", "seq"]
+    )
     op.create_index(
         "ix_accounts_tenant_id_currency_purpose_shard",
         "accounts",
@@ -83,7 +85,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_transactions_tenant_id_external_id", "transactions", ["tenant_id", "external_id"], unique=True
     )
-    op.create_index("ix_transactions_tenant_id_account_id_seq", "transactions", ["tenant_id", "account_id", "seq"])
+    op.create_index(
+        "ix_transactions_tenant_id_account_id_seq", "transactions", ["tenant_id", "account_id", "seq"]
+    )
     op.create_index("ix_transactions_tenant_id_seq", "transactions", ["tenant_id", "seq"])
     op.create_table(
         "entries",
@@ -118,7 +122,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name="pk_settings"),
     )
     # The single tenant until tenancy lands; every row already carries its tenant_id.
-    op.bulk_insert(tenants, [{"id": "default", "name": "Default tenant", "created_at": int(time.time() * 1e6)}])
+    op.bulk_insert(
+        tenants, [{"id": "default", "name": "Default tenant", "created_at": int(time.time() * 1e6)}]
+    )
     # Signs page tokens; in the database so that every replica accepts every other's tokens.
     op.bulk_insert(settings, [{"key": "page_token_secret", "value": secrets.token_hex(32)}])
 

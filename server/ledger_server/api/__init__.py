@@ -1,0 +1,1 @@
+"""gRPC surface: servicers translate between ledger.v1 messages and the core."""

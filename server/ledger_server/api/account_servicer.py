@@ -1,0 +1,58 @@
+"""ledger.v1.AccountService: translate requests for the core and results back."""
+
+from __future__ import annotations
+
+import grpc
+from ledger.v1 import account_service_pb2 as pb
+from ledger.v1 import account_service_pb2_grpc
+
+from ledger_server.api.caller import tenant_of
+from ledger_server.api.convert import account_pb, parse_name
+from ledger_server.api.idempotency import Responder
+from ledger_server.core.errors import invalid
+from ledger_server.core.ledger import Ledger
+from ledger_server.core.model import Account, NewAccount
+from ledger_server.core.validation import Violations
+
+
+def _created(account: Account) -> pb.CreateAccountResponse:
+    return pb.CreateAccountResponse(account=account_pb(account))
+
+
+class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def CreateAccount(
+        self, request: pb.CreateAccountRequest, context: grpc.ServicerContext
+    ) -> pb.CreateAccountResponse:
+        v = Violations()
+        responder = Responder(_created, pb.CreateAccountResponse.FromString)
+        idem = responder.idempotency("CreateAccount", request, v)
+        a = request.account
+        new = NewAccount(
+            external_ref=a.external_ref,
+            currency=a.currency,
+            balance_floor=a.balance_floor,
+            metadata=dict(a.metadata),
+        )
+        return responder.respond(self._ledger.create_account(tenant_of(context), new, idem, v))
+
+    def GetAccount(
+        self, request: pb.GetAccountRequest, context: grpc.ServicerContext
+    ) -> pb.GetAccountResponse:
+        v = Violations()
+        account_id = parse_name(v, "name", request.name, "accounts")
+        if v:
+            raise invalid(v)
+        return pb.GetAccountResponse(
+            account=account_pb(self._ledger.get_account(tenant_of(context), account_id))
+        )
+
+    def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAccountsResponse:
+        items, token = self._ledger.list_accounts(
+            tenant_of(context), request.external_ref, request.page_size, request.page_token
+        )
+        return pb.ListAccountsResponse(accounts=[account_pb(a) for a in items], next_page_token=token)

@@ -1,0 +1,132 @@
+"""ledger.v1 messages <-> domain records. Parsing problems become FieldViolations that
+the core reports together with its own, so one error names every bad field."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import date_pb2
+from ledger.v1 import account_pb2, transaction_pb2
+
+from ledger_server.core.model import (
+    Account,
+    AccountStatus,
+    Direction,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+)
+from ledger_server.core.validation import Violations
+
+DIRECTIONS = {
+    transaction_pb2.DIRECTION_CREDIT: Direction.CREDIT,
+    transaction_pb2.DIRECTION_DEBIT: Direction.DEBIT,
+}
+DIRECTION_PB = {d: pb for pb, d in DIRECTIONS.items()}
+KINDS = {
+    transaction_pb2.TRANSACTION_KIND_UNSPECIFIED: TransactionKind.ADJUSTMENT,
+    transaction_pb2.TRANSACTION_KIND_ADJUSTMENT: TransactionKind.ADJUSTMENT,
+    transaction_pb2.TRANSACTION_KIND_TOP_UP: TransactionKind.TOP_UP,
+    transaction_pb2.TRANSACTION_KIND_PROMOTION: TransactionKind.PROMOTION,
+    transaction_pb2.TRANSACTION_KIND_PURCHASE: TransactionKind.PURCHASE,
+}
+KIND_PB = {k: pb for pb, k in KINDS.items() if pb}
+TX_STATUS_PB = {
+    TransactionStatus.PENDING: transaction_pb2.TRANSACTION_STATUS_PENDING,
+    TransactionStatus.POSTED: transaction_pb2.TRANSACTION_STATUS_POSTED,
+    TransactionStatus.VOIDED: transaction_pb2.TRANSACTION_STATUS_VOIDED,
+}
+ACCOUNT_STATUS_PB = {
+    AccountStatus.ACTIVE: account_pb2.ACCOUNT_STATUS_ACTIVE,
+    AccountStatus.FROZEN: account_pb2.ACCOUNT_STATUS_FROZEN,
+    AccountStatus.CLOSED: account_pb2.ACCOUNT_STATUS_CLOSED,
+}
+
+
+def parse_name(v: Violations, field: str, name: str, collection: str, *, required: bool = True) -> str:
+    """`accounts/{uuid}` -> the uuid in canonical form; "" (and a violation) when malformed."""
+    if not name:
+        if required:
+            v.add(field, "required")
+        return ""
+    prefix, _, rest = name.partition("/")
+    try:
+        if prefix != collection:
+            raise ValueError(prefix)
+        return str(uuid.UUID(rest))
+    except ValueError:
+        v.add(field, f"must be a resource name like {collection}/3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69")
+        return ""
+
+
+def parse_date(v: Violations, field: str, date: date_pb2.Date) -> dt.date | None:
+    if (date.year, date.month, date.day) == (0, 0, 0):
+        return None
+    try:
+        return dt.date(date.year, date.month, date.day)
+    except ValueError:
+        v.add(field, "must be a valid calendar date with year, month and day")
+        return None
+
+
+def parse_direction(v: Violations, field: str, value: int, *, required: bool) -> Direction | None:
+    if value == transaction_pb2.DIRECTION_UNSPECIFIED:
+        if required:
+            v.add(field, "required: DIRECTION_CREDIT or DIRECTION_DEBIT")
+        return None
+    if value not in DIRECTIONS:
+        v.add(field, f"unknown direction {value}")
+        return None
+    return DIRECTIONS[value]  # type: ignore[index]
+
+
+def parse_kind(v: Violations, field: str, value: int) -> TransactionKind:
+    if value not in KINDS:
+        v.add(field, f"unknown kind {value}")
+        return TransactionKind.ADJUSTMENT
+    return KINDS[value]  # type: ignore[index]
+
+
+def timestamp(t: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(t)
+    return ts
+
+
+def date_pb(d: dt.date) -> date_pb2.Date:
+    return date_pb2.Date(year=d.year, month=d.month, day=d.day)
+
+
+def account_pb(a: Account) -> account_pb2.Account:
+    return account_pb2.Account(
+        name=f"accounts/{a.id}",
+        external_ref=a.external_ref,
+        currency=a.currency,
+        balance_floor=a.balance_floor,
+        status=ACCOUNT_STATUS_PB[a.status],
+        metadata=a.metadata,
+        balance=account_pb2.AccountBalance(posted=a.posted, pending=a.pending, available=a.available),
+        create_time=timestamp(a.created_at),
+        update_time=timestamp(a.updated_at),
+    )
+
+
+def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
+    return transaction_pb2.Transaction(
+        name=f"transactions/{t.id}",
+        account=f"accounts/{t.account_id}",
+        direction=DIRECTION_PB[t.direction],
+        amount=t.amount,
+        currency=t.currency,
+        kind=KIND_PB[t.kind],
+        description=t.description,
+        posting_date=date_pb(t.posting_date),
+        external_id=t.external_id,
+        metadata=t.metadata,
+        status=TX_STATUS_PB[t.status],
+        ending_balance=t.ending_balance,
+        create_time=timestamp(t.created_at),
+        update_time=timestamp(t.updated_at),
+    )

@@ -1,0 +1,105 @@
+"""One server interceptor for every RPC: turns domain errors into rich gRPC statuses and
+writes one structured log line per call (method, code, duration). Request contents are
+never logged."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+import grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from ledger_server.api.errors import CODES, ledger_status, status_of, unavailable
+from ledger_server.core.errors import LedgerError, StoreUnavailable
+
+log = logging.getLogger("ledger.rpc")
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class CallInterceptor(grpc.ServerInterceptor):
+    # Handlers are gRPC's namedtuples (hence _replace); the stubs type them loosely.
+    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_unary(method, handler.unary_unary))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_unary(method, handler.stream_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_streaming(method, handler.unary_stream))
+        return handler._replace(stream_stream=_streaming(method, handler.stream_stream))
+
+
+def _unary(method: str, behavior: Behavior) -> Behavior:
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        with _observed(method, context):
+            return behavior(request, context)
+
+    return call
+
+
+def _streaming(method: str, behavior: Behavior) -> Behavior:
+    def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        with _observed(method, context):
+            yield from behavior(request, context)
+
+    return call
+
+
+@contextmanager
+def _observed(method: str, context: grpc.ServicerContext) -> Iterator[None]:
+    start = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except Exception as exc:
+        answer = _answer(method, exc, context)
+        if answer is None:  # the servicer already aborted with a status of its own
+            code = _code_of(context) or grpc.StatusCode.UNKNOWN
+            raise
+        code, status = answer
+        context.abort_with_status(rpc_status.to_status(status))
+    finally:
+        log.info(
+            "rpc",
+            extra={
+                "method": method,
+                "code": code.name,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            },
+        )
+
+
+def _answer(
+    method: str, exc: Exception, context: grpc.ServicerContext
+) -> tuple[grpc.StatusCode, status_pb2.Status] | None:
+    if isinstance(exc, LedgerError):
+        return CODES[exc.category], ledger_status(exc)
+    if isinstance(exc, StoreUnavailable):
+        log.warning("store unavailable", extra={"method": method, "error": str(exc)})
+        return grpc.StatusCode.UNAVAILABLE, unavailable(
+            "STORE_UNAVAILABLE", "the ledger database is unavailable; retry with the same request_id"
+        )
+    if _code_of(context) is not None:  # raised by context.abort(): the status is already set
+        return None
+    incident = str(uuid.uuid4())
+    log.exception("unexpected failure", extra={"method": method, "incident": incident})
+    return grpc.StatusCode.INTERNAL, status_of(
+        grpc.StatusCode.INTERNAL,
+        "INTERNAL",
+        f"internal error; quote incident {incident} to the operator",
+        {"incident": incident},
+    )
+
+
+def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    code: grpc.StatusCode | None = cast(Any, context).code()  # missing from the grpc stubs
+    return code

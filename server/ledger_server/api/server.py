@@ -1,0 +1,67 @@
+"""The gRPC server: ledger services behind the call interceptor, plus the standard health
+and reflection services, with explicit message-size and concurrency limits."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from ledger.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
+    transaction_service_pb2,
+    transaction_service_pb2_grpc,
+)
+
+from ledger_server.api.account_servicer import AccountServicer
+from ledger_server.api.interceptor import CallInterceptor
+from ledger_server.api.transaction_servicer import TransactionServicer
+from ledger_server.config import Settings
+from ledger_server.core.ledger import Ledger
+
+log = logging.getLogger("ledger.server")
+LEDGER_SERVICES = [
+    account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+    transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name,
+]
+
+
+class LedgerServer:
+    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+            interceptors=[CallInterceptor()],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                # gRPC sets SO_REUSEPORT by default: a second server would silently share the port.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        account_service_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(ledger), self._server)
+        transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
+            TransactionServicer(ledger), self._server
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [*LEDGER_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self.port = self._server.add_insecure_port(settings.listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {settings.listen}")
+        self._grace = settings.grace_seconds
+
+    def start(self) -> None:
+        self._server.start()
+        for service in ["", *LEDGER_SERVICES]:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, give in-flight calls the grace period."""
+        self.health.enter_graceful_shutdown()
+        self._server.stop(self._grace if grace is None else grace).wait()

@@ -1,0 +1,71 @@
+"""ledger.v1.TransactionService: translate requests for the core and results back."""
+
+from __future__ import annotations
+
+import grpc
+from ledger.v1 import transaction_service_pb2 as pb
+from ledger.v1 import transaction_service_pb2_grpc
+
+from ledger_server.api.caller import tenant_of
+from ledger_server.api.convert import parse_date, parse_direction, parse_kind, parse_name, transaction_pb
+from ledger_server.api.idempotency import Responder
+from ledger_server.core.errors import invalid
+from ledger_server.core.ledger import Ledger
+from ledger_server.core.model import NewTransaction, Transaction, TransactionFilter
+from ledger_server.core.validation import Violations
+
+
+def _created(txn: Transaction) -> pb.CreateTransactionResponse:
+    return pb.CreateTransactionResponse(transaction=transaction_pb(txn))
+
+
+class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def CreateTransaction(
+        self, request: pb.CreateTransactionRequest, context: grpc.ServicerContext
+    ) -> pb.CreateTransactionResponse:
+        v = Violations()
+        responder = Responder(_created, pb.CreateTransactionResponse.FromString)
+        idem = responder.idempotency("CreateTransaction", request, v)
+        t = request.transaction
+        cmd = NewTransaction(
+            account_id=parse_name(v, "transaction.account", t.account, "accounts"),
+            direction=parse_direction(v, "transaction.direction", t.direction, required=True),
+            amount=t.amount,
+            currency=t.currency,
+            kind=parse_kind(v, "transaction.kind", t.kind),
+            description=t.description,
+            posting_date=parse_date(v, "transaction.posting_date", t.posting_date),
+            external_id=t.external_id,
+            metadata=dict(t.metadata),
+        )
+        return responder.respond(self._ledger.post_transaction(tenant_of(context), cmd, idem, v))
+
+    def GetTransaction(
+        self, request: pb.GetTransactionRequest, context: grpc.ServicerContext
+    ) -> pb.GetTransactionResponse:
+        v = Violations()
+        transaction_id = parse_name(v, "name", request.name, "transactions")
+        if v:
+            raise invalid(v)
+        txn = self._ledger.get_transaction(tenant_of(context), transaction_id)
+        return pb.GetTransactionResponse(transaction=transaction_pb(txn))
+
+    def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTransactionsResponse:
+        v = Violations()
+        flt = TransactionFilter(
+            account_id=parse_name(v, "account", request.account, "accounts", required=False),
+            date_from=parse_date(v, "posting_date_from", request.posting_date_from),
+            date_to=parse_date(v, "posting_date_to", request.posting_date_to),
+            direction=parse_direction(v, "direction", request.direction, required=False),
+        )
+        items, token = self._ledger.list_transactions(
+            tenant_of(context), flt, request.page_size, request.page_token, v
+        )
+        return pb.ListTransactionsResponse(
+            transactions=[transaction_pb(t) for t in items], next_page_token=token
+        )

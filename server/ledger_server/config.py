@@ -1,0 +1,78 @@
+"""Server settings: each one a command-line flag with an environment variable default.
+The table here is the one the README's configuration section documents."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    env: str
+    default: str
+    kind: type
+    help: str
+
+
+OPTIONS = [
+    Option(
+        "--listen", "LEDGER_LISTEN", "127.0.0.1:50051", str, "host:port to serve gRPC on (port 0 picks one)"
+    ),
+    Option(
+        "--database-url",
+        "LEDGER_DATABASE_URL",
+        "sqlite:///var/ledger.db",
+        str,
+        "SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host:5432/db",
+    ),
+    Option("--log-level", "LEDGER_LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR"),
+    Option(
+        "--grace-seconds", "LEDGER_GRACE_SECONDS", "10", float, "on SIGTERM/SIGINT, time in-flight calls get"
+    ),
+    Option("--workers", "LEDGER_WORKERS", "16", int, "RPC worker threads (and database connections)"),
+    Option(
+        "--max-concurrent-rpcs",
+        "LEDGER_MAX_CONCURRENT_RPCS",
+        "256",
+        int,
+        "calls beyond this many in flight are refused with RESOURCE_EXHAUSTED",
+    ),
+    Option(
+        "--max-message-bytes",
+        "LEDGER_MAX_MESSAGE_BYTES",
+        str(4 * 1024 * 1024),
+        int,
+        "largest request or response message accepted",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str
+    database_url: str
+    log_level: str
+    grace_seconds: float
+    workers: int
+    max_concurrent_rpcs: int
+    max_message_bytes: int
+
+
+def add_options(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    for opt in OPTIONS:
+        if names is None or opt.flag in names:
+            parser.add_argument(
+                opt.flag,
+                type=opt.kind,
+                default=opt.kind(os.environ.get(opt.env, opt.default)),
+                help=f"{opt.help} (env {opt.env}, default {opt.default})",
+            )
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        **{opt.flag[2:].replace("-", "_"): getattr(args, opt.flag[2:].replace("-", "_")) for opt in OPTIONS}
+    )
