@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from ledger.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -18,6 +18,7 @@ from ledger.v1 import (
 
 from ledger_server.api.account_servicer import AccountServicer
 from ledger_server.api.interceptor import CallInterceptor
+from ledger_server.api.reflection import DocumentedReflectionServicer
 from ledger_server.api.transaction_servicer import TransactionServicer
 from ledger_server.config import Settings
 from ledger_server.core.ledger import Ledger
@@ -48,8 +49,9 @@ class LedgerServer:
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            [*LEDGER_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            DocumentedReflectionServicer([*LEDGER_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]),
+            self._server,
         )
         self.port = self._server.add_insecure_port(settings.listen)
         if not self.port:

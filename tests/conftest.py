@@ -1,0 +1,106 @@
+"""Fixtures shared by the suite. Every storage test runs on SQLite and on Postgres.
+
+Postgres: one fresh database per test session on 127.0.0.1:5432 (override with
+LEDGER_TEST_PG_URL), emptied between tests. Where Postgres cannot be reached the
+Postgres half is skipped with a message -- except under CI=true, where it fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from ledger_client import LedgerClient
+from sqlalchemy import Engine, text
+
+from ledger_server.api.server import LedgerServer
+from ledger_server.core.ledger import Ledger
+from ledger_server.store.engine import make_engine
+from ledger_server.store.migrate import upgrade
+from ledger_server.store.sql_store import SqlStore
+from tests.support import ServerProcess, server_settings
+
+PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+MUTABLE_TABLES = "entries, transactions, idempotency_keys, accounts"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated Postgres database for this test session; dropped afterwards."""
+    admin = PG_URL.replace("+psycopg", "")
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI requires Postgres at {PG_URL}: {exc}")
+        pytest.skip(f"Postgres not reachable at {PG_URL}; Postgres tests skipped ({exc})")
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url, pool_size=1)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "ledger.db"
+    engine = make_engine(f"sqlite:///{path}", pool_size=1)
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_url")
+    engine = make_engine(url, pool_size=1)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {MUTABLE_TABLES} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url, pool_size=16)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def ledger(engine: Engine) -> Ledger:
+    return Ledger(SqlStore(engine))
+
+
+@pytest.fixture
+def server(ledger: Ledger) -> Iterator[LedgerServer]:
+    srv = LedgerServer(ledger, server_settings())
+    srv.start()
+    yield srv
+    srv.stop(0)
+
+
+@pytest.fixture
+def client(server: LedgerServer) -> Iterator[LedgerClient]:
+    with LedgerClient(f"127.0.0.1:{server.port}", timeout=20.0) as c:
+        yield c
+
+
+@pytest.fixture
+def server_process(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real `ledger-server serve` process on a free port; ended by pid after the test."""
+    proc = ServerProcess(database_url, tmp_path / "server.log")
+    yield proc
+    proc.kill()

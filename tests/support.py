@@ -1,0 +1,124 @@
+"""Test helpers: a `ledger-server` child process and the ledger's invariants in SQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from ledger_server.config import Settings
+
+SERVER = [sys.executable, "-m", "ledger_server.cli"]
+
+
+def server_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "listen": "127.0.0.1:0",
+        "database_url": "",
+        "log_level": "INFO",
+        "grace_seconds": 5.0,
+        "workers": 16,
+        "max_concurrent_rpcs": 256,
+        "max_message_bytes": 4 * 1024 * 1024,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class ServerProcess:
+    """`ledger-server serve` in a child process, its JSON log captured to a file."""
+
+    def __init__(self, database_url: str, log_path: Path, *extra: str) -> None:
+        self.database_url = database_url
+        self.log_path = log_path
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.start()
+
+    def start(self, port: int = 0) -> None:
+        self._log = self.log_path.open("ab")
+        self._offset = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(
+            [*SERVER, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", self.database_url, *self.extra],
+            stdout=self._log,
+            stderr=self._log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.port = int(self.wait_for("serving", timeout=60)["port"])
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        with self.log_path.open("rb") as f:
+            f.seek(self._offset)
+            return [json.loads(line) for line in f if line.startswith(b"{")]
+
+    def wait_for(self, msg: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_lines():
+                if line.get("msg") == msg:
+                    return line
+            if self.proc is not None and self.proc.poll() is not None and msg == "serving":
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"no {msg!r} log line within {timeout}s:\n{self.log_path.read_text()}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def restart(self) -> None:
+        """Stop (SIGTERM) and start again on the same port and database."""
+        port = self.port
+        self.signal(signal.SIGTERM)
+        self.wait()
+        self.start(port)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+def invariant_violations(engine: Engine) -> list[str]:
+    """The ledger's invariants, checked straight in SQL; returns what is violated."""
+    problems: list[str] = []
+    with engine.connect() as conn:
+        for tx_id, total in conn.execute(
+            text("SELECT transaction_id, SUM(amount) FROM entries GROUP BY transaction_id HAVING SUM(amount) <> 0")
+        ):
+            problems.append(f"entries of {tx_id} sum to {total}")
+        for acct, posted, total in conn.execute(
+            text(
+                "SELECT a.id, a.posted, COALESCE(SUM(e.amount), 0) FROM accounts a "
+                "LEFT JOIN entries e ON e.account_id = a.id GROUP BY a.id, a.posted "
+                "HAVING a.posted <> COALESCE(SUM(e.amount), 0)"
+            )
+        ):
+            problems.append(f"account {acct} stores {posted} but its entries sum to {total}")
+        for acct, posted, floor in conn.execute(
+            text("SELECT id, posted - pending, balance_floor FROM accounts WHERE posted - pending < balance_floor")
+        ):
+            problems.append(f"account {acct} available {posted} is below its floor {floor}")
+        for acct, running, posted in conn.execute(
+            text(
+                "SELECT a.id, e.running_balance, a.posted FROM accounts a JOIN entries e ON e.seq = "
+                "(SELECT MAX(seq) FROM entries WHERE account_id = a.id) WHERE e.running_balance <> a.posted"
+            )
+        ):
+            problems.append(f"account {acct} last running balance {running} differs from posted {posted}")
+    return problems

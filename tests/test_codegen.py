@@ -1,0 +1,27 @@
+"""The committed stubs match protos/, and the protos pass buf lint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_generated_stubs_are_current() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_protos.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{BIN}:/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_protos_pass_buf_lint() -> None:
+    result = subprocess.run([BIN / "buf", "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

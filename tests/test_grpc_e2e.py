@@ -1,0 +1,115 @@
+"""End to end over a real socket through the Python client, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ledger.v1 import account_pb2, transaction_pb2, transaction_service_pb2, transaction_service_pb2_grpc
+from ledger_client import LedgerClient, LedgerError
+
+from ledger_server.api.server import LedgerServer
+
+
+def test_walkthrough_account_credit_debit_balance(client: LedgerClient) -> None:
+    account = client.create_account(currency="usd", external_ref="user-1", metadata={"tier": "gold"})
+    assert account.name.startswith("accounts/")
+    assert account.currency == "USD"
+    assert account.status == account_pb2.ACCOUNT_STATUS_ACTIVE
+    credit = client.credit(account.name, 1500, "USD", description="welcome", external_id="grant-1")
+    debit = client.debit(account.name, 400, "USD", posting_date=dt.date(2025, 1, 1), metadata={"order_id": "4"})
+    assert (credit.ending_balance, debit.ending_balance) == (1500, 1100)
+    assert debit.posting_date.year == 2025
+    assert debit.status == transaction_pb2.TRANSACTION_STATUS_POSTED
+    assert debit.create_time.seconds > 0 and debit.update_time.seconds > 0
+    balance = client.get_account(account.name).balance
+    assert (balance.posted, balance.pending, balance.available) == (1100, 0, 1100)
+    assert client.get_transaction(credit.name) == credit
+    history = list(client.iter_transactions(account=account.name, page_size=1))
+    assert [t.name for t in history] == [debit.name, credit.name]
+    assert [a.name for a in client.iter_accounts(external_ref="user-1")] == [account.name]
+
+
+def test_insufficient_funds_error_carries_details(client: LedgerClient) -> None:
+    account = client.create_account(currency="EUR")
+    client.credit(account.name, 30, "EUR")
+    with pytest.raises(LedgerError) as info:
+        client.debit(account.name, 31, "EUR")
+    err = info.value
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.reason == "INSUFFICIENT_FUNDS"
+    assert err.domain == "ledger.v1"
+    assert err.error_metadata["available"] == "30"
+    assert client.get_account(account.name).balance.posted == 30
+
+
+def test_invalid_request_names_every_bad_field(client: LedgerClient) -> None:
+    stub = transaction_service_pb2_grpc.TransactionServiceStub(client.channel)
+    request = transaction_service_pb2.CreateTransactionRequest(
+        transaction=transaction_pb2.Transaction(account="users/1", direction=9, amount=-5, currency="$"),
+        request_id="not-a-uuid",
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stub.CreateTransaction(request, timeout=10)
+    err = LedgerError.from_rpc_error(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.reason == "INVALID_REQUEST"
+    assert {v.field for v in err.field_violations} == {
+        "request_id",
+        "transaction.account",
+        "transaction.direction",
+        "transaction.amount",
+        "transaction.currency",
+    }
+
+
+def test_not_found_and_malformed_names(client: LedgerClient) -> None:
+    with pytest.raises(LedgerError) as missing:
+        client.get_account(f"accounts/{uuid.uuid4()}")
+    assert (missing.value.code, missing.value.reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
+    with pytest.raises(LedgerError) as malformed:
+        client.get_transaction("transactions/42")
+    assert malformed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in malformed.value.field_violations] == ["name"]
+
+
+def test_duplicate_external_id_names_the_existing_transaction(client: LedgerClient) -> None:
+    account = client.create_account(currency="USD")
+    first = client.credit(account.name, 5, "USD", external_id="pay_123")
+    with pytest.raises(LedgerError) as info:
+        client.credit(account.name, 5, "USD", external_id="pay_123")
+    assert info.value.code == grpc.StatusCode.ALREADY_EXISTS
+    assert info.value.reason == "DUPLICATE_EXTERNAL_ID"
+    assert info.value.error_metadata["existing_transaction"] == first.name
+
+
+def test_tampered_page_token_is_invalid_argument(client: LedgerClient) -> None:
+    account = client.create_account(currency="USD")
+    for _ in range(3):
+        client.credit(account.name, 1, "USD")
+    page = client.list_transactions(account=account.name, page_size=1)
+    with pytest.raises(LedgerError) as info:
+        client.list_transactions(account=account.name, page_size=1, page_token=page.next_page_token[::-1])
+    assert info.value.reason == "INVALID_PAGE_TOKEN"
+    with pytest.raises(LedgerError) as negative:
+        client.list_transactions(page_size=-1)
+    assert [v.field for v in negative.value.field_violations] == ["page_size"]
+
+
+def test_health_reports_serving(server: LedgerServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "ledger.v1.AccountService", "ledger.v1.TransactionService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_oversized_message_is_refused(client: LedgerClient) -> None:
+    account = client.create_account(currency="USD")
+    with pytest.raises(LedgerError) as info:
+        client.credit(account.name, 1, "USD", description="x" * (5 * 1024 * 1024))
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert client.get_account(account.name).balance.posted == 0

@@ -1,0 +1,267 @@
+"""The core's rules against a real store, on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from ledger_server.core.errors import LedgerError
+from ledger_server.core.ledger import Idempotency, Ledger, Replay
+from ledger_server.core.model import (
+    DEFAULT_TENANT,
+    INT64_MAX,
+    Account,
+    Direction,
+    NewAccount,
+    NewTransaction,
+    Transaction,
+    TransactionFilter,
+    TransactionKind,
+)
+from ledger_server.store.schema import entries, transactions
+from tests.support import invariant_violations
+
+T = DEFAULT_TENANT
+
+
+def open_account(ledger: Ledger, currency: str = "USD", floor: int = 0, ref: str = "cust") -> Account:
+    account = ledger.create_account(T, NewAccount(ref, currency, floor))
+    assert isinstance(account, Account)
+    return account
+
+
+def post(ledger: Ledger, account: Account, direction: Direction, amount: int, **kw: object) -> Transaction:
+    txn = ledger.post_transaction(T, NewTransaction(account.id, direction, amount, account.currency, **kw))  # type: ignore[arg-type]
+    assert isinstance(txn, Transaction)
+    return txn
+
+
+def refusal(fn: object, *args: object, **kw: object) -> LedgerError:
+    with pytest.raises(LedgerError) as info:
+        fn(*args, **kw)  # type: ignore[operator]
+    return info.value
+
+
+def count(engine: Engine, table: object) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+
+def test_credit_and_debit_move_balance_and_write_balanced_entries(ledger: Ledger, engine: Engine) -> None:
+    account = open_account(ledger, "usd")
+    assert account.currency == "USD"
+    credit = post(ledger, account, Direction.CREDIT, 1000, description="grant")
+    debit = post(ledger, account, Direction.DEBIT, 250)
+    assert (credit.ending_balance, debit.ending_balance) == (1000, 750)
+    assert ledger.get_account(T, account.id).posted == 750
+    assert credit.posting_date == dt.datetime.now(dt.UTC).date()
+    assert credit.kind is TransactionKind.ADJUSTMENT
+    assert count(engine, entries) == 4
+    assert invariant_violations(engine) == []
+
+
+def test_debit_below_floor_is_refused_and_changes_nothing(ledger: Ledger, engine: Engine) -> None:
+    account = open_account(ledger)
+    post(ledger, account, Direction.CREDIT, 100)
+    err = refusal(post, ledger, account, Direction.DEBIT, 101)
+    assert err.reason == "INSUFFICIENT_FUNDS"
+    assert err.metadata["available"] == "100"
+    assert err.metadata["amount"] == "101"
+    assert ledger.get_account(T, account.id).posted == 100
+    assert count(engine, transactions) == 1
+
+
+def test_negative_floor_is_a_credit_line(ledger: Ledger) -> None:
+    account = open_account(ledger, floor=-500)
+    assert post(ledger, account, Direction.DEBIT, 500).ending_balance == -500
+    assert refusal(post, ledger, account, Direction.DEBIT, 1).reason == "INSUFFICIENT_FUNDS"
+
+
+def test_positive_floor_is_refused(ledger: Ledger) -> None:
+    err = refusal(ledger.create_account, T, NewAccount("x", "USD", 1))
+    assert [v.field for v in err.violations] == ["account.balance_floor"]
+
+
+def test_every_bad_field_is_named_at_once(ledger: Ledger, engine: Engine) -> None:
+    cmd = NewTransaction("", None, 0, "$$", description="x" * 1001, external_id="e" * 129, metadata={"": "v"})
+    err = refusal(ledger.post_transaction, T, cmd)
+    assert err.reason == "INVALID_REQUEST"
+    assert {v.field for v in err.violations} == {
+        "transaction.account",
+        "transaction.direction",
+        "transaction.amount",
+        "transaction.currency",
+        "transaction.description",
+        "transaction.external_id",
+        "transaction.metadata['']",
+    }
+    assert count(engine, transactions) == 0
+
+
+def test_metadata_is_bounded(ledger: Ledger) -> None:
+    account = open_account(ledger)
+    too_many = {f"k{i}": "v" for i in range(51)}
+    assert refusal(post, ledger, account, Direction.CREDIT, 1, metadata=too_many).reason == "INVALID_REQUEST"
+    long_value = {"k": "v" * 501}
+    assert refusal(post, ledger, account, Direction.CREDIT, 1, metadata=long_value).reason == "INVALID_REQUEST"
+    ok = post(ledger, account, Direction.CREDIT, 1, metadata={"order_id": "4", "gateway_id": "stripe_1"})
+    assert ledger.get_transaction(T, ok.id).metadata == {"order_id": "4", "gateway_id": "stripe_1"}
+
+
+def test_currency_must_match_account(ledger: Ledger) -> None:
+    account = open_account(ledger, "EUR")
+    err = refusal(ledger.post_transaction, T, NewTransaction(account.id, Direction.CREDIT, 5, "usd"))
+    assert err.reason == "CURRENCY_MISMATCH"
+    assert err.violations[0].field == "transaction.currency"
+
+
+def test_custom_units_are_accepted(ledger: Ledger) -> None:
+    account = open_account(ledger, "credits")
+    assert account.currency == "CREDITS"
+    assert post(ledger, account, Direction.CREDIT, 3).ending_balance == 3
+
+
+def test_unknown_account_is_not_found(ledger: Ledger) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    err = refusal(ledger.post_transaction, T, NewTransaction(missing, Direction.CREDIT, 5, "USD"))
+    assert err.reason == "ACCOUNT_NOT_FOUND"
+    assert refusal(ledger.get_account, T, missing).reason == "ACCOUNT_NOT_FOUND"
+    assert refusal(ledger.get_transaction, T, missing).reason == "TRANSACTION_NOT_FOUND"
+
+
+def test_external_id_is_unique_and_names_the_original(ledger: Ledger) -> None:
+    account = open_account(ledger)
+    first = post(ledger, account, Direction.CREDIT, 5, external_id="order-4")
+    err = refusal(post, ledger, account, Direction.CREDIT, 7, external_id="order-4")
+    assert err.reason == "DUPLICATE_EXTERNAL_ID"
+    assert err.metadata["existing_transaction"] == f"transactions/{first.id}"
+    assert ledger.get_account(T, account.id).posted == 5
+
+
+def test_balance_overflow_is_refused_not_wrapped(ledger: Ledger, engine: Engine) -> None:
+    account = open_account(ledger)
+    post(ledger, account, Direction.CREDIT, INT64_MAX)
+    err = refusal(post, ledger, account, Direction.CREDIT, 1)
+    assert err.reason == "BALANCE_OVERFLOW"
+    assert ledger.get_account(T, account.id).posted == INT64_MAX
+    assert invariant_violations(engine) == []
+
+
+def test_counter_account_overflow_is_refused(ledger: Ledger) -> None:
+    # Counter-account shards go negative by every credit: they must not wrap either.
+    ledger_shards = 16
+    accounts = [open_account(ledger, ref=f"c{i}") for i in range(ledger_shards + 2)]
+    refusals = 0
+    for account in accounts:
+        try:
+            post(ledger, account, Direction.CREDIT, INT64_MAX)
+        except LedgerError as err:
+            assert err.reason == "BALANCE_OVERFLOW"
+            refusals += 1
+    assert refusals >= 2  # more grants of INT64_MAX than shards: some shard would overflow
+
+
+def test_request_id_replays_the_stored_response(ledger: Ledger, engine: Engine) -> None:
+    account = open_account(ledger)
+    rendered: list[bytes] = []
+
+    def render(txn: Transaction) -> bytes:
+        rendered.append(txn.id.encode())
+        return txn.id.encode()
+
+    fingerprint = hashlib.sha256(b"credit 5").digest()
+    idem = Idempotency("8c3b6a8e-2d8f-4a8e-9a1c-2f5c0e4c7b11", fingerprint, render)
+    cmd = NewTransaction(account.id, Direction.CREDIT, 5, "USD")
+    first = ledger.post_transaction(T, cmd, idem)
+    again = ledger.post_transaction(T, cmd, idem)
+    assert isinstance(first, Transaction)
+    assert again == Replay(first.id.encode())
+    assert ledger.get_account(T, account.id).posted == 5
+    other = Idempotency(idem.request_id, hashlib.sha256(b"credit 6").digest(), render)
+    assert refusal(ledger.post_transaction, T, cmd, other).reason == "REQUEST_ID_REUSED"
+    assert count(engine, transactions) == 1
+
+
+def test_refused_request_does_not_consume_its_request_id(ledger: Ledger) -> None:
+    account = open_account(ledger)
+    idem = Idempotency("0b7f8a34-58a1-4f9e-8f36-6f3a8f6c2d10", b"f" * 32, lambda t: t.id.encode())
+    debit = NewTransaction(account.id, Direction.DEBIT, 5, "USD")
+    assert refusal(ledger.post_transaction, T, debit, idem).reason == "INSUFFICIENT_FUNDS"
+    post(ledger, account, Direction.CREDIT, 5)
+    assert isinstance(ledger.post_transaction(T, debit, idem), Transaction)
+
+
+def test_history_pages_newest_first_and_stays_stable_under_inserts(ledger: Ledger) -> None:
+    account = open_account(ledger)
+    posted = [post(ledger, account, Direction.CREDIT, i + 1) for i in range(7)]
+    flt = TransactionFilter(account_id=account.id)
+    page1, token = ledger.list_transactions(T, flt, 3, "")
+    assert [t.amount for t in page1] == [7, 6, 5]
+    post(ledger, account, Direction.CREDIT, 100)  # arrives between pages
+    page2, token = ledger.list_transactions(T, flt, 3, token)
+    page3, last = ledger.list_transactions(T, flt, 3, token)
+    assert [t.amount for t in page2 + page3] == [4, 3, 2, 1]
+    assert last == ""
+    assert {t.id for t in page1 + page2 + page3} == {t.id for t in posted}
+
+
+def test_history_filters_by_date_and_direction(ledger: Ledger) -> None:
+    account = open_account(ledger)
+    other = open_account(ledger, ref="other")
+    post(ledger, account, Direction.CREDIT, 10, posting_date=dt.date(2025, 1, 1))
+    post(ledger, account, Direction.DEBIT, 3, posting_date=dt.date(2025, 1, 2))
+    post(ledger, account, Direction.CREDIT, 20, posting_date=dt.date(2025, 1, 3))
+    post(ledger, other, Direction.CREDIT, 99, posting_date=dt.date(2025, 1, 2))
+
+    def amounts(**kw: object) -> list[int]:
+        items, _ = ledger.list_transactions(T, TransactionFilter(**kw), 0, "")  # type: ignore[arg-type]
+        return [t.amount for t in items]
+
+    assert amounts(account_id=account.id) == [20, 3, 10]
+    assert amounts(account_id=account.id, direction=Direction.CREDIT) == [20, 10]
+    assert amounts(date_from=dt.date(2025, 1, 2), date_to=dt.date(2025, 1, 2)) == [99, 3]
+    assert amounts(account_id=account.id, date_from=dt.date(2025, 1, 3)) == [20]
+
+
+def test_page_tokens_are_tamper_checked_and_bound_to_their_filters(ledger: Ledger) -> None:
+    account = open_account(ledger)
+    for i in range(3):
+        post(ledger, account, Direction.CREDIT, i + 1)
+    _, token = ledger.list_transactions(T, TransactionFilter(account_id=account.id), 1, "")
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    for bad in (forged, "garbage", token + "x"):
+        assert refusal(ledger.list_transactions, T, TransactionFilter(account.id), 1, bad).reason == (
+            "INVALID_PAGE_TOKEN"
+        )
+    other_filter = TransactionFilter(account_id=account.id, direction=Direction.DEBIT)
+    assert refusal(ledger.list_transactions, T, other_filter, 1, token).reason == "INVALID_PAGE_TOKEN"
+
+
+def test_page_size_bounds(ledger: Ledger) -> None:
+    account = open_account(ledger)
+    assert refusal(ledger.list_transactions, T, TransactionFilter(), -1, "").reason == "INVALID_REQUEST"
+    assert refusal(ledger.list_accounts, T, "", -5, "").reason == "INVALID_REQUEST"
+    for i in range(3):
+        post(ledger, account, Direction.CREDIT, i + 1)
+    items, token = ledger.list_transactions(T, TransactionFilter(), 5000, "")  # lowered to the max
+    assert len(items) == 3 and token == ""
+
+
+def test_accounts_list_oldest_first_and_filter_by_external_ref(ledger: Ledger) -> None:
+    made = [open_account(ledger, ref=f"ref-{i % 2}") for i in range(5)]
+    page, token = ledger.list_accounts(T, "", 2, "")
+    rest, end = ledger.list_accounts(T, "", 10, token)
+    assert [a.id for a in page + rest] == [a.id for a in made]
+    assert end == ""
+    only, _ = ledger.list_accounts(T, "ref-1", 10, "")
+    assert [a.id for a in only] == [made[1].id, made[3].id]
+
+
+def test_frozen_account_refuses_postings(ledger: Ledger, engine: Engine) -> None:
+    account = open_account(ledger)
+    with engine.begin() as conn:  # no RPC sets status yet: freeze it as an operator would
+        conn.execute(text("UPDATE accounts SET status = 'frozen' WHERE id = :id"), {"id": account.id})
+    assert refusal(post, ledger, account, Direction.CREDIT, 1).reason == "ACCOUNT_NOT_ACTIVE"
