@@ -15,13 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from ledger_client import LedgerClient
-from sqlalchemy import Engine, text
-
 from ledger_server.api.server import LedgerServer
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
 from ledger_server.store.sql_store import SqlStore
+from sqlalchemy import Engine, text
+
 from tests.support import ServerProcess, server_settings
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

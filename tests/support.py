@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
-
 from ledger_server.config import Settings
+from sqlalchemy import Engine, text
 
 SERVER = [sys.executable, "-m", "ledger_server.cli"]
 
@@ -47,7 +46,15 @@ class ServerProcess:
         self._log = self.log_path.open("ab")
         self._offset = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [*SERVER, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", self.database_url, *self.extra],
+            [
+                *SERVER,
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--database-url",
+                self.database_url,
+                *self.extra,
+            ],
             stdout=self._log,
             stderr=self._log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -99,7 +106,10 @@ def invariant_violations(engine: Engine) -> list[str]:
     problems: list[str] = []
     with engine.connect() as conn:
         for tx_id, total in conn.execute(
-            text("SELECT transaction_id, SUM(amount) FROM entries GROUP BY transaction_id HAVING SUM(amount) <> 0")
+            text(
+                "SELECT transaction_id, SUM(amount) FROM entries "
+                "GROUP BY transaction_id HAVING SUM(amount) <> 0"
+            )
         ):
             problems.append(f"entries of {tx_id} sum to {total}")
         for acct, posted, total in conn.execute(
@@ -111,7 +121,10 @@ def invariant_violations(engine: Engine) -> list[str]:
         ):
             problems.append(f"account {acct} stores {posted} but its entries sum to {total}")
         for acct, posted, floor in conn.execute(
-            text("SELECT id, posted - pending, balance_floor FROM accounts WHERE posted - pending < balance_floor")
+            text(
+                "SELECT id, posted - pending, balance_floor FROM accounts "
+                "WHERE posted - pending < balance_floor"
+            )
         ):
             problems.append(f"account {acct} available {posted} is below its floor {floor}")
         for acct, running, posted in conn.execute(

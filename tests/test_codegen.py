@@ -14,6 +14,7 @@ def test_generated_stubs_are_current() -> None:
     result = subprocess.run(
         [sys.executable, "scripts/gen_protos.py", "--check"],
         cwd=ROOT,
+        check=False,
         capture_output=True,
         text=True,
         env={"PATH": f"{BIN}:/usr/bin:/bin"},
@@ -23,5 +24,7 @@ def test_generated_stubs_are_current() -> None:
 
 
 def test_protos_pass_buf_lint() -> None:
-    result = subprocess.run([BIN / "buf", "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [BIN / "buf", "lint"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,7 +10,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger.v1 import account_pb2, transaction_pb2, transaction_service_pb2, transaction_service_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
-
 from ledger_server.api.server import LedgerServer
 
 
@@ -20,7 +19,9 @@ def test_walkthrough_account_credit_debit_balance(client: LedgerClient) -> None:
     assert account.currency == "USD"
     assert account.status == account_pb2.ACCOUNT_STATUS_ACTIVE
     credit = client.credit(account.name, 1500, "USD", description="welcome", external_id="grant-1")
-    debit = client.debit(account.name, 400, "USD", posting_date=dt.date(2025, 1, 1), metadata={"order_id": "4"})
+    debit = client.debit(
+        account.name, 400, "USD", posting_date=dt.date(2025, 1, 1), metadata={"order_id": "4"}
+    )
     assert (credit.ending_balance, debit.ending_balance) == (1500, 1100)
     assert debit.posting_date.year == 2025
     assert debit.status == transaction_pb2.TRANSACTION_STATUS_POSTED
@@ -49,7 +50,12 @@ def test_insufficient_funds_error_carries_details(client: LedgerClient) -> None:
 def test_invalid_request_names_every_bad_field(client: LedgerClient) -> None:
     stub = transaction_service_pb2_grpc.TransactionServiceStub(client.channel)
     request = transaction_service_pb2.CreateTransactionRequest(
-        transaction=transaction_pb2.Transaction(account="users/1", direction=9, amount=-5, currency="$"),
+        transaction=transaction_pb2.Transaction(
+            account="users/1",
+            direction=9,  # type: ignore[arg-type]  # an unknown enum number, as a raw client may send
+            amount=-5,
+            currency="$",
+        ),
         request_id="not-a-uuid",
     )
     with pytest.raises(grpc.RpcError) as info:

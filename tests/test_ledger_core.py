@@ -6,8 +6,6 @@ import datetime as dt
 import hashlib
 
 import pytest
-from sqlalchemy import Engine, func, select, text
-
 from ledger_server.core.errors import LedgerError
 from ledger_server.core.ledger import Idempotency, Ledger, Replay
 from ledger_server.core.model import (
@@ -22,6 +20,8 @@ from ledger_server.core.model import (
     TransactionKind,
 )
 from ledger_server.store.schema import entries, transactions
+from sqlalchemy import Engine, func, select, text
+
 from tests.support import invariant_violations
 
 T = DEFAULT_TENANT
@@ -106,7 +106,9 @@ def test_metadata_is_bounded(ledger: Ledger) -> None:
     too_many = {f"k{i}": "v" for i in range(51)}
     assert refusal(post, ledger, account, Direction.CREDIT, 1, metadata=too_many).reason == "INVALID_REQUEST"
     long_value = {"k": "v" * 501}
-    assert refusal(post, ledger, account, Direction.CREDIT, 1, metadata=long_value).reason == "INVALID_REQUEST"
+    assert (
+        refusal(post, ledger, account, Direction.CREDIT, 1, metadata=long_value).reason == "INVALID_REQUEST"
+    )
     ok = post(ledger, account, Direction.CREDIT, 1, metadata={"order_id": "4", "gateway_id": "stripe_1"})
     assert ledger.get_transaction(T, ok.id).metadata == {"order_id": "4", "gateway_id": "stripe_1"}
 
@@ -187,7 +189,9 @@ def test_request_id_replays_the_stored_response(ledger: Ledger, engine: Engine) 
 
 def test_refused_request_does_not_consume_its_request_id(ledger: Ledger) -> None:
     account = open_account(ledger)
-    idem = Idempotency("0b7f8a34-58a1-4f9e-8f36-6f3a8f6c2d10", b"f" * 32, lambda t: t.id.encode())
+    idem: Idempotency[Transaction] = Idempotency(
+        "0b7f8a34-58a1-4f9e-8f36-6f3a8f6c2d10", b"f" * 32, lambda t: t.id.encode()
+    )
     debit = NewTransaction(account.id, Direction.DEBIT, 5, "USD")
     assert refusal(ledger.post_transaction, T, debit, idem).reason == "INSUFFICIENT_FUNDS"
     post(ledger, account, Direction.CREDIT, 5)

@@ -9,7 +9,6 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from ledger_server.api.server import LedgerServer
 
 # FileDescriptorProto field numbers, the path elements of source_code_info locations.
@@ -23,13 +22,19 @@ def reflection_stub(server: LedgerServer) -> Iterator[reflection_pb2_grpc.Server
         yield reflection_pb2_grpc.ServerReflectionStub(channel)
 
 
-def ask(stub: reflection_pb2_grpc.ServerReflectionStub, **request: str) -> reflection_pb2.ServerReflectionResponse:
-    replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**request)]), timeout=10))
+def ask(
+    stub: reflection_pb2_grpc.ServerReflectionStub, **request: str
+) -> reflection_pb2.ServerReflectionResponse:
+    replies = list(
+        stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**request)]), timeout=10)
+    )
     assert len(replies) == 1
     return replies[0]
 
 
-def test_list_shows_ledger_health_and_reflection(reflection_stub: reflection_pb2_grpc.ServerReflectionStub) -> None:
+def test_list_shows_ledger_health_and_reflection(
+    reflection_stub: reflection_pb2_grpc.ServerReflectionStub,
+) -> None:
     names = {s.name for s in ask(reflection_stub, list_services="").list_services_response.service}
     assert names == {
         "ledger.v1.AccountService",

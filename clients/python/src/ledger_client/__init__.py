@@ -1,0 +1,36 @@
+"""Typed Python client for the ledger.v1 credit ledger gRPC service.
+
+>>> from ledger_client import LedgerClient, LedgerError, Reason, to_minor
+>>> with LedgerClient("127.0.0.1:50051") as ledger:          # doctest: +SKIP
+...     account = ledger.create_account(currency="USD", external_ref="customer-42")
+...     ledger.credit(account.name, to_minor("25.00", "USD"), "USD", kind="top_up")
+
+The generated messages and stubs are in the ``ledger.v1`` package of the same
+distribution.
+"""
+
+from .client import DirectionLike, KindLike, LedgerClient, new_request_id
+from .dates import date_from_proto, date_to_proto
+from .errors import ERROR_DOMAIN, FieldViolation, LedgerError, Reason
+from .money import exponent, from_minor, is_iso_currency, register_unit, to_minor
+from .retry import RETRYABLE_CODES, RetryPolicy
+
+__all__ = [
+    "ERROR_DOMAIN",
+    "RETRYABLE_CODES",
+    "DirectionLike",
+    "FieldViolation",
+    "KindLike",
+    "LedgerClient",
+    "LedgerError",
+    "Reason",
+    "RetryPolicy",
+    "date_from_proto",
+    "date_to_proto",
+    "exponent",
+    "from_minor",
+    "is_iso_currency",
+    "new_request_id",
+    "register_unit",
+    "to_minor",
+]

@@ -1,0 +1,470 @@
+"""A typed, synchronous client for the ledger.v1 AccountService and TransactionService."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+from ledger.v1 import (
+    account_pb2,
+    account_service_pb2,
+    account_service_pb2_grpc,
+    transaction_pb2,
+    transaction_service_pb2,
+    transaction_service_pb2_grpc,
+)
+
+from .dates import date_to_proto
+from .errors import LedgerError
+from .retry import RetryPolicy, call_with_retry
+
+__all__ = ["DirectionLike", "KindLike", "LedgerClient", "new_request_id"]
+
+#: A transaction direction: ``transaction_pb2.DIRECTION_CREDIT`` / ``DIRECTION_DEBIT`` or
+#: the strings ``"credit"`` / ``"debit"`` (any case; ``"DIRECTION_CREDIT"`` also works).
+DirectionLike: TypeAlias = transaction_pb2.Direction.ValueType | str
+#: A transaction kind: a ``transaction_pb2.TRANSACTION_KIND_*`` value or its short name,
+#: ``"adjustment"``, ``"top_up"`` (or ``"top-up"``), ``"promotion"``, ``"purchase"``.
+KindLike: TypeAlias = transaction_pb2.TransactionKind.ValueType | str
+
+_C = TypeVar("_C", bound="LedgerClient")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+def new_request_id() -> str:
+    """A fresh idempotency key (a random UUID, as AIP-155 asks)."""
+    return str(uuid.uuid4())
+
+
+def _check_request_id(request_id: str | None) -> str:
+    if request_id is None:
+        return new_request_id()
+    if not isinstance(request_id, str):
+        raise TypeError(f"request_id must be a str, not {type(request_id).__name__}")
+    try:
+        uuid.UUID(request_id)
+    except ValueError:
+        raise ValueError(f"request_id must be a UUID string, got {request_id!r}") from None
+    return request_id
+
+
+def _enum_value(value: int | str, enum: Any, prefix: str, what: str, allow_zero: bool) -> int:
+    """Resolve an enum value given as its number or as its (short) name."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a str or an enum value, not bool")
+    if isinstance(value, str):
+        key = value.strip().upper().replace("-", "_")
+        if not key.startswith(prefix):
+            key = prefix + key
+        try:
+            number = int(enum.Value(key))
+        except ValueError:
+            number = -1
+    elif isinstance(value, int):
+        number = value if value in enum.values() else -1
+    else:
+        raise TypeError(f"{what} must be a str or an enum value, not {type(value).__name__}")
+    if number < 0 or (number == 0 and not allow_zero):
+        allowed = ", ".join(repr(k[len(prefix) :].lower()) for k, v in enum.items() if v != 0)
+        raise ValueError(f"invalid {what} {value!r}: expected one of {allowed}")
+    return number
+
+
+def _direction(value: DirectionLike) -> transaction_pb2.Direction.ValueType:
+    number = _enum_value(value, transaction_pb2.Direction, "DIRECTION_", "direction", allow_zero=False)
+    return transaction_pb2.Direction.ValueType(number)
+
+
+def _kind(value: KindLike | None) -> transaction_pb2.TransactionKind.ValueType:
+    if value is None:
+        return transaction_pb2.TRANSACTION_KIND_UNSPECIFIED
+    number = _enum_value(value, transaction_pb2.TransactionKind, "TRANSACTION_KIND_", "kind", allow_zero=True)
+    return transaction_pb2.TransactionKind.ValueType(number)
+
+
+def _check_amount(amount: int) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError(
+            f"amount must be an int number of minor units, not {type(amount).__name__}; "
+            "convert decimal amounts with ledger_client.to_minor()"
+        )
+    return amount
+
+
+class LedgerClient:
+    """A client for one ledger server.
+
+    Every call has a deadline (``timeout`` seconds, retries included), sends
+    ``metadata`` (e.g. ``[("authorization", "Bearer <token>")]``), retries UNAVAILABLE
+    up to ``max_attempts`` attempts in all with exponential backoff and full jitter, and
+    raises :class:`LedgerError` for any failed RPC. Mutations carry a ``request_id``
+    (a new UUID unless one is given) that is the same on every retry, so a retried
+    create is applied at most once.
+
+    Use it as a context manager, or call :meth:`close`. It is safe to share between
+    threads.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        # Validate before opening a channel, so that a bad argument leaks nothing.
+        policy = RetryPolicy(
+            max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
+        )
+        if credentials is None:
+            channel = grpc.insecure_channel(target, options=list(options))
+        else:
+            channel = grpc.secure_channel(target, credentials, options=list(options))
+        self._setup(channel, owns_channel=True, metadata=metadata, timeout=timeout, policy=policy)
+
+    @classmethod
+    def from_channel(
+        cls: type[_C],
+        channel: grpc.Channel,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        timeout: float = 10.0,
+        max_attempts: int = 4,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+        close_channel: bool = False,
+    ) -> _C:
+        """A client over an existing channel (e.g. one with interceptors). The channel
+        stays the caller's: :meth:`close` closes it only if ``close_channel`` is true."""
+        policy = RetryPolicy(
+            max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
+        )
+        client = cls.__new__(cls)
+        client._setup(channel, owns_channel=close_channel, metadata=metadata, timeout=timeout, policy=policy)
+        return client
+
+    def _setup(
+        self,
+        channel: grpc.Channel,
+        *,
+        owns_channel: bool,
+        metadata: Sequence[tuple[str, str]],
+        timeout: float,
+        policy: RetryPolicy,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError("timeout must be a number of seconds")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self._channel = channel
+        self._owns_channel = owns_channel
+        self._metadata: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in metadata)
+        self._timeout = float(timeout)
+        self._policy = policy
+        self._closed = False
+        self._accounts = account_service_pb2_grpc.AccountServiceStub(channel)
+        self._transactions = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The underlying gRPC channel."""
+        return self._channel
+
+    @property
+    def timeout(self) -> float:
+        """The default deadline of each call in seconds, retries included."""
+        return self._timeout
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._policy
+
+    def close(self) -> None:
+        """Close the channel (if this client opened it). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._owns_channel:
+                self._channel.close()
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _call(
+        self,
+        rpc: grpc.UnaryUnaryMultiCallable[_Req, _Resp],
+        request: _Req,
+        *,
+        timeout: float | None,
+        request_id: str | None = None,
+    ) -> _Resp:
+        attempts = 0
+
+        def count(number: int) -> None:
+            nonlocal attempts
+            attempts = number
+
+        def attempt(remaining: float) -> _Resp:
+            return rpc(request, timeout=remaining, metadata=self._metadata)
+
+        budget = self._timeout if timeout is None else timeout
+        try:
+            return call_with_retry(attempt, self._policy, timeout=budget, on_attempt=count)
+        except grpc.RpcError as error:
+            raise LedgerError.from_rpc_error(error, request_id=request_id, attempts=attempts) from error
+
+    # -- AccountService ----------------------------------------------------------------
+
+    def create_account(
+        self,
+        *,
+        currency: str,
+        external_ref: str = "",
+        balance_floor: int = 0,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> account_pb2.Account:
+        """Open an account in ``currency`` (ISO 4217 or a custom credit unit) for the
+        holder ``external_ref``. ``balance_floor`` (minor units, <= 0) allows an
+        overdraft down to it."""
+        request_id = _check_request_id(request_id)
+        account = account_pb2.Account(
+            currency=currency, external_ref=external_ref, balance_floor=balance_floor
+        )
+        if metadata:
+            account.metadata.update(metadata)
+        request = account_service_pb2.CreateAccountRequest(account=account, request_id=request_id)
+        response = self._call(self._accounts.CreateAccount, request, timeout=timeout, request_id=request_id)
+        return response.account
+
+    def get_account(self, name: str, *, timeout: float | None = None) -> account_pb2.Account:
+        """Read one account (``accounts/{id}``) with its current balances."""
+        request = account_service_pb2.GetAccountRequest(name=name)
+        return self._call(self._accounts.GetAccount, request, timeout=timeout).account
+
+    def list_accounts(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        external_ref: str = "",
+        timeout: float | None = None,
+    ) -> account_service_pb2.ListAccountsResponse:
+        """One page of accounts, oldest first (page_size 0 = the server's default, 50)."""
+        request = account_service_pb2.ListAccountsRequest(
+            page_size=page_size, page_token=page_token, external_ref=external_ref
+        )
+        return self._call(self._accounts.ListAccounts, request, timeout=timeout)
+
+    def iter_accounts(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        external_ref: str = "",
+        timeout: float | None = None,
+    ) -> Iterator[account_pb2.Account]:
+        """Every account (of ``external_ref``, if given), following next_page_token.
+        Each page is its own call with its own deadline and retries."""
+        token = page_token
+        while True:
+            page = self.list_accounts(
+                page_size=page_size, page_token=token, external_ref=external_ref, timeout=timeout
+            )
+            yield from page.accounts
+            token = _next_token(token, page.next_page_token)
+            if not token:
+                return
+
+    # -- TransactionService ------------------------------------------------------------
+
+    def create_transaction(
+        self,
+        *,
+        account: str,
+        direction: DirectionLike,
+        amount: int,
+        currency: str,
+        kind: KindLike | None = None,
+        description: str = "",
+        posting_date: datetime.date | None = None,
+        external_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> transaction_pb2.Transaction:
+        """Post a credit or debit of ``amount`` minor units on ``account``
+        (``accounts/{id}``). ``kind`` defaults to ADJUSTMENT and ``posting_date`` to
+        today (UTC) on the server. Returns the posted transaction; its
+        ``ending_balance`` is the account's posted balance right after it."""
+        request_id = _check_request_id(request_id)
+        transaction = transaction_pb2.Transaction(
+            account=account,
+            direction=_direction(direction),
+            amount=_check_amount(amount),
+            currency=currency,
+            kind=_kind(kind),
+            description=description,
+            external_id=external_id,
+        )
+        if posting_date is not None:
+            transaction.posting_date.CopyFrom(date_to_proto(posting_date))
+        if metadata:
+            transaction.metadata.update(metadata)
+        request = transaction_service_pb2.CreateTransactionRequest(
+            transaction=transaction, request_id=request_id
+        )
+        response = self._call(
+            self._transactions.CreateTransaction, request, timeout=timeout, request_id=request_id
+        )
+        return response.transaction
+
+    def credit(
+        self,
+        account: str,
+        amount: int,
+        currency: str,
+        *,
+        kind: KindLike | None = None,
+        description: str = "",
+        posting_date: datetime.date | None = None,
+        external_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> transaction_pb2.Transaction:
+        """Add ``amount`` minor units to ``account``: :meth:`create_transaction` with
+        direction credit."""
+        return self.create_transaction(
+            account=account,
+            direction=transaction_pb2.DIRECTION_CREDIT,
+            amount=amount,
+            currency=currency,
+            kind=kind,
+            description=description,
+            posting_date=posting_date,
+            external_id=external_id,
+            metadata=metadata,
+            request_id=request_id,
+            timeout=timeout,
+        )
+
+    def debit(
+        self,
+        account: str,
+        amount: int,
+        currency: str,
+        *,
+        kind: KindLike | None = None,
+        description: str = "",
+        posting_date: datetime.date | None = None,
+        external_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> transaction_pb2.Transaction:
+        """Take ``amount`` minor units from ``account``: :meth:`create_transaction` with
+        direction debit. Raises :class:`LedgerError` with reason INSUFFICIENT_FUNDS when
+        the available balance would go below the account's floor."""
+        return self.create_transaction(
+            account=account,
+            direction=transaction_pb2.DIRECTION_DEBIT,
+            amount=amount,
+            currency=currency,
+            kind=kind,
+            description=description,
+            posting_date=posting_date,
+            external_id=external_id,
+            metadata=metadata,
+            request_id=request_id,
+            timeout=timeout,
+        )
+
+    def get_transaction(self, name: str, *, timeout: float | None = None) -> transaction_pb2.Transaction:
+        """Read one transaction (``transactions/{id}``)."""
+        request = transaction_service_pb2.GetTransactionRequest(name=name)
+        return self._call(self._transactions.GetTransaction, request, timeout=timeout).transaction
+
+    def list_transactions(
+        self,
+        *,
+        account: str = "",
+        posting_date_from: datetime.date | None = None,
+        posting_date_to: datetime.date | None = None,
+        direction: DirectionLike | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> transaction_service_pb2.ListTransactionsResponse:
+        """One page of transactions, newest first, optionally of one account, within
+        posting dates (both inclusive) and of one direction."""
+        request = transaction_service_pb2.ListTransactionsRequest(
+            page_size=page_size,
+            page_token=page_token,
+            account=account,
+            direction=transaction_pb2.DIRECTION_UNSPECIFIED if direction is None else _direction(direction),
+        )
+        if posting_date_from is not None:
+            request.posting_date_from.CopyFrom(date_to_proto(posting_date_from))
+        if posting_date_to is not None:
+            request.posting_date_to.CopyFrom(date_to_proto(posting_date_to))
+        return self._call(self._transactions.ListTransactions, request, timeout=timeout)
+
+    def iter_transactions(
+        self,
+        *,
+        account: str = "",
+        posting_date_from: datetime.date | None = None,
+        posting_date_to: datetime.date | None = None,
+        direction: DirectionLike | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> Iterator[transaction_pb2.Transaction]:
+        """Every matching transaction, newest first, following next_page_token. Each
+        page is its own call with its own deadline and retries."""
+        token = page_token
+        while True:
+            page = self.list_transactions(
+                account=account,
+                posting_date_from=posting_date_from,
+                posting_date_to=posting_date_to,
+                direction=direction,
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+            )
+            yield from page.transactions
+            token = _next_token(token, page.next_page_token)
+            if not token:
+                return
+
+
+def _next_token(current: str, following: str) -> str:
+    if following and following == current:
+        # A server bug; without this check the iteration would never end.
+        raise RuntimeError(f"the server returned the same page token twice: {following!r}")
+    return following

@@ -1,0 +1,33 @@
+"""Conversion between :class:`datetime.date` and ``google.type.Date`` (posting dates)."""
+
+from __future__ import annotations
+
+import datetime
+
+from google.type import date_pb2
+
+__all__ = ["date_from_proto", "date_to_proto"]
+
+
+def date_to_proto(value: datetime.date) -> date_pb2.Date:
+    """A full calendar date as a ``google.type.Date``.
+
+    A :class:`datetime.datetime` is refused (TypeError): posting dates are UTC calendar
+    dates, and silently dropping the time and time zone of a datetime picks the wrong
+    day for part of the world. Pass ``dt.astimezone(datetime.timezone.utc).date()``.
+    """
+    if isinstance(value, datetime.datetime):
+        raise TypeError("expected a datetime.date, not a datetime; convert it to a UTC date first")
+    if not isinstance(value, datetime.date):
+        raise TypeError(f"expected a datetime.date, not {type(value).__name__}")
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def date_from_proto(value: date_pb2.Date) -> datetime.date | None:
+    """The :class:`datetime.date` of a ``google.type.Date``, or None when it is unset
+    (all zero). A partial date (no year, or no day) raises ValueError."""
+    if value.year == 0 and value.month == 0 and value.day == 0:
+        return None
+    if value.year == 0 or value.month == 0 or value.day == 0:
+        raise ValueError(f"not a full date: year={value.year} month={value.month} day={value.day}")
+    return datetime.date(value.year, value.month, value.day)

@@ -1,0 +1,116 @@
+"""Retries of UNAVAILABLE calls with capped exponential backoff and full jitter.
+
+Only ``UNAVAILABLE`` is retried: the ledger returns it when its database is busy or
+unreachable or when it is shutting down, and in each case the request was not applied,
+or it was applied and a retry with the same ``request_id`` replays the stored response.
+Every other code is final. ``DEADLINE_EXCEEDED`` in particular is not retried: the
+timeout is the budget of the whole call, retries included, so when it is spent there
+is no time left to retry in. A caller that wants to try again after it can repeat the
+call itself with the ``request_id`` of the :class:`~ledger_client.LedgerError`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+__all__ = ["RETRYABLE_CODES", "RetryPolicy", "call_with_retry"]
+
+#: The status codes that are retried.
+RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a call is retried.
+
+    ``max_attempts`` counts the first attempt (1 disables retries). The wait before retry
+    ``n`` (n = 1 for the second attempt) is drawn uniformly from
+    ``[0, min(max_backoff, initial_backoff * multiplier ** (n - 1)))`` ("full jitter"),
+    so that many clients failing together do not retry in lockstep.
+    """
+
+    max_attempts: int = 4
+    initial_backoff: float = 0.05
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise TypeError("max_attempts must be an int")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        for name in ("initial_backoff", "max_backoff"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError("max_backoff must be >= initial_backoff")
+        if not math.isfinite(self.multiplier) or self.multiplier < 1:
+            raise ValueError(f"multiplier must be a finite number >= 1, got {self.multiplier!r}")
+
+    def backoff_cap(self, retry: int) -> float:
+        """The upper bound of the wait before retry number ``retry`` (1-based)."""
+        if retry < 1:
+            raise ValueError("retry numbers start at 1")
+        try:
+            cap = self.initial_backoff * self.multiplier ** (retry - 1)
+        except OverflowError:
+            return self.max_backoff
+        return min(self.max_backoff, cap)
+
+    def backoff(self, retry: int, rand: Callable[[], float] = random.random) -> float:
+        """The wait before retry number ``retry``: full jitter under :meth:`backoff_cap`.
+        ``rand`` returns a float in [0, 1)."""
+        return self.backoff_cap(retry) * rand()
+
+
+def _code_of(error: grpc.RpcError) -> grpc.StatusCode | None:
+    try:
+        return error.code()
+    except Exception:
+        return None
+
+
+def call_with_retry(
+    attempt: Callable[[float], _T],
+    policy: RetryPolicy,
+    *,
+    timeout: float,
+    on_attempt: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+) -> _T:
+    """Call ``attempt(remaining_seconds)`` until it returns, retrying a
+    :class:`grpc.RpcError` whose code is in :data:`RETRYABLE_CODES`.
+
+    ``timeout`` is the deadline of the whole call: each attempt is given what remains of
+    it, and no retry is started whose backoff would end past it. ``on_attempt(n)`` is
+    called before attempt ``n`` (1-based). The last error is re-raised unchanged.
+    """
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    deadline = clock() + timeout
+    number = 1
+    while True:
+        if on_attempt is not None:
+            on_attempt(number)
+        try:
+            return attempt(max(deadline - clock(), 0.0))
+        except grpc.RpcError as error:
+            if _code_of(error) not in RETRYABLE_CODES or number >= policy.max_attempts:
+                raise
+            delay = policy.backoff(number, rand)
+            if clock() + delay >= deadline:
+                raise
+            sleep(delay)
+            number += 1

@@ -1,0 +1,110 @@
+"""The real `ledger-server` process: idempotency survives restarts and kill -9, SIGTERM
+drains in-flight calls, every call is logged once."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ledger.v1 import transaction_pb2
+from ledger_client import LedgerClient, LedgerError
+
+from tests.support import ServerProcess
+
+
+def connect(proc: ServerProcess) -> LedgerClient:
+    return LedgerClient(f"127.0.0.1:{proc.port}", timeout=30.0)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_request_id_replays_identically_after_restart(
+    server_process: ServerProcess, how: signal.Signals
+) -> None:
+    request_id = str(uuid.uuid4())
+    with connect(server_process) as client:
+        account = client.create_account(currency="USD", request_id=request_id)
+        credit_id = str(uuid.uuid4())
+        first = client.credit(account.name, 250, "USD", request_id=credit_id)
+    server_process.signal(how)
+    server_process.wait()
+    server_process.start(server_process.port)
+    with connect(server_process) as client:
+        assert client.create_account(currency="USD", request_id=request_id) == account
+        again = client.credit(account.name, 250, "USD", request_id=credit_id)
+        assert again.SerializeToString() == first.SerializeToString()
+        assert client.get_account(account.name).balance.posted == 250
+        with pytest.raises(LedgerError) as info:
+            client.credit(account.name, 251, "USD", request_id=credit_id)
+        assert info.value.reason == "REQUEST_ID_REUSED"
+
+
+@contextmanager
+def holding_account_lock(database_url: str, account_id: str) -> Iterator[None]:
+    """Block the server's writers on this account from outside, as a slow peer would."""
+    if database_url.startswith("sqlite"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+    else:
+        with psycopg.connect(database_url.replace("+psycopg", "")) as pg, pg.transaction():
+            pg.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
+            yield
+
+
+def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(server_process: ServerProcess) -> None:
+    with connect(server_process) as client:
+        account = client.create_account(currency="USD")
+        health = health_pb2_grpc.HealthStub(client.channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        result: list[transaction_pb2.Transaction | Exception] = []
+        with holding_account_lock(server_process.database_url, account.name.split("/")[1]):
+            call = threading.Thread(target=lambda: result.append(client.credit(account.name, 9, "USD")))
+            call.start()
+            time.sleep(0.5)  # let the call reach the server and block on the lock
+            server_process.signal(signal.SIGTERM)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(LedgerError) as refused:
+                client.get_account(account.name)
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        call.join(30)
+    assert server_process.wait() == 0
+    assert len(result) == 1 and isinstance(result[0], transaction_pb2.Transaction)
+    assert result[0].ending_balance == 9
+    lines = [
+        (ln["msg"], ln.get("method", "").rsplit("/", 1)[-1], ln.get("code"))
+        for ln in server_process.log_lines()
+    ]
+    drained = lines[lines.index(("shutting down", "", None)) :]
+    assert ("rpc", "CreateTransaction", "OK") in drained  # finished after the signal
+    assert drained[-1] == ("stopped", "", None)
+
+
+def test_one_structured_log_line_per_call(server_process: ServerProcess) -> None:
+    with connect(server_process) as client:
+        account = client.create_account(currency="USD")
+        client.credit(account.name, 5, "USD")
+        with pytest.raises(LedgerError):
+            client.debit(account.name, 6, "USD")
+    server_process.signal(signal.SIGTERM)
+    server_process.wait()
+    calls = [line for line in server_process.log_lines() if line["msg"] == "rpc"]
+    assert [(c["method"].rsplit("/", 1)[1], c["code"]) for c in calls] == [
+        ("CreateAccount", "OK"),
+        ("CreateTransaction", "OK"),
+        ("CreateTransaction", "FAILED_PRECONDITION"),
+    ]
+    assert all(isinstance(c["duration_ms"], float) for c in calls)
