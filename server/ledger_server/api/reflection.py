@@ -25,7 +25,7 @@ class DocumentedReflectionServicer(reflection.ReflectionServicer):  # type: igno
         super().__init__(service_names)
         self._documented = _documented_files()
 
-    def ServerReflectionInfo(  # noqa: N802
+    def ServerReflectionInfo(
         self, request_iterator: Iterator[Any], context: Any
     ) -> Iterator[reflection_pb2.ServerReflectionResponse]:
         for response in super().ServerReflectionInfo(request_iterator, context):
