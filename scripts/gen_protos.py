@@ -53,7 +53,11 @@ def generate(out: Path) -> None:
 
 
 def generated_files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in (root / "ledger").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(root))
+        for p in (root / "ledger").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def main() -> int:
