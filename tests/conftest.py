@@ -15,13 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from ledger_client import LedgerClient
+from sqlalchemy import Engine, text
+
 from ledger_server.api.server import LedgerServer
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
 from ledger_server.store.sql_store import SqlStore
-from sqlalchemy import Engine, text
-
 from tests.support import ServerProcess, server_settings
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -101,6 +101,6 @@ def client(server: LedgerServer) -> Iterator[LedgerClient]:
 @pytest.fixture
 def server_process(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
     """A real `ledger-server serve` process on a free port; ended by pid after the test."""
-    proc = ServerProcess(database_url, tmp_path / "server.log")
+    proc = ServerProcess(database_url, tmp_path / "server.log", "--log-level", "DEBUG")
     yield proc
     proc.kill()

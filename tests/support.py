@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ledger_server.config import Settings
 from sqlalchemy import Engine, text
+
+from ledger_server.config import Settings
 
 SERVER = [sys.executable, "-m", "ledger_server.cli"]
 
@@ -66,11 +67,12 @@ class ServerProcess:
             f.seek(self._offset)
             return [json.loads(line) for line in f if line.startswith(b"{")]
 
-    def wait_for(self, msg: str, timeout: float) -> dict[str, Any]:
+    def wait_for(self, msg: str, timeout: float, **fields: str) -> dict[str, Any]:
+        """The first log line with this msg (and these field values) since the last start."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.log_lines():
-                if line.get("msg") == msg:
+                if line.get("msg") == msg and all(line.get(k) == v for k, v in fields.items()):
                     return line
             if self.proc is not None and self.proc.poll() is not None and msg == "serving":
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")

@@ -10,6 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger.v1 import account_pb2, transaction_pb2, transaction_service_pb2, transaction_service_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
+
 from ledger_server.api.server import LedgerServer
 
 

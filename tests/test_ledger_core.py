@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 
 import pytest
+from sqlalchemy import Engine, func, select, text
+
 from ledger_server.core.errors import LedgerError
 from ledger_server.core.ledger import Idempotency, Ledger, Replay
 from ledger_server.core.model import (
@@ -20,8 +22,6 @@ from ledger_server.core.model import (
     TransactionKind,
 )
 from ledger_server.store.schema import entries, transactions
-from sqlalchemy import Engine, func, select, text
-
 from tests.support import invariant_violations
 
 T = DEFAULT_TENANT

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine
+
 from ledger_server.store.migrate import current_revision, head_revision
 from ledger_server.store.schema import metadata
-from sqlalchemy import Engine
 
 
 def test_database_is_at_head(engine: Engine) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
+
 from ledger_server.core.errors import LedgerError
 from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import (
@@ -24,8 +26,6 @@ from ledger_server.core.model import (
     Transaction,
 )
 from ledger_server.store.sql_store import SqlStore
-from sqlalchemy import Engine
-
 from tests.support import invariant_violations
 
 _units = itertools.count()

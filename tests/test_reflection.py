@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from ledger_server.api.server import LedgerServer
 
 # FileDescriptorProto field numbers, the path elements of source_code_info locations.

@@ -58,6 +58,7 @@ def _streaming(method: str, behavior: Behavior) -> Behavior:
 def _observed(method: str, context: grpc.ServicerContext) -> Iterator[None]:
     start = time.perf_counter()
     code = grpc.StatusCode.OK
+    log.debug("rpc started", extra={"method": method})
     try:
         yield
     except Exception as exc:

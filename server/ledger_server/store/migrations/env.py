@@ -1,6 +1,7 @@
 """Alembic environment: migrates the connection handed over by store.migrate.upgrade()."""
 
 from alembic import context
+
 from ledger_server.store.schema import metadata
 
 connection = context.config.attributes["connection"]
