@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_client import exponent, from_minor, is_iso_currency, register_unit, to_minor
+from ledger_client import exponent, from_minor, is_iso_currency, money, register_unit, to_minor
 from ledger_client.money import INT64_MAX, INT64_MIN
 
 # Hypothesis: no example database on disk, no wall-clock deadline on slow CI machines.
@@ -48,6 +49,15 @@ SAMPLE_CODES = ["USD", "eur", "JPY", "krw", "KWD", "BHD", "TND", "CLF", "UYW", "
 )
 def test_exponent(code: str, expected: int) -> None:
     assert exponent(code) == expected
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registry() -> Iterator[None]:
+    """register_unit() is process-wide: undo each test's registrations."""
+    saved = dict(money._registered)
+    yield
+    money._registered.clear()
+    money._registered.update(saved)
 
 
 def test_every_non_two_exponent_iso_code() -> None:
@@ -274,9 +284,10 @@ def test_from_minor_refuses_non_int(minor: object) -> None:
         from_minor(minor, "USD")  # type: ignore[arg-type]
 
 
-def test_table_matches_iso4217_package_when_available() -> None:
-    """Cross-check against the `iso4217` PyPI package (not a dependency) if installed."""
-    iso4217 = pytest.importorskip("iso4217")
+def test_table_matches_iso4217_package() -> None:
+    """Cross-check against the `iso4217` PyPI package (a dev dependency, not the client's)."""
+    import iso4217  # noqa: PLC0415
+
     for currency in iso4217.Currency:
         assert is_iso_currency(currency.code), currency.code
         if currency.exponent is None:
