@@ -9,7 +9,7 @@ The generated messages and stubs are in the ``ledger.v1`` package of the same
 distribution.
 """
 
-from .client import DirectionLike, KindLike, LedgerClient, new_request_id
+from .client import DirectionLike, KindLike, LedgerClient, TransactionOptions, new_request_id
 from .dates import date_from_proto, date_to_proto
 from .errors import ERROR_DOMAIN, FieldViolation, LedgerError, Reason
 from .money import exponent, from_minor, is_iso_currency, register_unit, to_minor
@@ -25,6 +25,7 @@ __all__ = [
     "LedgerError",
     "Reason",
     "RetryPolicy",
+    "TransactionOptions",
     "date_from_proto",
     "date_to_proto",
     "exponent",

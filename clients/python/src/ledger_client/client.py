@@ -7,7 +7,7 @@ import math
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypedDict, TypeVar
 
 import grpc
 from ledger.v1 import (
@@ -18,6 +18,7 @@ from ledger.v1 import (
     transaction_service_pb2,
     transaction_service_pb2_grpc,
 )
+from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
 
 from .dates import date_to_proto
 from .errors import LedgerError
@@ -31,6 +32,20 @@ DirectionLike: TypeAlias = transaction_pb2.Direction.ValueType | str
 #: A transaction kind: a ``transaction_pb2.TRANSACTION_KIND_*`` value or its short name,
 #: ``"adjustment"``, ``"top_up"`` (or ``"top-up"``), ``"promotion"``, ``"purchase"``.
 KindLike: TypeAlias = transaction_pb2.TransactionKind.ValueType | str
+
+
+class TransactionOptions(TypedDict, total=False):
+    """The optional arguments of :meth:`LedgerClient.credit` and :meth:`LedgerClient.debit`,
+    as in :meth:`LedgerClient.create_transaction`."""
+
+    kind: KindLike | None
+    description: str
+    posting_date: datetime.date | None
+    external_id: str
+    metadata: Mapping[str, str] | None
+    request_id: str | None
+    timeout: float | None
+
 
 _C = TypeVar("_C", bound="LedgerClient")
 _Req = TypeVar("_Req")
@@ -343,18 +358,7 @@ class LedgerClient:
         return response.transaction
 
     def credit(
-        self,
-        account: str,
-        amount: int,
-        currency: str,
-        *,
-        kind: KindLike | None = None,
-        description: str = "",
-        posting_date: datetime.date | None = None,
-        external_id: str = "",
-        metadata: Mapping[str, str] | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
+        self, account: str, amount: int, currency: str, **options: Unpack[TransactionOptions]
     ) -> transaction_pb2.Transaction:
         """Add ``amount`` minor units to ``account``: :meth:`create_transaction` with
         direction credit."""
@@ -363,28 +367,11 @@ class LedgerClient:
             direction=transaction_pb2.DIRECTION_CREDIT,
             amount=amount,
             currency=currency,
-            kind=kind,
-            description=description,
-            posting_date=posting_date,
-            external_id=external_id,
-            metadata=metadata,
-            request_id=request_id,
-            timeout=timeout,
+            **options,
         )
 
     def debit(
-        self,
-        account: str,
-        amount: int,
-        currency: str,
-        *,
-        kind: KindLike | None = None,
-        description: str = "",
-        posting_date: datetime.date | None = None,
-        external_id: str = "",
-        metadata: Mapping[str, str] | None = None,
-        request_id: str | None = None,
-        timeout: float | None = None,
+        self, account: str, amount: int, currency: str, **options: Unpack[TransactionOptions]
     ) -> transaction_pb2.Transaction:
         """Take ``amount`` minor units from ``account``: :meth:`create_transaction` with
         direction debit. Raises :class:`LedgerError` with reason INSUFFICIENT_FUNDS when
@@ -394,13 +381,7 @@ class LedgerClient:
             direction=transaction_pb2.DIRECTION_DEBIT,
             amount=amount,
             currency=currency,
-            kind=kind,
-            description=description,
-            posting_date=posting_date,
-            external_id=external_id,
-            metadata=metadata,
-            request_id=request_id,
-            timeout=timeout,
+            **options,
         )
 
     def get_transaction(self, name: str, *, timeout: float | None = None) -> transaction_pb2.Transaction:
