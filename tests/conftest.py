@@ -18,6 +18,8 @@ from ledger_client import LedgerClient
 from sqlalchemy import Engine, text
 
 from ledger_server.api.server import LedgerServer
+from ledger_server.core.admin import Admin
+from ledger_server.core.auth import ADMIN, Authenticator
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
@@ -25,7 +27,8 @@ from ledger_server.store.sql_store import SqlStore
 from tests.support import ServerProcess, server_settings
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-MUTABLE_TABLES = "entries, transactions, idempotency_keys, accounts"
+MUTABLE_TABLES = "entries, transactions, idempotency_keys, accounts, api_tokens"
+TENANT = "acme"
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +71,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     engine = make_engine(url, pool_size=1)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {MUTABLE_TABLES} RESTART IDENTITY CASCADE"))
+        conn.execute(text("DELETE FROM tenants WHERE id <> 'default'"))
     engine.dispose()
     return url
 
@@ -80,21 +84,38 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def ledger(engine: Engine) -> Ledger:
-    return Ledger(SqlStore(engine))
+def store(engine: Engine) -> SqlStore:
+    return SqlStore(engine)
 
 
 @pytest.fixture
-def server(ledger: Ledger) -> Iterator[LedgerServer]:
-    srv = LedgerServer(ledger, server_settings())
+def ledger(store: SqlStore) -> Ledger:
+    return Ledger(store)
+
+
+@pytest.fixture
+def admin(store: SqlStore) -> Admin:
+    return Admin(store)
+
+
+@pytest.fixture
+def token(admin: Admin) -> str:
+    """An admin-scope token of tenant `acme`."""
+    admin.create_tenant(TENANT, "Acme")
+    return admin.create_token(TENANT, "test-suite", [ADMIN])[1]
+
+
+@pytest.fixture
+def server(ledger: Ledger, store: SqlStore) -> Iterator[LedgerServer]:
+    srv = LedgerServer(ledger, Authenticator(store, cache_seconds=0), server_settings())
     srv.start()
     yield srv
     srv.stop(0)
 
 
 @pytest.fixture
-def client(server: LedgerServer) -> Iterator[LedgerClient]:
-    with LedgerClient(f"127.0.0.1:{server.port}", timeout=20.0) as c:
+def client(server: LedgerServer, token: str) -> Iterator[LedgerClient]:
+    with LedgerClient(f"127.0.0.1:{server.port}", token=token, timeout=20.0) as c:
         yield c
 
 

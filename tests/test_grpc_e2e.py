@@ -48,7 +48,7 @@ def test_insufficient_funds_error_carries_details(client: LedgerClient) -> None:
     assert client.get_account(account.name).balance.posted == 30
 
 
-def test_invalid_request_names_every_bad_field(client: LedgerClient) -> None:
+def test_invalid_request_names_every_bad_field(client: LedgerClient, token: str) -> None:
     stub = transaction_service_pb2_grpc.TransactionServiceStub(client.channel)
     request = transaction_service_pb2.CreateTransactionRequest(
         transaction=transaction_pb2.Transaction(
@@ -60,7 +60,7 @@ def test_invalid_request_names_every_bad_field(client: LedgerClient) -> None:
         request_id="not-a-uuid",
     )
     with pytest.raises(grpc.RpcError) as info:
-        stub.CreateTransaction(request, timeout=10)
+        stub.CreateTransaction(request, timeout=10, metadata=(("authorization", f"Bearer {token}"),))
     err = LedgerError.from_rpc_error(info.value)
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.reason == "INVALID_REQUEST"

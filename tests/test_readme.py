@@ -20,17 +20,18 @@ from ledger_server.config import OPTIONS
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
-def grpcurl_calls() -> list[tuple[str, str]]:
-    """(full method name, JSON body) of every `grpcurl ... -d` command in the README."""
+def grpcurl_calls() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(full method name, JSON body, -H headers) of every `grpcurl ... -d` command."""
     calls = []
     for line in README.splitlines():
         if line.startswith("grpcurl") and " -d " in line:
             args = shlex.split(line)
-            calls.append((args[-1], args[args.index("-d") + 1]))
+            headers = [args[i + 1].split(": ", 1) for i, a in enumerate(args) if a == "-H"]
+            calls.append((args[-1], args[args.index("-d") + 1], [(k, v) for k, v in headers]))
     return calls
 
 
-def invoke(channel: grpc.Channel, method: str, body: str) -> Any:
+def invoke(channel: grpc.Channel, method: str, body: str, headers: list[tuple[str, str]]) -> Any:
     desc = descriptor_pool.Default().FindMethodByName(method.replace("/", "."))
     request = json_format.Parse(body, message_factory.GetMessageClass(desc.input_type)())
     response_cls = message_factory.GetMessageClass(desc.output_type)
@@ -39,12 +40,15 @@ def invoke(channel: grpc.Channel, method: str, body: str) -> Any:
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response_cls.FromString,
     )
-    return rpc(request, timeout=10)
+    return rpc(request, timeout=10, metadata=tuple(headers))
 
 
-def test_grpcurl_walkthrough_runs(server: LedgerServer) -> None:
-    calls = grpcurl_calls()
-    assert [m.rsplit("/", 1)[1] for m, _ in calls] == [
+def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
+    calls = [
+        (method, body, [(k, v.replace("$TOKEN", token)) for k, v in headers])
+        for method, body, headers in grpcurl_calls()
+    ]
+    assert [m.rsplit("/", 1)[1] for m, _, _ in calls] == [
         "CreateAccount",
         "CreateTransaction",
         "CreateTransaction",
@@ -53,23 +57,35 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer) -> None:
         "CreateTransaction",
     ]
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        (create_method, create_body), *rest = calls
-        account = invoke(channel, create_method, create_body).account
+        (create_method, create_body, headers), *rest = calls
+        account = invoke(channel, create_method, create_body, headers).account
         account_id = account.name.split("/")[1]
-        *ok_calls, (fail_method, fail_body) = rest
-        replies = [invoke(channel, m, b.replace("<ACCOUNT_ID>", account_id)) for m, b in ok_calls]
+
+        def run(method: str, body: str, headers: list[tuple[str, str]]) -> Any:
+            return invoke(channel, method, body.replace("<ACCOUNT_ID>", account_id), headers)
+
+        *ok_calls, failing = rest
+        replies = [run(*call) for call in ok_calls]
         assert [r.transaction.ending_balance for r in replies[:2]] == [2500, 1250]
         assert replies[2].account.balance.available == 1250
         assert len(replies[3].transactions) == 2
-        credit_method, credit_body = ok_calls[0]  # run again: same request_id, same reply
-        assert invoke(channel, credit_method, credit_body.replace("<ACCOUNT_ID>", account_id)) == replies[0]
+        assert run(*ok_calls[0]) == replies[0]  # run again: same request_id, same reply
         with pytest.raises(grpc.RpcError) as info:
-            invoke(channel, fail_method, fail_body.replace("<ACCOUNT_ID>", account_id))
+            run(*failing)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "exceeds the available balance 1250" in (info.value.details() or "")
 
 
-def test_python_example_runs(server: LedgerServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_python_example_runs(
+    server: LedgerServer,
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "dev-token").write_text(token + "\n")
+    monkeypatch.chdir(tmp_path)  # the example reads var/dev-token, as after `make run`
     match = re.search(r"## Python client.*?```python\n(.*?)```", README, re.S)
     assert match
     code = match.group(1).replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
@@ -86,4 +102,5 @@ def test_configuration_table_matches_the_options() -> None:
     }
     assert set(rows) == {o.flag for o in OPTIONS}
     for option in OPTIONS:
-        assert rows[option.flag][1:3] == [option.env, option.default]
+        default = rows[option.flag][2]
+        assert [rows[option.flag][1], "" if default == "(none)" else default] == [option.env, option.default]

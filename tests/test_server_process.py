@@ -7,7 +7,7 @@ import signal
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
@@ -20,13 +20,14 @@ from ledger_client import LedgerClient, LedgerError
 from tests.support import ServerProcess
 
 
-def connect(proc: ServerProcess) -> LedgerClient:
-    return LedgerClient(f"127.0.0.1:{proc.port}", timeout=30.0)
+@pytest.fixture
+def connect(token: str) -> Callable[[ServerProcess], LedgerClient]:
+    return lambda proc: LedgerClient(f"127.0.0.1:{proc.port}", token=token, timeout=30.0)
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_request_id_replays_identically_after_restart(
-    server_process: ServerProcess, how: signal.Signals
+    server_process: ServerProcess, how: signal.Signals, connect: Callable[[ServerProcess], LedgerClient]
 ) -> None:
     request_id = str(uuid.uuid4())
     with connect(server_process) as client:
@@ -63,7 +64,9 @@ def holding_account_lock(database_url: str, account_id: str) -> Iterator[None]:
             yield
 
 
-def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(server_process: ServerProcess) -> None:
+def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(
+    server_process: ServerProcess, connect: Callable[[ServerProcess], LedgerClient]
+) -> None:
     with connect(server_process) as client:
         account = client.create_account(currency="USD")
         health = health_pb2_grpc.HealthStub(client.channel)
@@ -97,7 +100,9 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(server_process: Ser
     )
 
 
-def test_one_structured_log_line_per_call(server_process: ServerProcess) -> None:
+def test_one_structured_log_line_per_call(
+    server_process: ServerProcess, connect: Callable[[ServerProcess], LedgerClient]
+) -> None:
     with connect(server_process) as client:
         account = client.create_account(currency="USD")
         client.credit(account.name, 5, "USD")

@@ -17,17 +17,46 @@ from ledger.v1 import (
 )
 
 from ledger_server.api.account_servicer import AccountServicer
+from ledger_server.api.caller import reset_caller, set_caller
 from ledger_server.api.transaction_servicer import TransactionServicer
+from ledger_server.core.auth import ADMIN, Caller
 from ledger_server.core.ledger import Ledger
+from ledger_server.core.model import DEFAULT_TENANT
 
 ACCOUNTS = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"]
 TRANSACTIONS = transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"]
 
 
+CALLER = Caller(DEFAULT_TENANT, "0" * 32, "unit-test", frozenset({ADMIN}))
+
+
+class ActingAs:
+    """A servicer seen as the interceptor would leave it: with an authenticated caller."""
+
+    def __init__(self, servicer: object, caller: Caller) -> None:
+        self._servicer = servicer
+        self._caller = caller
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._servicer, name)
+
+        def call(request: Any, context: Any) -> Any:
+            token = set_caller(self._caller)
+            try:
+                return method(request, context)
+            finally:
+                reset_caller(token)
+
+        return call
+
+
 @pytest.fixture
 def rpc_server(ledger: Ledger) -> grpc_testing.Server:
     return grpc_testing.server_from_dictionary(
-        {ACCOUNTS: AccountServicer(ledger), TRANSACTIONS: TransactionServicer(ledger)},
+        {
+            ACCOUNTS: ActingAs(AccountServicer(ledger), CALLER),
+            TRANSACTIONS: ActingAs(TransactionServicer(ledger), CALLER),
+        },
         grpc_testing.strict_real_time(),
     )
 
@@ -91,6 +120,7 @@ def test_create_transaction_maps_every_field_and_replays(rpc_server: grpc_testin
     assert txn.kind == transaction_pb2.TRANSACTION_KIND_TOP_UP
     assert txn.status == transaction_pb2.TRANSACTION_STATUS_POSTED
     assert (txn.posting_date.year, txn.posting_date.month, txn.posting_date.day) == (2025, 1, 1)
+    assert txn.creator == transaction_pb2.Creator(token=f"tokens/{CALLER.token_id}", token_name="unit-test")
     assert (txn.description, txn.external_id, dict(txn.metadata)) == (
         "Description of transaction",
         "gw_123",

@@ -12,6 +12,8 @@ import pytest
 from ledger_client import LedgerClient, LedgerError
 
 from ledger_server.api.server import LedgerServer
+from ledger_server.core.admin import Admin
+from ledger_server.core.auth import ADMIN, Authenticator
 from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
@@ -51,10 +53,14 @@ def database_down(url: str) -> Iterator[None]:
 
 def test_outage_answers_unavailable_then_recovers_without_restart(pg_url: str) -> None:
     engine = make_engine(pg_url, pool_size=4)
-    server = LedgerServer(Ledger(SqlStore(engine)), server_settings())
+    store = SqlStore(engine)
+    Admin(store).create_tenant("outage", "")
+    token = Admin(store).create_token("outage", "outage-test", [ADMIN])[1]
+    # Tokens are cached, as in production: the outage hits the ledger, not only the token lookup.
+    server = LedgerServer(Ledger(store), Authenticator(store, cache_seconds=60), server_settings())
     server.start()
     try:
-        with LedgerClient(f"127.0.0.1:{server.port}", timeout=20.0, max_attempts=2) as client:
+        with LedgerClient(f"127.0.0.1:{server.port}", token=token, timeout=20.0, max_attempts=2) as client:
             account = client.create_account(currency="USD")
             with database_down(pg_url), pytest.raises(LedgerError) as info:
                 client.credit(account.name, 5, "USD")

@@ -1,49 +1,93 @@
-"""`ledger-server`: serve the ledger, or migrate its database."""
+"""`ledger-server`: serve the ledger, migrate its database, administer tenants and tokens."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import ipaddress
 import logging
+import re
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from ledger_server import logs
 from ledger_server.api.server import LedgerServer
 from ledger_server.config import add_options, settings_from
+from ledger_server.core.admin import Admin, AdminError
+from ledger_server.core.auth import ADMIN, SCOPES, Authenticator
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import current_revision, upgrade
 from ledger_server.store.sql_store import SqlStore
 
 log = logging.getLogger("ledger.server")
+DEV_TENANT = "dev"
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if args.dev and not _is_loopback(settings.listen):
+        print(f"--dev serves only on a loopback address, not {settings.listen}", file=sys.stderr)
+        return 2
     engine = make_engine(settings.database_url, pool_size=settings.workers)
     upgrade(engine)  # an empty database is created; an older one is brought to head
     store = SqlStore(engine)
-    server = LedgerServer(Ledger(store), settings)
+    authenticator = Authenticator(store, settings.token_cache_seconds)
+    server = LedgerServer(Ledger(store), authenticator, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
     host = settings.listen.rsplit(":", 1)[0]
-    log.info(
-        "serving",
-        extra={
-            "address": f"{host}:{server.port}",
-            "port": server.port,
-            "database": engine.url.render_as_string(),
-        },
-    )
+    address = f"{host}:{server.port}"
+    log.info("serving", extra={"address": address, "port": server.port, "tls": server.tls})
+    if args.dev:
+        _announce_dev_mode(Admin(store), Path(args.dev_token_file), address, server.tls)
     stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
     server.stop()
     store.close()
     log.info("stopped")
     return 0
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _announce_dev_mode(admin: Admin, token_file: Path, address: str, tls: bool) -> None:
+    """Development convenience: on a database without tokens, make a tenant and an admin
+    token, keep the token in a local file, and show how to call the server with it."""
+    if not admin.list_tokens():
+        if DEV_TENANT not in {t.id for t in admin.list_tenants()}:
+            admin.create_tenant(DEV_TENANT, "Development")
+        _, secret = admin.create_token(DEV_TENANT, "dev", [ADMIN])
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secret + "\n")
+        token_file.chmod(0o600)
+    secret = token_file.read_text().strip() if token_file.exists() else "<TOKEN>"
+    plaintext = "" if tls else "-plaintext "
+    lines = [
+        "DEVELOPMENT MODE (--dev): listening on loopback only; never use --dev in production.",
+        f"Tenant '{DEV_TENANT}', admin token (kept in {token_file}):",
+        f"  {secret}",
+        "Try:",
+        f"  grpcurl {plaintext}{address} list",
+        f"  grpcurl {plaintext}-H 'authorization: Bearer {secret}' \\",
+        f'    -d \'{{"account": {{"currency": "USD"}}}}\' {address} ledger.v1.AccountService/CreateAccount',
+    ]
+    if secret == "<TOKEN>":
+        lines[1:3] = ["This database already has tokens: create one with `ledger-server tokens create`."]
+    bar = "=" * 88
+    print("\n".join([bar, *lines, bar]), file=sys.stderr, flush=True)
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -54,18 +98,117 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _admin(args: argparse.Namespace) -> Admin:
+    engine = make_engine(args.database_url, pool_size=1)
+    upgrade(engine)
+    return Admin(SqlStore(engine))
+
+
+def tenants_create(args: argparse.Namespace) -> int:
+    tenant = _admin(args).create_tenant(args.id, args.name)
+    print(f"created tenant {tenant.id} ({tenant.name})")
+    return 0
+
+
+def tenants_list(args: argparse.Namespace) -> int:
+    for tenant in _admin(args).list_tenants():
+        print(f"{tenant.id}\t{tenant.name}\t{tenant.created_at.isoformat(timespec='seconds')}")
+    return 0
+
+
+def tokens_create(args: argparse.Namespace) -> int:
+    expires = dt.datetime.now(dt.UTC) + _duration(args.expires_in) if args.expires_in else None
+    record, secret = _admin(args).create_token(args.tenant, args.name, args.scopes.split(","), expires)
+    print(secret)
+    print(
+        f"token tokens/{record.id} '{record.name}' for tenant {record.tenant_id}, scopes "
+        f"{','.join(sorted(record.scopes))}, expires {record.expires_at or 'never'}.\n"
+        "The line above is the secret: it is shown only now. Send it as `authorization: Bearer <secret>`.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def tokens_list(args: argparse.Namespace) -> int:
+    for t in _admin(args).list_tokens(args.tenant):
+        state = "revoked" if t.revoked_at else "active"
+        expires = t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"
+        print(f"{t.id}\t{t.tenant_id}\t{t.name}\t{','.join(sorted(t.scopes))}\texpires {expires}\t{state}")
+    return 0
+
+
+def tokens_revoke(args: argparse.Namespace) -> int:
+    record = _admin(args).revoke_token(args.token_id.removeprefix("tokens/"))
+    print(f"revoked token {record.id} '{record.name}' of tenant {record.tenant_id}")
+    return 0
+
+
+def _duration(text: str) -> dt.timedelta:
+    match = re.fullmatch(r"(\d+)([smhd])", text)
+    if not match:
+        raise AdminError("durations look like 90s, 30m, 12h or 30d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return dt.timedelta(**{unit: int(match.group(1))})
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger-server", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
     serve_cmd = commands.add_parser("serve", help="serve the ledger over gRPC (migrates the database first)")
     add_options(serve_cmd)
+    serve_cmd.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: loopback only; on a database without tokens, create a dev tenant and token",
+    )
+    serve_cmd.add_argument("--dev-token-file", default="var/dev-token", help="where --dev keeps its token")
     serve_cmd.set_defaults(run=serve)
-    migrate_cmd = commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
-    add_options(migrate_cmd, ["--database-url", "--log-level"])
-    migrate_cmd.set_defaults(run=migrate)
-    args = parser.parse_args(argv)
+
+    def db_command(group: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+        cmd: argparse.ArgumentParser = group.add_parser(name, help=help)
+        add_options(cmd, ["--database-url", "--log-level"])
+        return cmd
+
+    db_command(commands, "migrate", "create or upgrade the database schema, then exit").set_defaults(
+        run=migrate
+    )
+
+    tenants = commands.add_parser("tenants", help="administer tenants").add_subparsers(
+        dest="action", required=True
+    )
+    create = db_command(tenants, "create", "create a tenant")
+    create.add_argument("id", help="tenant id: lower-case letters, digits and '-'")
+    create.add_argument("--name", default="", help="display name")
+    create.set_defaults(run=tenants_create)
+    db_command(tenants, "list", "list tenants").set_defaults(run=tenants_list)
+
+    tokens = commands.add_parser("tokens", help="administer API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = db_command(tokens, "create", "create a token; prints its secret once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", required=True, help="who or what uses it, e.g. checkout-service")
+    create.add_argument("--scopes", required=True, help=f"comma-separated: {','.join(sorted(SCOPES))}")
+    create.add_argument("--expires-in", default="", help="e.g. 90d or 12h; default: never")
+    create.set_defaults(run=tokens_create)
+    listing = db_command(tokens, "list", "list tokens (never their secrets)")
+    listing.add_argument("--tenant", default=None)
+    listing.set_defaults(run=tokens_list)
+    revoke = db_command(tokens, "revoke", "revoke a token at once")
+    revoke.add_argument("token_id", help="the token id (or tokens/{id})")
+    revoke.set_defaults(run=tokens_revoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logs.configure(args.log_level)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except AdminError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -47,6 +47,22 @@ OPTIONS = [
         int,
         "largest request or response message accepted",
     ),
+    Option(
+        "--token-cache-seconds",
+        "LEDGER_TOKEN_CACHE_SECONDS",
+        "2",
+        float,
+        "how long a token lookup is cached: a revocation takes effect within this time",
+    ),
+    Option("--tls-cert", "LEDGER_TLS_CERT", "", str, "PEM certificate chain: serve TLS instead of plaintext"),
+    Option("--tls-key", "LEDGER_TLS_KEY", "", str, "PEM private key of --tls-cert"),
+    Option(
+        "--tls-client-ca",
+        "LEDGER_TLS_CLIENT_CA",
+        "",
+        str,
+        "PEM CA bundle: require client certificates signed by it (mutual TLS)",
+    ),
 ]
 
 
@@ -59,6 +75,10 @@ class Settings:
     workers: int
     max_concurrent_rpcs: int
     max_message_bytes: int
+    token_cache_seconds: float = 2.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
 
 def add_options(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
@@ -73,6 +93,5 @@ def add_options(parser: argparse.ArgumentParser, names: list[str] | None = None)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings(
-        **{opt.flag[2:].replace("-", "_"): getattr(args, opt.flag[2:].replace("-", "_")) for opt in OPTIONS}
-    )
+    names = (opt.flag[2:].replace("-", "_") for opt in OPTIONS)
+    return Settings(**{name: getattr(args, name) for name in names})

@@ -6,7 +6,7 @@ import grpc
 from ledger.v1 import account_service_pb2 as pb
 from ledger.v1 import account_service_pb2_grpc
 
-from ledger_server.api.caller import tenant_of
+from ledger_server.api.caller import tenant_of_call
 from ledger_server.api.convert import account_pb, parse_name
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
@@ -36,7 +36,7 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
             balance_floor=a.balance_floor,
             metadata=dict(a.metadata),
         )
-        return responder.respond(self._ledger.create_account(tenant_of(context), new, idem, v))
+        return responder.respond(self._ledger.create_account(tenant_of_call(), new, idem, v))
 
     def GetAccount(
         self, request: pb.GetAccountRequest, context: grpc.ServicerContext
@@ -46,13 +46,13 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
         if v:
             raise invalid(v)
         return pb.GetAccountResponse(
-            account=account_pb(self._ledger.get_account(tenant_of(context), account_id))
+            account=account_pb(self._ledger.get_account(tenant_of_call(), account_id))
         )
 
     def ListAccounts(
         self, request: pb.ListAccountsRequest, context: grpc.ServicerContext
     ) -> pb.ListAccountsResponse:
         items, token = self._ledger.list_accounts(
-            tenant_of(context), request.external_ref, request.page_size, request.page_token
+            tenant_of_call(), request.external_ref, request.page_size, request.page_token
         )
         return pb.ListAccountsResponse(accounts=[account_pb(a) for a in items], next_page_token=token)

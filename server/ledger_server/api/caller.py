@@ -1,11 +1,21 @@
-"""Who is calling. Until tokens and tenants land every call acts in the default tenant."""
+"""The authenticated caller of the RPC being served, set by the interceptor."""
 
 from __future__ import annotations
 
-import grpc
+from contextvars import ContextVar
 
-from ledger_server.core.model import DEFAULT_TENANT
+from ledger_server.core.auth import Caller
+
+_CALLER: ContextVar[Caller] = ContextVar("ledger_caller")
 
 
-def tenant_of(_context: grpc.ServicerContext) -> str:
-    return DEFAULT_TENANT
+def current_caller() -> Caller:
+    return _CALLER.get()
+
+
+def tenant_of_call() -> str:
+    return _CALLER.get().tenant_id
+
+
+set_caller = _CALLER.set
+reset_caller = _CALLER.reset

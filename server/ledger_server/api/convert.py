@@ -114,6 +114,11 @@ def account_pb(a: Account) -> account_pb2.Account:
 
 
 def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
+    creator = (
+        transaction_pb2.Creator(token=f"tokens/{t.creator.token_id}", token_name=t.creator.token_name)
+        if t.creator
+        else None
+    )
     return transaction_pb2.Transaction(
         name=f"transactions/{t.id}",
         account=f"accounts/{t.account_id}",
@@ -129,4 +134,5 @@ def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
         ending_balance=t.ending_balance,
         create_time=timestamp(t.created_at),
         update_time=timestamp(t.updated_at),
+        creator=creator,
     )

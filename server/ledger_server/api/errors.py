@@ -10,13 +10,7 @@ from google.rpc import error_details_pb2, status_pb2
 from ledger_server.core.errors import Category, LedgerError
 
 DOMAIN = "ledger.v1"
-CODES = {
-    Category.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    Category.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    Category.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-    Category.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-    Category.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-}
+CODES = {category: grpc.StatusCode[category.value] for category in Category}
 
 
 def _pack(*details: object) -> list[any_pb2.Any]:

@@ -1,6 +1,6 @@
-"""One server interceptor for every RPC: turns domain errors into rich gRPC statuses and
-writes one structured log line per call (method, code, duration). Request contents are
-never logged."""
+"""One server interceptor for every RPC: authenticates the caller of ledger methods,
+turns domain errors into rich gRPC statuses, and writes one structured log line per call
+(method, code, duration). Request contents and tokens are never logged."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, cast
 
 import grpc
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from ledger_server.api.caller import reset_caller, set_caller
 from ledger_server.api.errors import CODES, ledger_status, status_of, unavailable
+from ledger_server.core.auth import Authenticator, require_scope
 from ledger_server.core.errors import LedgerError, StoreUnavailable
 
 log = logging.getLogger("ledger.rpc")
@@ -23,32 +25,60 @@ Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
 class CallInterceptor(grpc.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator, scopes: dict[str, str]) -> None:
+        self._authenticator = authenticator
+        self._scopes = scopes  # method path -> scope; methods not in it (health, reflection) are open
+
     # Handlers are gRPC's namedtuples (hence _replace); the stubs type them loosely.
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
         if handler is None:
             return None
         method: str = details.method
+        scope = self._scopes.get(method)
+
+        @contextmanager
+        def around(context: grpc.ServicerContext) -> Iterator[None]:
+            with _observed(method, context), self._authorized(scope, context):
+                yield
+
         if handler.unary_unary:
-            return handler._replace(unary_unary=_unary(method, handler.unary_unary))
+            return handler._replace(unary_unary=_unary(around, handler.unary_unary))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_unary(method, handler.stream_unary))
+            return handler._replace(stream_unary=_unary(around, handler.stream_unary))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_streaming(method, handler.unary_stream))
-        return handler._replace(stream_stream=_streaming(method, handler.stream_stream))
+            return handler._replace(unary_stream=_streaming(around, handler.unary_stream))
+        return handler._replace(stream_stream=_streaming(around, handler.stream_stream))
+
+    @contextmanager
+    def _authorized(self, scope: str | None, context: grpc.ServicerContext) -> Iterator[None]:
+        if scope is None:
+            yield
+            return
+        header = dict(context.invocation_metadata()).get("authorization")
+        caller = self._authenticator.authenticate(header if isinstance(header, str) else None)
+        require_scope(caller, scope)
+        token = set_caller(caller)
+        try:
+            yield
+        finally:
+            reset_caller(token)
 
 
-def _unary(method: str, behavior: Behavior) -> Behavior:
+Around = Callable[[grpc.ServicerContext], AbstractContextManager[None]]
+
+
+def _unary(around: Around, behavior: Behavior) -> Behavior:
     def call(request: Any, context: grpc.ServicerContext) -> Any:
-        with _observed(method, context):
+        with around(context):
             return behavior(request, context)
 
     return call
 
 
-def _streaming(method: str, behavior: Behavior) -> Behavior:
+def _streaming(around: Around, behavior: Behavior) -> Behavior:
     def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _observed(method, context):
+        with around(context):
             yield from behavior(request, context)
 
     return call

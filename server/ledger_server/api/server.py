@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,8 +20,10 @@ from ledger.v1 import (
 from ledger_server.api.account_servicer import AccountServicer
 from ledger_server.api.interceptor import CallInterceptor
 from ledger_server.api.reflection import DocumentedReflectionServicer
+from ledger_server.api.scopes import required_scopes
 from ledger_server.api.transaction_servicer import TransactionServicer
 from ledger_server.config import Settings
+from ledger_server.core.auth import Authenticator
 from ledger_server.core.ledger import Ledger
 
 log = logging.getLogger("ledger.server")
@@ -31,10 +34,10 @@ LEDGER_SERVICES = [
 
 
 class LedgerServer:
-    def __init__(self, ledger: Ledger, settings: Settings) -> None:
+    def __init__(self, ledger: Ledger, authenticator: Authenticator, settings: Settings) -> None:
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor()],
+            interceptors=[CallInterceptor(authenticator, required_scopes(LEDGER_SERVICES))],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -53,7 +56,12 @@ class LedgerServer:
             DocumentedReflectionServicer([*LEDGER_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]),
             self._server,
         )
-        self.port = self._server.add_insecure_port(settings.listen)
+        credentials = _tls_credentials(settings)
+        self.tls = credentials is not None
+        if credentials is None:
+            self.port = self._server.add_insecure_port(settings.listen)
+        else:
+            self.port = self._server.add_secure_port(settings.listen, credentials)
         if not self.port:
             raise OSError(f"cannot listen on {settings.listen}")
         self._grace = settings.grace_seconds
@@ -67,3 +75,17 @@ class LedgerServer:
         """Report NOT_SERVING, refuse new calls, give in-flight calls the grace period."""
         self.health.enter_graceful_shutdown()
         self._server.stop(self._grace if grace is None else grace).wait()
+
+
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls_cert and not settings.tls_key:
+        if settings.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    pair = (Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())
+    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )

@@ -6,12 +6,12 @@ import grpc
 from ledger.v1 import transaction_service_pb2 as pb
 from ledger.v1 import transaction_service_pb2_grpc
 
-from ledger_server.api.caller import tenant_of
+from ledger_server.api.caller import current_caller, tenant_of_call
 from ledger_server.api.convert import parse_date, parse_direction, parse_kind, parse_name, transaction_pb
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import NewTransaction, Transaction, TransactionFilter
+from ledger_server.core.model import Creator, NewTransaction, Transaction, TransactionFilter
 from ledger_server.core.validation import Violations
 
 
@@ -26,6 +26,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
     def CreateTransaction(
         self, request: pb.CreateTransactionRequest, context: grpc.ServicerContext
     ) -> pb.CreateTransactionResponse:
+        caller = current_caller()
         v = Violations()
         responder = Responder(_created, pb.CreateTransactionResponse.FromString)
         idem = responder.idempotency("CreateTransaction", request, v)
@@ -40,8 +41,9 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             posting_date=parse_date(v, "transaction.posting_date", t.posting_date),
             external_id=t.external_id,
             metadata=dict(t.metadata),
+            creator=Creator(caller.token_id, caller.token_name),
         )
-        return responder.respond(self._ledger.post_transaction(tenant_of(context), cmd, idem, v))
+        return responder.respond(self._ledger.post_transaction(caller.tenant_id, cmd, idem, v))
 
     def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.ServicerContext
@@ -50,7 +52,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         transaction_id = parse_name(v, "name", request.name, "transactions")
         if v:
             raise invalid(v)
-        txn = self._ledger.get_transaction(tenant_of(context), transaction_id)
+        txn = self._ledger.get_transaction(tenant_of_call(), transaction_id)
         return pb.GetTransactionResponse(transaction=transaction_pb(txn))
 
     def ListTransactions(
@@ -64,7 +66,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             direction=parse_direction(v, "direction", request.direction, required=False),
         )
         items, token = self._ledger.list_transactions(
-            tenant_of(context), flt, request.page_size, request.page_token, v
+            tenant_of_call(), flt, request.page_size, request.page_token, v
         )
         return pb.ListTransactionsResponse(
             transactions=[transaction_pb(t) for t in items], next_page_token=token

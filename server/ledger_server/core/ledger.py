@@ -188,6 +188,7 @@ class Ledger:
             ending_balance=posted,
             created_at=now,
             updated_at=now,
+            creator=cmd.creator,
         )
         w.insert_transaction(
             txn, [Entry(account.id, signed, posted), Entry(counter.id, -signed, counter_posted)]

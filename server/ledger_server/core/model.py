@@ -39,6 +39,35 @@ class TransactionStatus(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as stored: never the secret, only its hash."""
+
+    id: str
+    tenant_id: str
+    name: str
+    scopes: frozenset[str]
+    secret_hash: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Creator:
+    """The API token a transaction was created with."""
+
+    token_id: str
+    token_name: str
+
+
+@dataclass(frozen=True)
 class NewAccount:
     external_ref: str
     currency: str
@@ -76,6 +105,7 @@ class NewTransaction:
     posting_date: dt.date | None = None
     external_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    creator: Creator | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +125,7 @@ class Transaction:
     ending_balance: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    creator: Creator | None = None
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,9 @@ transactions = Table(
     Column("ending_balance", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # The API token that created it (id and name at the time); NULL before tokens existed.
+    Column("creator_token_id", String(32)),
+    Column("creator_token_name", String(200)),
     Index(None, "tenant_id", "external_id", unique=True),
     Index(None, "tenant_id", "account_id", "seq"),
     Index(None, "tenant_id", "seq"),
@@ -112,6 +115,20 @@ idempotency_keys = Table(
     Column("fingerprint", LargeBinary(32), nullable=False),
     Column("response", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("scopes", String(200), nullable=False),  # space-separated
+    Column("secret_hash", String(64), nullable=False),  # SHA-256 hex of the secret; never the secret
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("revoked_at", BigInteger),
+    Index(None, "tenant_id"),
 )
 
 settings = Table(

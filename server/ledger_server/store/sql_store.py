@@ -21,10 +21,13 @@ from ledger_server.core.model import (
     INT64_MIN,
     Account,
     AccountStatus,
+    Creator,
     Direction,
     Entry,
     NewAccount,
     Page,
+    Tenant,
+    TokenRecord,
     Transaction,
     TransactionFilter,
     TransactionKind,
@@ -32,7 +35,15 @@ from ledger_server.core.model import (
 )
 from ledger_server.core.ports import LockedBalance, StoredResponse
 from ledger_server.store.engine import WRITE
-from ledger_server.store.schema import accounts, entries, idempotency_keys, settings, transactions
+from ledger_server.store.schema import (
+    accounts,
+    api_tokens,
+    entries,
+    idempotency_keys,
+    settings,
+    tenants,
+    transactions,
+)
 
 T = TypeVar("T")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -109,6 +120,20 @@ class SqlUnit:
 
     def setting(self, key: str) -> str | None:
         return self._conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        row = self._conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+        return None if row is None else _token(row)
+
+    def list_tokens(self, tenant_id: str | None) -> list[TokenRecord]:
+        q = select(api_tokens).order_by(api_tokens.c.tenant_id, api_tokens.c.created_at)
+        if tenant_id is not None:
+            q = q.where(api_tokens.c.tenant_id == tenant_id)
+        return [_token(row) for row in self._conn.execute(q)]
+
+    def list_tenants(self) -> list[Tenant]:
+        rows = self._conn.execute(select(tenants).order_by(tenants.c.id))
+        return [Tenant(row.id, row.name, from_micros(row.created_at)) for row in rows]
 
     def get_account(self, tenant_id: str, account_id: str) -> Account | None:
         row = self._conn.execute(
@@ -285,6 +310,8 @@ class SqlUnit:
                 ending_balance=txn.ending_balance,
                 created_at=created,
                 updated_at=to_micros(txn.updated_at),
+                creator_token_id=txn.creator.token_id if txn.creator else None,
+                creator_token_name=txn.creator.token_name if txn.creator else None,
             )
         )
         self._conn.execute(
@@ -300,6 +327,33 @@ class SqlUnit:
                 for e in legs
             ],
         )
+
+    def insert_tenant(self, tenant: Tenant) -> None:
+        self._conn.execute(
+            insert(tenants).values(id=tenant.id, name=tenant.name, created_at=to_micros(tenant.created_at))
+        )
+
+    def insert_token(self, token: TokenRecord) -> None:
+        self._conn.execute(
+            insert(api_tokens).values(
+                id=token.id,
+                tenant_id=token.tenant_id,
+                name=token.name,
+                scopes=" ".join(sorted(token.scopes)),
+                secret_hash=token.secret_hash,
+                created_at=to_micros(token.created_at),
+                expires_at=None if token.expires_at is None else to_micros(token.expires_at),
+                revoked_at=None,
+            )
+        )
+
+    def revoke_token(self, token_id: str, now: dt.datetime) -> bool:
+        result = self._conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=to_micros(now))
+        )
+        return result.rowcount == 1
 
     def set_posted_balance(self, account_id: str, posted: int, now: dt.datetime) -> None:
         self._conn.execute(
@@ -352,4 +406,18 @@ def _transaction(row: Row[Any]) -> Transaction:
         ending_balance=row.ending_balance,
         created_at=from_micros(row.created_at),
         updated_at=from_micros(row.updated_at),
+        creator=Creator(row.creator_token_id, row.creator_token_name) if row.creator_token_id else None,
+    )
+
+
+def _token(row: Row[Any]) -> TokenRecord:
+    return TokenRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        scopes=frozenset(row.scopes.split()),
+        secret_hash=row.secret_hash,
+        created_at=from_micros(row.created_at),
+        expires_at=None if row.expires_at is None else from_micros(row.expires_at),
+        revoked_at=None if row.revoked_at is None else from_micros(row.revoked_at),
     )

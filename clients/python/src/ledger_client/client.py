@@ -112,11 +112,15 @@ def _check_amount(amount: int) -> int:
     return amount
 
 
+def _with_token(metadata: Sequence[tuple[str, str]], token: str | None) -> list[tuple[str, str]]:
+    return [*metadata, ("authorization", f"Bearer {token}")] if token else list(metadata)
+
+
 class LedgerClient:
     """A client for one ledger server.
 
-    Every call has a deadline (``timeout`` seconds, retries included), sends
-    ``metadata`` (e.g. ``[("authorization", "Bearer <token>")]``), retries UNAVAILABLE
+    Every call has a deadline (``timeout`` seconds, retries included), sends the API
+    ``token`` as ``authorization: Bearer <token>`` plus any other ``metadata``, retries UNAVAILABLE
     up to ``max_attempts`` attempts in all with exponential backoff and full jitter, and
     raises :class:`LedgerError` for any failed RPC. Mutations carry a ``request_id``
     (a new UUID unless one is given) that is the same on every retry, so a retried
@@ -130,6 +134,7 @@ class LedgerClient:
         self,
         target: str,
         *,
+        token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float = 10.0,
@@ -146,13 +151,16 @@ class LedgerClient:
             channel = grpc.insecure_channel(target, options=list(options))
         else:
             channel = grpc.secure_channel(target, credentials, options=list(options))
-        self._setup(channel, owns_channel=True, metadata=metadata, timeout=timeout, policy=policy)
+        self._setup(
+            channel, owns_channel=True, metadata=_with_token(metadata, token), timeout=timeout, policy=policy
+        )
 
     @classmethod
     def from_channel(
         cls: type[_C],
         channel: grpc.Channel,
         *,
+        token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float = 10.0,
         max_attempts: int = 4,
@@ -166,7 +174,13 @@ class LedgerClient:
             max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
         client = cls.__new__(cls)
-        client._setup(channel, owns_channel=close_channel, metadata=metadata, timeout=timeout, policy=policy)
+        client._setup(
+            channel,
+            owns_channel=close_channel,
+            metadata=_with_token(metadata, token),
+            timeout=timeout,
+            policy=policy,
+        )
         return client
 
     def _setup(

@@ -60,6 +60,20 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INTERNAL: an unexpected failure; details are in the server log under the
     metadata `incident` id, never in the response.
     """
+    ERROR_REASON_TOKEN_MISSING: _ErrorReason.ValueType  # 14
+    """UNAUTHENTICATED: no `authorization: Bearer <token>` metadata was sent."""
+    ERROR_REASON_TOKEN_MALFORMED: _ErrorReason.ValueType  # 15
+    """UNAUTHENTICATED: the authorization metadata is not `Bearer ltk_...`."""
+    ERROR_REASON_TOKEN_INVALID: _ErrorReason.ValueType  # 16
+    """UNAUTHENTICATED: no such token, or the secret does not match."""
+    ERROR_REASON_TOKEN_EXPIRED: _ErrorReason.ValueType  # 17
+    """UNAUTHENTICATED: the token has expired."""
+    ERROR_REASON_TOKEN_REVOKED: _ErrorReason.ValueType  # 18
+    """UNAUTHENTICATED: the token was revoked."""
+    ERROR_REASON_MISSING_SCOPE: _ErrorReason.ValueType  # 19
+    """PERMISSION_DENIED: the token lacks the scope the method needs; metadata
+    `required_scope` names it.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -105,5 +119,19 @@ ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 12
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 13
 """INTERNAL: an unexpected failure; details are in the server log under the
 metadata `incident` id, never in the response.
+"""
+ERROR_REASON_TOKEN_MISSING: ErrorReason.ValueType  # 14
+"""UNAUTHENTICATED: no `authorization: Bearer <token>` metadata was sent."""
+ERROR_REASON_TOKEN_MALFORMED: ErrorReason.ValueType  # 15
+"""UNAUTHENTICATED: the authorization metadata is not `Bearer ltk_...`."""
+ERROR_REASON_TOKEN_INVALID: ErrorReason.ValueType  # 16
+"""UNAUTHENTICATED: no such token, or the secret does not match."""
+ERROR_REASON_TOKEN_EXPIRED: ErrorReason.ValueType  # 17
+"""UNAUTHENTICATED: the token has expired."""
+ERROR_REASON_TOKEN_REVOKED: ErrorReason.ValueType  # 18
+"""UNAUTHENTICATED: the token was revoked."""
+ERROR_REASON_MISSING_SCOPE: ErrorReason.ValueType  # 19
+"""PERMISSION_DENIED: the token lacks the scope the method needs; metadata
+`required_scope` names it.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

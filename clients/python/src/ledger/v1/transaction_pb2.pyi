@@ -149,6 +149,7 @@ class Transaction(_message.Message):
     ENDING_BALANCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `transactions/{transaction_id}`. Output only."""
     account: _builtins.str
@@ -196,6 +197,10 @@ class Transaction(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the transaction last changed status. Output only."""
 
+    @_builtins.property
+    def creator(self) -> Global___Creator:
+        """The API token that created the transaction. Output only."""
+
     def __init__(
         self,
         *,
@@ -213,11 +218,38 @@ class Transaction(_message.Message):
         ending_balance: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        creator: Global___Creator | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "posting_date", b"posting_date", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "creator", b"creator", "posting_date", b"posting_date", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "create_time", b"create_time", "currency", b"currency", "description", b"description", "direction", b"direction", "ending_balance", b"ending_balance", "external_id", b"external_id", "kind", b"kind", "metadata", b"metadata", "name", b"name", "posting_date", b"posting_date", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "create_time", b"create_time", "creator", b"creator", "currency", b"currency", "description", b"description", "direction", b"direction", "ending_balance", b"ending_balance", "external_id", b"external_id", "kind", b"kind", "metadata", b"metadata", "name", b"name", "posting_date", b"posting_date", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Transaction: _TypeAlias = Transaction  # noqa: Y015
+
+@_typing.final
+class Creator(_message.Message):
+    """Who created a transaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_NAME_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """Resource name of the API token, `tokens/{token_id}`."""
+    token_name: _builtins.str
+    """The token's name when the transaction was created."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        token_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token", "token_name", b"token_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Creator: _TypeAlias = Creator  # noqa: Y015

@@ -23,28 +23,35 @@ _sym_db = _symbol_database.Default()
 
 
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
+from ledger.v1 import auth_pb2 as ledger_dot_v1_dot_auth__pb2
 from ledger.v1 import transaction_pb2 as ledger_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/transaction_service.proto\x12\tledger.v1\x1a\x16google/type/date.proto\x1a\x1bledger/v1/transaction.proto\"[\n\x18\x43reateTransactionRequest\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x19\x43reateTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"%\n\x15GetTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16GetTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\xd4\x01\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12,\n\x11posting_date_from\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fposting_date_to\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\tdirection\x18\x06 \x01(\x0e\x32\x14.ledger.v1.Direction\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.ledger.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa8\x02\n\x12TransactionService\x12^\n\x11\x43reateTransaction\x12#.ledger.v1.CreateTransactionRequest\x1a$.ledger.v1.CreateTransactionResponse\x12U\n\x0eGetTransaction\x12 .ledger.v1.GetTransactionRequest\x1a!.ledger.v1.GetTransactionResponse\x12[\n\x10ListTransactions\x12\".ledger.v1.ListTransactionsRequest\x1a#.ledger.v1.ListTransactionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/transaction_service.proto\x12\tledger.v1\x1a\x16google/type/date.proto\x1a\x14ledger/v1/auth.proto\x1a\x1bledger/v1/transaction.proto\"[\n\x18\x43reateTransactionRequest\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x19\x43reateTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"%\n\x15GetTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16GetTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\xd4\x01\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12,\n\x11posting_date_from\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fposting_date_to\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\tdirection\x18\x06 \x01(\x0e\x32\x14.ledger.v1.Direction\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.ledger.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xee\x02\n\x12TransactionService\x12v\n\x11\x43reateTransaction\x12#.ledger.v1.CreateTransactionRequest\x1a$.ledger.v1.CreateTransactionResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12l\n\x0eGetTransaction\x12 .ledger.v1.GetTransactionRequest\x1a!.ledger.v1.GetTransactionResponse\"\x15\x8a\xb5\x18\x11transactions:read\x12r\n\x10ListTransactions\x12\".ledger.v1.ListTransactionsRequest\x1a#.ledger.v1.ListTransactionsResponse\"\x15\x8a\xb5\x18\x11transactions:readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.transaction_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATETRANSACTIONREQUEST']._serialized_start=103
-  _globals['_CREATETRANSACTIONREQUEST']._serialized_end=194
-  _globals['_CREATETRANSACTIONRESPONSE']._serialized_start=196
-  _globals['_CREATETRANSACTIONRESPONSE']._serialized_end=268
-  _globals['_GETTRANSACTIONREQUEST']._serialized_start=270
-  _globals['_GETTRANSACTIONREQUEST']._serialized_end=307
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=309
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=378
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=381
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=593
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=595
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=692
-  _globals['_TRANSACTIONSERVICE']._serialized_start=695
-  _globals['_TRANSACTIONSERVICE']._serialized_end=991
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['CreateTransaction']._loaded_options = None
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['CreateTransaction']._serialized_options = b'\212\265\030\022transactions:write'
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['GetTransaction']._loaded_options = None
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['GetTransaction']._serialized_options = b'\212\265\030\021transactions:read'
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactions']._loaded_options = None
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactions']._serialized_options = b'\212\265\030\021transactions:read'
+  _globals['_CREATETRANSACTIONREQUEST']._serialized_start=125
+  _globals['_CREATETRANSACTIONREQUEST']._serialized_end=216
+  _globals['_CREATETRANSACTIONRESPONSE']._serialized_start=218
+  _globals['_CREATETRANSACTIONRESPONSE']._serialized_end=290
+  _globals['_GETTRANSACTIONREQUEST']._serialized_start=292
+  _globals['_GETTRANSACTIONREQUEST']._serialized_end=329
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=331
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=400
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=403
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=615
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=617
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=714
+  _globals['_TRANSACTIONSERVICE']._serialized_start=717
+  _globals['_TRANSACTIONSERVICE']._serialized_end=1083
 # @@protoc_insertion_point(module_scope)
