@@ -1,0 +1,247 @@
+"""The authorization matrix: every RPC of every ledger service (discovered from the
+descriptors, so a new RPC is covered automatically) x every kind of caller that must be
+refused. Each call is checked for its code, its ErrorInfo reason, and that it changed
+nothing in the database. Runs on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from ledger.v1 import auth_pb2, transaction_pb2
+from ledger_client import LedgerClient
+from sqlalchemy import Engine, select, text
+
+from ledger_server.api.server import LEDGER_SERVICES, LedgerServer
+from ledger_server.core.admin import Admin
+from ledger_server.core.auth import ADMIN, SCOPES, hash_secret
+from ledger_server.core.model import TokenRecord
+from ledger_server.store.schema import metadata
+from ledger_server.store.sql_store import SqlStore
+
+METHODS: list[MethodDescriptor] = [
+    method
+    for service in LEDGER_SERVICES
+    for method in descriptor_pool.Default().FindServiceByName(service).methods
+]
+SCENARIOS = ["no token", "malformed", "unknown", "revoked", "expired", "missing scope", "other tenant"]
+
+
+def scope_of(method: MethodDescriptor) -> str:
+    scope: str = method.GetOptions().Extensions[auth_pb2.required_scope]
+    return scope
+
+
+@dataclass
+class World:
+    port: int
+    account: str  # accounts/... of tenant acme
+    transaction: str  # transactions/... of tenant acme
+    tokens: dict[str, str]  # scenario -> authorization header value
+    scoped_out: dict[str, str]  # scope -> token of acme with every scope but that one
+
+
+@pytest.fixture
+def world(server: LedgerServer, store: SqlStore, admin: Admin, token: str) -> World:
+    with LedgerClient(f"127.0.0.1:{server.port}", token=token) as acme:
+        account = acme.create_account(currency="USD", external_ref="acme-customer")
+        txn = acme.credit(account.name, 100, "USD", external_id="shared-external-id")
+    admin.create_tenant("globex", "Globex")
+    _, other = admin.create_token("globex", "globex-admin", [ADMIN])
+    _, revoked = admin.create_token("acme", "revoked", [ADMIN])
+    admin.revoke_token(revoked.split("_")[1])
+    expired = f"ltk_{uuid.uuid4().hex}_{'e' * 43}"
+    with store.writing() as w:  # an expiry in the past: Admin would refuse to create one
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        w.insert_token(
+            TokenRecord(
+                expired.split("_")[1],
+                "acme",
+                "expired",
+                frozenset({ADMIN}),
+                hash_secret("e" * 43),
+                past,
+                past,
+                None,
+            )
+        )
+    scoped_out = {
+        scope: "Bearer " + admin.create_token("acme", f"without {scope}", SCOPES - {scope, ADMIN})[1]
+        for scope in SCOPES - {ADMIN}
+    }
+    return World(
+        server.port,
+        account.name,
+        txn.name,
+        {
+            "malformed": "Bearer not-a-token",
+            "unknown": f"Bearer ltk_{uuid.uuid4().hex}_{'x' * 43}",
+            "revoked": f"Bearer {revoked}",
+            "expired": f"Bearer {expired}",
+            "other tenant": f"Bearer {other}",
+        },
+        scoped_out,
+    )
+
+
+def sample_request(method: MethodDescriptor, world: World) -> Any:
+    """A valid request naming acme's resources, filled by field name."""
+    request: Any = message_factory.GetMessageClass(method.input_type)()
+    output_fields = {f.name for f in method.output_type.fields}
+    for field in method.input_type.fields:
+        if field.name == "name":
+            request.name = world.account if "account" in output_fields else world.transaction
+        elif field.name == "account" and field.message_type is None:
+            request.account = world.account
+        elif field.name == "account":
+            request.account.currency = "USD"
+        elif field.name == "transaction":
+            request.transaction.CopyFrom(
+                transaction_pb2.Transaction(
+                    account=world.account, direction=transaction_pb2.DIRECTION_DEBIT, amount=1, currency="USD"
+                )
+            )
+        elif field.name == "request_id":
+            request.request_id = str(uuid.uuid4())
+    return request
+
+
+def call(
+    world: World, method: MethodDescriptor, request: Any, authorization: str | None
+) -> grpc.RpcError | Any:
+    response_cls = message_factory.GetMessageClass(method.output_type)
+    with grpc.insecure_channel(f"127.0.0.1:{world.port}") as channel:
+        rpc: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
+            f"/{method.containing_service.full_name}/{method.name}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_cls.FromString,
+        )
+        headers = () if authorization is None else (("authorization", authorization),)
+        try:
+            return rpc(request, timeout=10, metadata=headers)
+        except grpc.RpcError as err:
+            return err
+
+
+def reason_of(err: grpc.RpcError) -> tuple[str, dict[str, str]]:
+    status = rpc_status.from_call(err)
+    assert status is not None, "every error carries google.rpc details"
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            assert info.domain == "ledger.v1"
+            return info.reason, dict(info.metadata)
+    raise AssertionError("no ErrorInfo")
+
+
+def digest(engine: Engine, tenant: str | None = None) -> str:
+    """A hash of every row (of one tenant's rows, if given) of every table."""
+    h = hashlib.sha256()
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            q = select(table)
+            if tenant is not None:
+                if "tenant_id" in table.c:
+                    q = q.where(table.c.tenant_id == tenant)
+                elif table.name == "entries":
+                    q = q.where(table.c.account_id.in_(text("SELECT id FROM accounts WHERE tenant_id = :t")))
+                    q = q.params(t=tenant)
+                else:
+                    continue
+            for row in conn.execute(q.order_by(*table.primary_key.columns)):
+                h.update(repr(tuple(row)).encode())
+    return h.hexdigest()
+
+
+EXPECTED = {
+    "no token": (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING"),
+    "malformed": (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MALFORMED"),
+    "unknown": (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID"),
+    "revoked": (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED"),
+    "expired": (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED"),
+    "missing scope": (grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE"),
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_refused_callers_change_nothing(
+    world: World, engine: Engine, method: MethodDescriptor, scenario: str
+) -> None:
+    request = sample_request(method, world)
+    if scenario == "other tenant":
+        acme_before = digest(engine, "acme")
+        result = call(world, method, request, world.tokens[scenario])
+        assert digest(engine, "acme") == acme_before
+        assert_no_leak(world, method, request, result)
+        return
+    header = {"no token": None, "missing scope": world.scoped_out.get(scope_of(method))}.get(
+        scenario, world.tokens.get(scenario)
+    )
+    if scenario == "missing scope" and header is None:
+        pytest.skip("an admin-scope method: every non-admin token lacks it")  # none exist yet
+    before = digest(engine)
+    result = call(world, method, request, header)
+    assert isinstance(result, grpc.RpcError), f"{scenario} was let through"
+    code, reason = EXPECTED[scenario]
+    assert result.code() == code
+    got_reason, details = reason_of(result)
+    assert got_reason == reason
+    if scenario == "missing scope":
+        assert details["required_scope"] == scope_of(method)
+    assert digest(engine) == before
+
+
+def assert_no_leak(world: World, method: MethodDescriptor, request: Any, result: Any) -> None:
+    """Another tenant's valid token sees acme's resources exactly as if they did not exist."""
+    acme_ids = {world.account.split("/")[1], world.transaction.split("/")[1]}
+    if isinstance(result, grpc.RpcError):
+        assert result.code() == grpc.StatusCode.NOT_FOUND, result
+        # The very same answer as for a name that never existed.
+        missing = str(uuid.uuid4())
+        fake = type(request)()
+        fake.CopyFrom(request)
+        for field in ("name", "account"):
+            value = getattr(fake, field, None)
+            if isinstance(value, str) and value:
+                setattr(fake, field, re.sub(r"[0-9a-f-]{36}", missing, value))
+        if fake.DESCRIPTOR.fields_by_name.get("transaction") is not None:
+            fake.transaction.account = re.sub(r"[0-9a-f-]{36}", missing, fake.transaction.account)
+        never = call(world, method, fake, world.tokens["other tenant"])
+        assert isinstance(never, grpc.RpcError)
+        assert never.code() == result.code()
+        assert reason_of(never)[0] == reason_of(result)[0]
+        assert (never.details() or "").replace(missing, "ID") == re.sub(
+            "|".join(acme_ids), "ID", result.details() or ""
+        )
+    else:
+        serialized = result.SerializeToString()
+        assert not any(i.encode() in serialized for i in acme_ids), "another tenant's data leaked"
+
+
+def test_tenants_may_reuse_external_ids_and_request_ids(world: World, token: str) -> None:
+    with (
+        LedgerClient(f"127.0.0.1:{world.port}", token=token) as acme,
+        LedgerClient(f"127.0.0.1:{world.port}", token=world.tokens["other tenant"].split()[1]) as globex,
+    ):
+        request_id = str(uuid.uuid4())
+        acme_txn = acme.credit(world.account, 5, "USD", request_id=request_id)
+        account = globex.create_account(currency="USD")
+        globex_txn = globex.credit(
+            account.name, 5, "USD", external_id="shared-external-id", request_id=request_id
+        )
+        assert globex_txn.name != acme_txn.name and globex_txn.external_id == "shared-external-id"
+        assert [a.name for a in globex.iter_accounts()] == [account.name]
+        assert [t.name for t in globex.iter_transactions()] == [globex_txn.name]
+        assert globex_txn.creator.token_name == "globex-admin"
+        assert acme_txn.creator.token_name == "test-suite"
