@@ -27,7 +27,7 @@ proto-check: $(STAMP)
 
 run: proto
 	mkdir -p var
-	$(BIN)/ledger-server serve --listen $(LISTEN) --database-url $(DATABASE_URL)
+	$(BIN)/ledger-server serve --dev --listen $(LISTEN) --database-url $(DATABASE_URL)
 
 test: $(STAMP)
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)

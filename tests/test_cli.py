@@ -77,6 +77,9 @@ def test_tenants_and_tokens_lifecycle(database_url: str, tmp_path: Path) -> None
                 time.sleep(0.2)
     finally:
         proc.kill()
+    log = (tmp_path / "server.log").read_text()
+    assert '"method": "/ledger.v1.AccountService/ListAccounts"' in log
+    assert secret.split("_")[2] not in log  # tokens never reach the logs
 
 
 @pytest.mark.parametrize(
