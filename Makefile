@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///var/ledger.db
 
-.PHONY: setup proto proto-check run test lint fmt clean
+.PHONY: setup proto proto-check run test lint fmt clean bench
 
 setup: $(STAMP)
 
@@ -31,6 +31,12 @@ run: proto
 
 test: $(STAMP)
 	PATH=$(BIN):$$PATH $(PY) -m pytest $(PYTEST_ARGS)
+
+# The benchmark (bench/README.md): a few minutes, loopback only; results in bench/results/.
+# BENCH_ARGS passes options through, e.g. `make bench BENCH_ARGS=--quick`.
+bench: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev,bench]'
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: proto-check
 	$(BIN)/ruff check .

@@ -84,8 +84,10 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def store(engine: Engine) -> SqlStore:
-    return SqlStore(engine)
+def store(engine: Engine) -> Iterator[SqlStore]:
+    store = SqlStore(engine)
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ def server_settings(**overrides: object) -> Settings:
         "log_level": "INFO",
         "grace_seconds": 5.0,
         "workers": 16,
+        "db_pool_size": 16,
+        "writers": 4,
         "max_concurrent_rpcs": 256,
         "max_message_bytes": 4 * 1024 * 1024,
     }

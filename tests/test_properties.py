@@ -50,7 +50,14 @@ floors = st.lists(st.sampled_from([0, -1, -500, -(10**12)]), min_size=3, max_siz
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops, floors=floors)
 def test_random_postings_match_the_model(engine: Engine, ops: list[Op], floors: list[int]) -> None:
-    ledger = Ledger(SqlStore(engine, counter_shards=1))
+    store = SqlStore(engine, counter_shards=1)
+    try:
+        check_against_model(Ledger(store), engine, ops, floors)
+    finally:
+        store.close()
+
+
+def check_against_model(ledger: Ledger, engine: Engine, ops: list[Op], floors: list[int]) -> None:
     unit = f"P{next(_units)}X"  # a fresh unit per example: its own counter-account
     accounts: list[Account] = []
     for floor in floors:

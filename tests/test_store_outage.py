@@ -70,4 +70,4 @@ def test_outage_answers_unavailable_then_recovers_without_restart(pg_url: str) -
             assert client.credit(account.name, 5, "USD").ending_balance == 5
     finally:
         server.stop(0)
-        engine.dispose()
+        store.close()

@@ -31,9 +31,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.dev and not _is_loopback(settings.listen):
         print(f"--dev serves only on a loopback address, not {settings.listen}", file=sys.stderr)
         return 2
-    engine = make_engine(settings.database_url, pool_size=settings.workers)
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     upgrade(engine)  # an empty database is created; an older one is brought to head
-    store = SqlStore(engine)
+    store = SqlStore(engine, writers=settings.writers)
     authenticator = Authenticator(store, settings.token_cache_seconds)
     server = LedgerServer(Ledger(store), authenticator, settings)
     stop = threading.Event()

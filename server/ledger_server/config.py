@@ -32,7 +32,27 @@ OPTIONS = [
     Option(
         "--grace-seconds", "LEDGER_GRACE_SECONDS", "10", float, "on SIGTERM/SIGINT, time in-flight calls get"
     ),
-    Option("--workers", "LEDGER_WORKERS", "16", int, "RPC worker threads (and database connections)"),
+    Option(
+        "--workers",
+        "LEDGER_WORKERS",
+        "64",
+        int,
+        "RPC worker threads; they mostly wait for group commits, so more in flight batch better",
+    ),
+    Option(
+        "--db-pool-size",
+        "LEDGER_DB_POOL_SIZE",
+        "16",
+        int,
+        "database connections for reads and writers (as many again may overflow)",
+    ),
+    Option(
+        "--writers",
+        "LEDGER_WRITERS",
+        "4",
+        int,
+        "Postgres group-commit writer threads, each on its own accounts (SQLite always uses 1)",
+    ),
     Option(
         "--max-concurrent-rpcs",
         "LEDGER_MAX_CONCURRENT_RPCS",
@@ -73,6 +93,8 @@ class Settings:
     log_level: str
     grace_seconds: float
     workers: int
+    db_pool_size: int
+    writers: int
     max_concurrent_rpcs: int
     max_message_bytes: int
     token_cache_seconds: float = 2.0

@@ -94,8 +94,9 @@ class Ledger:
         check.check_metadata(v, "account.metadata", new.metadata)
         if v:
             raise invalid(v)
+        account_id = str(uuid.uuid4())
         return self._write(
-            tenant_id, idem, lambda w, now: w.insert_account(tenant_id, str(uuid.uuid4()), new, now)
+            tenant_id, account_id, idem, lambda w, now: w.insert_account(tenant_id, account_id, new, now)
         )
 
     def get_account(self, tenant_id: str, account_id: str) -> Account:
@@ -140,7 +141,7 @@ class Ledger:
         check.check_metadata(v, "transaction.metadata", cmd.metadata)
         if v:
             raise invalid(v)
-        return self._write(tenant_id, idem, lambda w, now: self._post(w, tenant_id, cmd, now))
+        return self._write(tenant_id, cmd.account_id, idem, lambda w, now: self._post(w, tenant_id, cmd, now))
 
     def _post(self, w: WriteUnit, tenant_id: str, cmd: NewTransaction, now: dt.datetime) -> Transaction:
         account = w.lock_customer_account(tenant_id, cmd.account_id)
@@ -231,24 +232,24 @@ class Ledger:
         return "" if cursor is None else self._tokens.encode(query, cursor)
 
     def _write(
-        self, tenant_id: str, idem: Idempotency[T] | None, op: Callable[[WriteUnit, dt.datetime], T]
+        self, tenant_id: str, key: str, idem: Idempotency[T] | None, op: Callable[[WriteUnit, dt.datetime], T]
     ) -> T | Replay:
+        def unit(w: WriteUnit) -> T | Replay:
+            if idem is not None:
+                stored = w.find_response(tenant_id, idem.request_id)
+                if stored is not None:
+                    if stored.fingerprint != idem.fingerprint:
+                        raise _request_id_reused(idem.request_id)
+                    return Replay(stored.response)
+            now = self._clock()
+            result = op(w, now)
+            if idem is not None:
+                w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), now)
+            return result
+
         for _ in range(MAX_WRITE_ATTEMPTS):
             try:
-                with self._store.writing() as w:
-                    if idem is not None:
-                        stored = w.find_response(tenant_id, idem.request_id)
-                        if stored is not None:
-                            if stored.fingerprint != idem.fingerprint:
-                                raise _request_id_reused(idem.request_id)
-                            return Replay(stored.response)
-                    now = self._clock()
-                    result = op(w, now)
-                    if idem is not None:
-                        w.save_response(
-                            tenant_id, idem.request_id, idem.fingerprint, idem.render(result), now
-                        )
-                    return result
+                return self._store.write(key, unit)
             except WriteConflict:
                 continue
         raise StoreUnavailable("too much write contention; retry with the same request_id")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ledger_server.core.model import (
     Account,
@@ -17,6 +18,8 @@ from ledger_server.core.model import (
     Transaction,
     TransactionFilter,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,16 @@ class WriteUnit(ReadUnit, Protocol):
 
 class Store(Protocol):
     def reading(self) -> AbstractContextManager[ReadUnit]: ...
-    def writing(self) -> AbstractContextManager[WriteUnit]: ...
+    def writing(self) -> AbstractContextManager[WriteUnit]:
+        """A write unit with a transaction of its own (administration, tests)."""
+        ...
+
+    def write(self, key: str, work: Callable[[WriteUnit], T]) -> T:
+        """Run `work` atomically and durably, possibly sharing a commit with other units
+        (group commit). Units with the same key are serialized. Raises what `work` raised
+        (nothing of it applied), WriteConflict, or StoreUnavailable."""
+        ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
         ...

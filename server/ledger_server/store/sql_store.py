@@ -7,12 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Row, insert, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -35,11 +36,11 @@ from ledger_server.core.model import (
 )
 from ledger_server.core.ports import LockedBalance, StoredResponse
 from ledger_server.store.engine import WRITE
+from ledger_server.store.group_commit import GroupCommitter
+from ledger_server.store.hot_sql import sql
 from ledger_server.store.schema import (
     accounts,
     api_tokens,
-    entries,
-    idempotency_keys,
     settings,
     tenants,
     transactions,
@@ -69,9 +70,17 @@ def from_micros(us: int) -> dt.datetime:
 
 
 class SqlStore:
-    def __init__(self, engine: Engine, counter_shards: int = 16) -> None:
+    def __init__(
+        self, engine: Engine, counter_shards: int = 16, writers: int | None = None, max_batch: int = 256
+    ) -> None:
         self.engine = engine
         self.counter_shards = counter_shards
+        # SQLite has one writer at a time anyway; Postgres writers work in parallel, each
+        # on its own accounts (units are routed by account).
+        self._writers = 1 if engine.dialect.name == "sqlite" else (writers or 4)
+        self._max_batch = max_batch
+        self._committer: GroupCommitter | None = None  # started by the first write()
+        self._lock = threading.Lock()
 
     @contextmanager
     def reading(self) -> Iterator[SqlUnit]:
@@ -80,33 +89,63 @@ class SqlStore:
 
     @contextmanager
     def writing(self) -> Iterator[SqlUnit]:
+        """A write unit of its own (one transaction, one commit): for administration."""
         with _translated(), self.engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
                 yield SqlUnit(conn, self.counter_shards)
+
+    def write(self, key: str, work: Callable[[SqlUnit], T]) -> T:
+        if self._committer is None:
+            with self._lock:
+                if self._committer is None:
+                    self._committer = GroupCommitter(
+                        self.engine,
+                        lambda conn: SqlUnit(conn, self.counter_shards),
+                        translate,
+                        self._writers,
+                        self._max_batch,
+                    )
+        return self._committer.run(key, work)
+
+    def queued_writes(self) -> int:
+        return 0 if self._committer is None else self._committer.queued()
 
     def ping(self) -> None:
         with _translated(), self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
+        with self._lock:
+            if self._committer is not None:
+                self._committer.close()
+                self._committer = None
         self.engine.dispose()
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Database failures as the core's retryable outcomes; anything else unchanged."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        return WriteConflict(str(exc.orig))
+    if isinstance(exc, sa_exc.DBAPIError):
+        if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+            return WriteConflict(str(exc.orig))
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or exc.connection_invalidated:
+            return StoreUnavailable(type(exc.orig).__name__)
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return StoreUnavailable("connection pool exhausted")
+    return exc
 
 
 @contextmanager
 def _translated() -> Iterator[None]:
     try:
         yield
-    except sa_exc.IntegrityError as exc:
-        raise WriteConflict(str(exc.orig)) from exc
-    except sa_exc.DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
-            raise WriteConflict(str(exc.orig)) from exc
-        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or exc.connection_invalidated:
-            raise StoreUnavailable(type(exc.orig).__name__) from exc
-        raise
-    except sa_exc.TimeoutError as exc:  # no pooled connection came free in time
-        raise StoreUnavailable("connection pool exhausted") from exc
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
 
 
 class SqlUnit:
@@ -115,6 +154,9 @@ class SqlUnit:
     def __init__(self, conn: Connection, counter_shards: int) -> None:
         self._conn = conn
         self._shards = counter_shards
+        self._dialect = conn.dialect.name
+        # (tenant, currency, purpose) -> the counter shard this transaction has locked.
+        self._counters: dict[tuple[str, str, str], str] = {}
 
     # -- reads ------------------------------------------------------------------------
 
@@ -182,24 +224,25 @@ class SqlUnit:
 
     # -- writes -----------------------------------------------------------------------
 
+    def _run(self, name: str, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        return self._conn.exec_driver_sql(sql(self._dialect, name), params)
+
     def find_response(self, tenant_id: str, request_id: str) -> StoredResponse | None:
-        k = idempotency_keys.c
-        row = self._conn.execute(
-            select(k.fingerprint, k.response).where(k.tenant_id == tenant_id, k.request_id == request_id)
-        ).first()
-        return None if row is None else StoredResponse(bytes(row.fingerprint), bytes(row.response))
+        row = self._run("find_response", {"tenant_id": tenant_id, "request_id": request_id}).first()
+        return None if row is None else StoredResponse(bytes(row[0]), bytes(row[1]))
 
     def save_response(
         self, tenant_id: str, request_id: str, fingerprint: bytes, response: bytes, now: dt.datetime
     ) -> None:
-        self._conn.execute(
-            insert(idempotency_keys).values(
-                tenant_id=tenant_id,
-                request_id=request_id,
-                fingerprint=fingerprint,
-                response=response,
-                created_at=to_micros(now),
-            )
+        self._run(
+            "save_response",
+            {
+                "tenant_id": tenant_id,
+                "request_id": request_id,
+                "fingerprint": fingerprint,
+                "response": response,
+                "created_at": to_micros(now),
+            },
         )
 
     def insert_account(self, tenant_id: str, account_id: str, new: NewAccount, now: dt.datetime) -> Account:
@@ -234,32 +277,25 @@ class SqlUnit:
         )
 
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
-        row = self._conn.execute(
-            select(*LOCKED_COLUMNS)
-            .where(
-                accounts.c.id == account_id, accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER
-            )
-            .with_for_update()
-        ).first()
-        return None if row is None else LockedBalance(**row._mapping)
+        row = self._run("lock_customer", {"id": account_id, "tenant_id": tenant_id}).first()
+        return None if row is None else LockedBalance(*row)
 
     def lock_counter_account(
         self, tenant_id: str, currency: str, purpose: str, now: dt.datetime
     ) -> LockedBalance:
-        a = accounts.c
-        shards = select(*LOCKED_COLUMNS).where(
-            a.tenant_id == tenant_id, a.currency == currency, a.purpose == purpose
-        )
+        key = (tenant_id, currency, purpose)
+        held = self._counters.get(key)
+        if held is not None:  # the shard this transaction already uses: re-lock it by id
+            return LockedBalance(*self._run("lock_by_id", {"id": held}).one())
+        where = {"tenant_id": tenant_id, "currency": currency, "purpose": purpose}
         # Any shard nobody holds right now (Postgres; SQLite has one writer anyway).
-        row = self._conn.execute(
-            shards.order_by(func.random()).limit(1).with_for_update(skip_locked=True)
-        ).first()
+        row = self._run("lock_any_counter", where).first()
         if row is None:
             # None exist yet, or all are busy: make sure they exist, then queue on one.
             self._create_counter_shards(tenant_id, currency, purpose, to_micros(now))
-            shard = random.randrange(self._shards)
-            row = self._conn.execute(shards.where(a.shard == shard).with_for_update()).one()
-        return LockedBalance(**row._mapping)
+            row = self._run("lock_counter_shard", {**where, "shard": random.randrange(self._shards)}).one()
+        self._counters[key] = row[0]
+        return LockedBalance(*row)
 
     def _create_counter_shards(self, tenant_id: str, currency: str, purpose: str, us: int) -> None:
         dialect = self._conn.dialect.name
@@ -286,36 +322,38 @@ class SqlUnit:
         self._conn.execute(ins.on_conflict_do_nothing(), rows)
 
     def find_transaction_id_by_external_id(self, tenant_id: str, external_id: str) -> str | None:
-        t = transactions.c
-        return self._conn.execute(
-            select(t.id).where(t.tenant_id == tenant_id, t.external_id == external_id)
-        ).scalar()
+        row = self._run("find_external_id", {"tenant_id": tenant_id, "external_id": external_id}).first()
+        return None if row is None else str(row[0])
 
     def insert_transaction(self, txn: Transaction, legs: list[Entry]) -> None:
         created = to_micros(txn.created_at)
-        self._conn.execute(
-            insert(transactions).values(
-                id=txn.id,
-                tenant_id=txn.tenant_id,
-                account_id=txn.account_id,
-                direction=txn.direction.value,
-                amount=txn.amount,
-                currency=txn.currency,
-                kind=txn.kind.value,
-                status=txn.status.value,
-                description=txn.description,
-                posting_date=txn.posting_date,
-                external_id=txn.external_id or None,
-                metadata=_dump(txn.metadata),
-                ending_balance=txn.ending_balance,
-                created_at=created,
-                updated_at=to_micros(txn.updated_at),
-                creator_token_id=txn.creator.token_id if txn.creator else None,
-                creator_token_name=txn.creator.token_name if txn.creator else None,
-            )
+        self._run(
+            "insert_transaction",
+            {
+                "id": txn.id,
+                "tenant_id": txn.tenant_id,
+                "account_id": txn.account_id,
+                "direction": txn.direction.value,
+                "amount": txn.amount,
+                "currency": txn.currency,
+                "kind": txn.kind.value,
+                "status": txn.status.value,
+                "description": txn.description,
+                # SQLAlchemy's Date stores ISO text on SQLite: write what it reads back.
+                "posting_date": txn.posting_date
+                if self._dialect == "postgresql"
+                else txn.posting_date.isoformat(),
+                "external_id": txn.external_id or None,
+                "metadata": _dump(txn.metadata),
+                "ending_balance": txn.ending_balance,
+                "created_at": created,
+                "updated_at": to_micros(txn.updated_at),
+                "creator_token_id": txn.creator.token_id if txn.creator else None,
+                "creator_token_name": txn.creator.token_name if txn.creator else None,
+            },
         )
-        self._conn.execute(
-            insert(entries),
+        self._run(
+            "insert_entry",
             [
                 {
                     "transaction_id": txn.id,
@@ -356,11 +394,7 @@ class SqlUnit:
         return result.rowcount == 1
 
     def set_posted_balance(self, account_id: str, posted: int, now: dt.datetime) -> None:
-        self._conn.execute(
-            update(accounts)
-            .where(accounts.c.id == account_id)
-            .values(posted=posted, updated_at=to_micros(now))
-        )
+        self._run("set_posted", {"posted": posted, "updated_at": to_micros(now), "id": account_id})
 
 
 def _dump(metadata: dict[str, str]) -> str:

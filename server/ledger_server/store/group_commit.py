@@ -1,0 +1,138 @@
+"""Group commit: many requests' write units share one database transaction and one
+commit (one fsync), each inside its own savepoint so that each stays atomic on its own.
+
+A writer thread owns the write path: it takes every unit waiting in its queue, runs
+them one after another in one transaction, and acknowledges them only after the commit
+has succeeded -- so an acknowledged write is as durable as with a commit per request,
+and no request waits on a database lock held by another writer of this process. Units
+are routed to writers by key (the account they post to), so one account's postings are
+always serialized by the same writer and never contend across writers."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from ledger_server.core.errors import StoreUnavailable
+from ledger_server.store.engine import WRITE
+
+T = TypeVar("T")
+log = logging.getLogger("ledger.store")
+Work = Callable[[Any], Any]
+
+
+@dataclass
+class _Job:
+    work: Work
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        engine: Engine,
+        make_unit: Callable[[Any], Any],
+        translate: Callable[[BaseException], BaseException],
+        writers: int,
+        max_batch: int = 256,
+    ) -> None:
+        self._writers = [
+            _Writer(engine, make_unit, translate, max_batch, name=f"writer-{i}") for i in range(writers)
+        ]
+        for writer in self._writers:
+            writer.start()
+
+    def run(self, key: str, work: Callable[[Any], T]) -> T:
+        """Run `work(unit)` atomically; return once it is committed, or raise what it raised."""
+        job = _Job(work)
+        self._writers[zlib.crc32(key.encode()) % len(self._writers)].jobs.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    def queued(self) -> int:
+        """Units waiting for a writer (not counting the batches being committed)."""
+        return sum(writer.jobs.qsize() for writer in self._writers)
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.jobs.put(_STOP)
+        for writer in self._writers:
+            writer.join()
+
+
+class _Writer(threading.Thread):
+    def __init__(
+        self,
+        engine: Engine,
+        make_unit: Callable[[Any], Any],
+        translate: Callable[[BaseException], BaseException],
+        max_batch: int,
+        name: str,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._engine = engine
+        self._make_unit = make_unit
+        self._translate = translate
+        self._max_batch = max_batch
+
+    def run(self) -> None:
+        while True:
+            first = self.jobs.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop = True
+                    break
+                batch.append(job)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Job]) -> None:
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**WRITE)
+                with conn.begin():
+                    unit = self._make_unit(conn)
+                    for job in batch:
+                        # Plain SQL savepoints: SQLAlchemy's nested-transaction objects cost ~10%.
+                        conn.exec_driver_sql("SAVEPOINT unit")
+                        try:
+                            job.result = job.work(unit)
+                        except Exception as exc:  # this request fails alone
+                            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT unit")
+                            job.error = self._translate(exc)
+                        conn.exec_driver_sql("RELEASE SAVEPOINT unit")
+        except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch is known to be durable
+            error = self._translate(exc)
+            if not isinstance(error, StoreUnavailable):
+                log.exception("group commit failed")
+                error = StoreUnavailable(f"commit failed: {type(exc).__name__}")
+            for job in batch:
+                if job.error is None:
+                    job.error = error
+        finally:
+            for job in batch:
+                job.done.set()

@@ -1,0 +1,92 @@
+"""Group commit: units that share a transaction stay atomic one by one, and none is
+acknowledged unless the shared commit succeeded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from ledger_server.core.errors import Category, LedgerError, StoreUnavailable
+from ledger_server.core.model import Tenant
+from ledger_server.store.engine import make_engine
+from ledger_server.store.sql_store import SqlStore, SqlUnit
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def in_one_batch(store: SqlStore, works: list[Callable[[SqlUnit], Any]]) -> list[Future[Any]]:
+    """Submit `works` while the writer is held busy, so that they share one batch."""
+    hold, holding = threading.Event(), threading.Event()
+
+    def blocker(_: SqlUnit) -> None:
+        holding.set()
+        hold.wait(30)
+
+    pool = ThreadPoolExecutor(len(works) + 1)
+    first = pool.submit(store.write, "key", blocker)
+    holding.wait(30)
+    futures = [pool.submit(store.write, "key", work) for work in works]
+    deadline = time.monotonic() + 30
+    while store.queued_writes() < len(works):  # every submission waits in the writer's queue
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    hold.set()
+    first.result(30)
+    pool.shutdown(wait=True)
+    return futures
+
+
+def tenant(tenant_id: str) -> Callable[[SqlUnit], str]:
+    def work(unit: SqlUnit) -> str:
+        unit.insert_tenant(Tenant(tenant_id, tenant_id, NOW))
+        return tenant_id
+
+    return work
+
+
+def refused(unit: SqlUnit) -> None:
+    unit.insert_tenant(Tenant("refused", "refused", NOW))  # written, then undone with its savepoint
+    raise LedgerError(Category.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS", "no")
+
+
+def tenants(store: SqlStore) -> set[str]:
+    with store.reading() as r:
+        return {t.id for t in r.list_tenants()}
+
+
+def test_a_refused_unit_leaves_its_batch_mates_committed(store: SqlStore) -> None:
+    futures = in_one_batch(store, [tenant("t1"), refused, tenant("t2")])
+    assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
+    with pytest.raises(LedgerError):
+        futures[1].result()
+    assert tenants(store) >= {"t1", "t2"}
+    assert "refused" not in tenants(store)
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[SqlStore]:
+    store = SqlStore(make_engine(pg_url))
+    yield store
+    store.close()
+
+
+def test_a_lost_connection_fails_the_whole_batch_and_the_next_recovers(pg_store: SqlStore) -> None:
+    store = pg_store
+
+    def lose_connection(unit: SqlUnit) -> None:
+        unit._conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    futures = in_one_batch(store, [tenant("a1"), lose_connection, tenant("a2")])
+    for future in futures:  # a1 ran fine, but its commit never happened: not acknowledged
+        with pytest.raises(StoreUnavailable):
+            future.result()
+    assert not {"a1", "a2"} & tenants(store)
+    assert store.write("key", tenant("a3")) == "a3"
+    assert "a3" in tenants(store)
