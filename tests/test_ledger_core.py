@@ -269,3 +269,12 @@ def test_frozen_account_refuses_postings(ledger: Ledger, engine: Engine) -> None
     with engine.begin() as conn:  # no RPC sets status yet: freeze it as an operator would
         conn.execute(text("UPDATE accounts SET status = 'frozen' WHERE id = :id"), {"id": account.id})
     assert refusal(post, ledger, account, Direction.CREDIT, 1).reason == "ACCOUNT_NOT_ACTIVE"
+
+
+def test_only_ascii_currency_codes_are_accepted(ledger: Ledger) -> None:
+    err = refusal(ledger.create_account, T, NewAccount("x", "\u0131sd"))  # dotless i upper-cases to "ISD"
+    assert [v.field for v in err.violations] == ["account.currency"]
+
+
+def test_external_ref_filter_is_validated(ledger: Ledger) -> None:
+    assert refusal(ledger.list_accounts, T, "\x00", 0, "").reason == "INVALID_REQUEST"

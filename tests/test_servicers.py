@@ -18,10 +18,12 @@ from ledger.v1 import (
 
 from ledger_server.api.account_servicer import AccountServicer
 from ledger_server.api.caller import reset_caller, set_caller
+from ledger_server.api.convert import parse_name
 from ledger_server.api.transaction_servicer import TransactionServicer
 from ledger_server.core.auth import ADMIN, Caller
 from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import DEFAULT_TENANT
+from ledger_server.core.validation import Violations
 
 ACCOUNTS = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"]
 TRANSACTIONS = transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"]
@@ -147,3 +149,28 @@ def test_invalid_request_is_refused_by_the_servicer(rpc_server: grpc_testing.Ser
     rpc = rpc_server.invoke_unary_unary(ACCOUNTS.methods_by_name["GetAccount"], (), request, None)
     _, _, code, _ = rpc.termination()
     assert code != grpc.StatusCode.OK  # raised for the interceptor to map (see test_grpc_e2e)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "accounts/{3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69}",
+        "accounts/urn:uuid:3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69",
+        "accounts/3f0c1f8e0d5b4a479b8e2f1d3c4b5a69",
+        "accounts/ 3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69",
+        "accounts/" + "\u0660" * 32,
+        "transactions/3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69",
+    ],
+)
+def test_only_canonical_resource_names_parse(name: str) -> None:
+    v = Violations()
+    assert parse_name(v, "name", name, "accounts") == ""
+    assert [violation.field for violation in v] == ["name"]
+
+
+def test_resource_names_are_case_insensitive_hex() -> None:
+    v = Violations()
+    assert parse_name(v, "name", "accounts/3F0C1F8E-0D5B-4A47-9B8E-2F1D3C4B5A69", "accounts") == (
+        "3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69"
+    )
+    assert not v

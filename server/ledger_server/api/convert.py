@@ -4,7 +4,6 @@ the core reports together with its own, so one error names every bad field."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
@@ -18,7 +17,7 @@ from ledger_server.core.model import (
     TransactionKind,
     TransactionStatus,
 )
-from ledger_server.core.validation import Violations
+from ledger_server.core.validation import Violations, canonical_uuid
 
 DIRECTIONS = {
     transaction_pb2.DIRECTION_CREDIT: Direction.CREDIT,
@@ -52,13 +51,11 @@ def parse_name(v: Violations, field: str, name: str, collection: str, *, require
             v.add(field, "required")
         return ""
     prefix, _, rest = name.partition("/")
-    try:
-        if prefix != collection:
-            raise ValueError(prefix)
-        return str(uuid.UUID(rest))
-    except ValueError:
+    resource_id = canonical_uuid(rest) if prefix == collection else None
+    if resource_id is None:
         v.add(field, f"must be a resource name like {collection}/3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69")
         return ""
+    return resource_id
 
 
 def parse_date(v: Violations, field: str, date: date_pb2.Date) -> dt.date | None:

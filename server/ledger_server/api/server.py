@@ -12,14 +12,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from ledger.v1 import (
     account_service_pb2,
-    account_service_pb2_grpc,
     transaction_service_pb2,
-    transaction_service_pb2_grpc,
 )
 
 from ledger_server.api.account_servicer import AccountServicer
 from ledger_server.api.interceptor import CallInterceptor
 from ledger_server.api.reflection import DocumentedReflectionServicer
+from ledger_server.api.registration import add_servicer
 from ledger_server.api.scopes import required_scopes
 from ledger_server.api.transaction_servicer import TransactionServicer
 from ledger_server.config import Settings
@@ -27,10 +26,9 @@ from ledger_server.core.auth import Authenticator
 from ledger_server.core.ledger import Ledger
 
 log = logging.getLogger("ledger.server")
-LEDGER_SERVICES = [
-    account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
-    transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name,
-]
+ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
+TRANSACTION_SERVICE = transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name
+LEDGER_SERVICES = [ACCOUNT_SERVICE, TRANSACTION_SERVICE]
 
 
 class LedgerServer:
@@ -46,10 +44,8 @@ class LedgerServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        account_service_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(ledger), self._server)
-        transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(
-            TransactionServicer(ledger), self._server
-        )
+        add_servicer(self._server, ACCOUNT_SERVICE, AccountServicer(ledger))
+        add_servicer(self._server, TRANSACTION_SERVICE, TransactionServicer(ledger))
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

@@ -111,6 +111,7 @@ class Ledger:
     ) -> tuple[list[Account], str]:
         v = check.Violations()
         limit = page_limit(v, page_size)
+        check.check_text(v, "external_ref", external_ref, check.MAX_EXTERNAL_REF)
         if v:
             raise invalid(v)
         query = f"accounts|{tenant_id}|{external_ref}"

@@ -4,14 +4,17 @@ error names every bad field at once."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 
 from ledger_server.core.errors import FieldViolation
 from ledger_server.core.model import INT64_MAX, INT64_MIN
 
 # ISO 4217 codes are three letters; custom credit units (CREDITS, POINTS_V2) are longer.
-CURRENCY_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
+# ASCII only, checked before upper-casing: "\u0131sd".upper() (dotless i) is "ISD".
+CURRENCY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,15}$", re.ASCII)
+# Canonical UUID text only: uuid.UUID() also takes braces, "urn:uuid:", no dashes,
+# padding and non-ASCII digits, which would let many spellings name one resource.
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_EXTERNAL_REF = 128
 MAX_EXTERNAL_ID = 128
 MAX_DESCRIPTION = 1000
@@ -27,7 +30,8 @@ class Violations(list[FieldViolation]):
 
 
 def normalize_currency(code: str) -> str:
-    return code.strip().upper()
+    """Upper-case a valid code; anything else is left as it is for check_currency to refuse."""
+    return code.upper() if CURRENCY_RE.match(code) else code
 
 
 def check_currency(v: Violations, field: str, code: str) -> None:
@@ -71,12 +75,18 @@ def check_floor(v: Violations, field: str, floor: int) -> None:
         v.add(field, "must fit in int64")
 
 
+def canonical_uuid(text: str) -> str | None:
+    """The UUID in canonical lower-case form, or None unless `text` is one (any case)."""
+    lowered = text.lower()
+    return lowered if UUID_RE.match(lowered) else None
+
+
 def normalize_request_id(v: Violations, field: str, request_id: str) -> str:
     """AIP-155: request ids are UUIDs; compared in canonical lower-case form."""
     if not request_id:
         return ""
-    try:
-        return str(uuid.UUID(request_id))
-    except ValueError:
+    canonical = canonical_uuid(request_id)
+    if canonical is None:
         v.add(field, "must be a UUID such as 3f0c1f8e-0d5b-4a47-9b8e-2f1d3c4b5a69")
         return ""
+    return canonical

@@ -89,8 +89,8 @@ class Account(_message.Message):
     """Resource name, `accounts/{account_id}`. Output only; assigned by the ledger."""
     external_ref: _builtins.str
     """The caller's own reference for the holder of this account: a customer, user,
-    membership or company id. 1 to 128 characters. Not unique: one customer may
-    hold one account per currency.
+    membership or company id. Optional; at most 128 characters. Not unique: one
+    customer may hold one account per currency.
     """
     currency: _builtins.str
     """ISO 4217 currency code (`USD`, `eur` is normalised to `EUR`) or a custom credit
