@@ -23,6 +23,7 @@ def server_settings(**overrides: object) -> Settings:
         "listen": "127.0.0.1:0",
         "database_url": "",
         "log_level": "INFO",
+        "drain_seconds": 0.0,
         "grace_seconds": 5.0,
         "workers": 16,
         "db_pool_size": 16,

@@ -82,8 +82,9 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(
             server_process.signal(signal.SIGTERM)
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(LedgerError) as refused:
-                client.get_account(account.name)
+                client.get_account(account.name, timeout=0.5)  # no retries within the drain period
             assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+            assert refused.value.reason == "SHUTTING_DOWN"
         call.join(30)
     assert server_process.wait() == 0
     assert len(result) == 1 and isinstance(result[0], transaction_pb2.Transaction)

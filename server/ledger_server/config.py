@@ -30,7 +30,14 @@ OPTIONS = [
     ),
     Option("--log-level", "LEDGER_LOG_LEVEL", "INFO", str, "DEBUG, INFO, WARNING or ERROR"),
     Option(
-        "--grace-seconds", "LEDGER_GRACE_SECONDS", "10", float, "on SIGTERM/SIGINT, time in-flight calls get"
+        "--drain-seconds",
+        "LEDGER_DRAIN_SECONDS",
+        "1",
+        float,
+        "on SIGTERM/SIGINT, how long health says NOT_SERVING and new calls get UNAVAILABLE before stopping",
+    ),
+    Option(
+        "--grace-seconds", "LEDGER_GRACE_SECONDS", "10", float, "then, time in-flight calls get to finish"
     ),
     Option(
         "--workers",
@@ -91,6 +98,7 @@ class Settings:
     listen: str
     database_url: str
     log_level: str
+    drain_seconds: float
     grace_seconds: float
     workers: int
     db_pool_size: int

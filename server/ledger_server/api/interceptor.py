@@ -21,6 +21,12 @@ from ledger_server.core.auth import Authenticator, require_scope
 from ledger_server.core.errors import LedgerError, StoreUnavailable
 
 log = logging.getLogger("ledger.rpc")
+
+
+class ShuttingDown(Exception):
+    """A new call arrived while the server drains."""
+
+
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
@@ -28,6 +34,12 @@ class CallInterceptor(grpc.ServerInterceptor):
     def __init__(self, authenticator: Authenticator, scopes: dict[str, str]) -> None:
         self._authenticator = authenticator
         self._scopes = scopes  # method path -> scope; methods not in it (health, reflection) are open
+        self._draining = False
+
+    def drain(self) -> None:
+        """From now on refuse new ledger calls with UNAVAILABLE (SHUTTING_DOWN): retryable,
+        unlike the CANCELLED that gRPC answers once the server is stopping."""
+        self._draining = True
 
     # Handlers are gRPC's namedtuples (hence _replace); the stubs type them loosely.
     def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
@@ -55,6 +67,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         if scope is None:
             yield
             return
+        if self._draining:
+            raise ShuttingDown
         header = dict(context.invocation_metadata()).get("authorization")
         caller = self._authenticator.authenticate(header if isinstance(header, str) else None)
         require_scope(caller, scope)
@@ -114,6 +128,10 @@ def _answer(
 ) -> tuple[grpc.StatusCode, status_pb2.Status] | None:
     if isinstance(exc, LedgerError):
         return CODES[exc.category], ledger_status(exc)
+    if isinstance(exc, ShuttingDown):
+        return grpc.StatusCode.UNAVAILABLE, unavailable(
+            "SHUTTING_DOWN", "the server is shutting down; retry, with the same request_id"
+        )
     if isinstance(exc, StoreUnavailable):
         log.warning("store unavailable", extra={"method": method, "error": str(exc)})
         return grpc.StatusCode.UNAVAILABLE, unavailable(

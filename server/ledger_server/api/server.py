@@ -4,6 +4,7 @@ and reflection services, with explicit message-size and concurrency limits."""
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,9 +34,11 @@ LEDGER_SERVICES = [ACCOUNT_SERVICE, TRANSACTION_SERVICE]
 
 class LedgerServer:
     def __init__(self, ledger: Ledger, authenticator: Authenticator, settings: Settings) -> None:
+        self._interceptor = CallInterceptor(authenticator, required_scopes(LEDGER_SERVICES))
+        self._drain_seconds = settings.drain_seconds
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            interceptors=[CallInterceptor(authenticator, required_scopes(LEDGER_SERVICES))],
+            interceptors=[self._interceptor],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -68,8 +71,13 @@ class LedgerServer:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new calls, give in-flight calls the grace period."""
+        """Report NOT_SERVING and refuse new calls with UNAVAILABLE for the drain period
+        (so that load balancers move away), then stop, giving in-flight calls the grace
+        period."""
         self.health.enter_graceful_shutdown()
+        self._interceptor.drain()
+        if grace is None:  # a real shutdown, not a test's stop(0)
+            time.sleep(self._drain_seconds)
         self._server.stop(self._grace if grace is None else grace).wait()
 
 

@@ -1,7 +1,8 @@
 """The statements of the posting path, as SQL text rendered once per dialect and run
 with exec_driver_sql: building SQLAlchemy Core statements costs ~1 ms per posting in
 Python (measured), more than the database work itself. Kept to the plainest SQL that
-SQLite and Postgres share; `{lock}`/`{skip_locked}` become row locks on Postgres only."""
+SQLite and Postgres share; `{lock}`/`{skip_locked}` become row locks on Postgres only.
+On Postgres they also run in pipeline mode, where SQLAlchemy's own execution cannot."""
 
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ _STATEMENTS = {
         "VALUES (:transaction_id, :account_id, :amount, :running_balance, :created_at)"
     ),
     "set_posted": "UPDATE accounts SET posted = :posted, updated_at = :updated_at WHERE id = :id",
+    # Customer accounts, and counter-account shards (created once, concurrently: no-op on conflict).
+    "insert_account": (
+        "INSERT INTO accounts (id, tenant_id, kind, purpose, shard, external_ref, currency, "
+        "balance_floor, status, metadata, posted, pending, created_at, updated_at) "
+        "VALUES (:id, :tenant_id, :kind, :purpose, :shard, :external_ref, :currency, :balance_floor, "
+        ":status, :metadata, 0, 0, :created_at, :created_at) ON CONFLICT DO NOTHING"
+    ),
 }
 
 
