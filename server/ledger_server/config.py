@@ -51,7 +51,7 @@ OPTIONS = [
         "LEDGER_DB_POOL_SIZE",
         "16",
         int,
-        "database connections for reads and writers (as many again may overflow)",
+        "database connections, shared by reads and the writers; calls beyond it wait for one",
     ),
     Option(
         "--writers",

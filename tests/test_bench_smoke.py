@@ -1,0 +1,93 @@
+"""`make bench` smoke test: the benchmark runs for about a second per point on SQLite and
+writes its JSON and markdown report. It checks that figures are reported, never how fast
+they are (no timed assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LEVEL = 4
+EXPECTED = {
+    "raw_sqlite_1/sqlite/0/1",
+    "raw_sqlite_1000/sqlite/0/1",
+    f"health/sqlite/1/{LEVEL}",
+    f"create_spread/sqlite/1/{LEVEL}",
+    f"get_account/sqlite/1/{LEVEL}",
+}
+
+
+def test_benchmark_runs_briefly_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--backends",
+            "sqlite",
+            "--levels",
+            str(LEVEL),
+            "--scenarios",
+            "raw,health,create_spread,batch_create,get_account",
+            "--seconds-per-point",
+            "1",
+            "--warmup-seconds",
+            "0.2",
+            "--accounts",
+            "20",
+            "--load-processes",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+
+    report = json.loads((out / "latest.json").read_text())
+    assert {"meta", "figures", "targets"} <= report.keys()
+    figures = {f["key"]: f for f in report["figures"]}
+    assert figures.keys() >= EXPECTED
+    for key in EXPECTED:
+        f = figures[key]
+        assert f["status"] == "ok", (key, f["status"])
+        assert f["value"] > 0 and f["calls"] > 0 and f["postings"] >= 0, f
+        assert f["p50_ms"] > 0 and f["p99_ms"] >= f["p50_ms"], f
+        assert f["server_cpu_pct"] is not None, f
+    create = figures[f"create_spread/sqlite/1/{LEVEL}"]
+    assert create["postings"] == create["calls"]
+    assert create["insufficient_funds"] == 0, create["errors"]
+    assert create["ceiling"] == f"health/sqlite/1/{LEVEL}" and create["ratio"] > 0
+    batches = [f for f in report["figures"] if f["section"] == "batch"]
+    assert {f["batch_size"] for f in batches} == {100, 1000}
+    for f in batches:  # never a made-up number: measured, or said to be unavailable
+        assert f["status"] == "ok" or (f["status"].startswith("not available") and f["value"] is None), f
+    assert len(report["targets"]) == 6
+    for target in report["targets"]:
+        assert target["status"] in ("PASS", "FAIL") or target["status"].startswith("n/a"), target
+
+    markdown = (out / "latest.md").read_text()
+    for heading in (
+        "## Targets",
+        "## Ceilings (same run)",
+        "## CreateTransaction",
+        "## Batch create",
+        "## Reads",
+    ):
+        assert heading in markdown
+    assert "| Health/Check | sqlite |" in markdown
+    assert "| CreateTransaction, 20 accounts | sqlite |" in markdown
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "latest.png").stat().st_size > 0
+        assert "](latest.png)" in markdown
+    else:
+        assert "chart skipped" in markdown
