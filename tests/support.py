@@ -88,7 +88,12 @@ class ServerProcess:
 
     def wait(self, timeout: float = 30) -> int:
         assert self.proc is not None
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"server did not exit; its log:\n{self.log_path.read_text()[-20000:]}"
+            ) from exc
         self._log.close()
         return code
 

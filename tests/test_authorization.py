@@ -5,6 +5,7 @@ nothing in the database. Runs on SQLite and Postgres."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -95,25 +96,36 @@ def world(server: LedgerServer, store: SqlStore, admin: Admin, token: str) -> Wo
 
 
 def sample_request(method: MethodDescriptor, world: World) -> Any:
-    """A valid request naming acme's resources, filled by field name."""
+    """A valid request naming acme's resources, filled by field name (recursively, so
+    that a batch's items are filled too)."""
     request: Any = message_factory.GetMessageClass(method.input_type)()
-    output_fields = {f.name for f in method.output_type.fields}
-    for field in method.input_type.fields:
-        if field.name == "name":
-            request.name = world.account if "account" in output_fields else world.transaction
+    names_account = "account" in {f.name for f in method.output_type.fields}
+    fill(request, world, names_account)
+    return request
+
+
+def fill(message: Any, world: World, names_account: bool) -> None:
+    for field in message.DESCRIPTOR.fields:
+        if (
+            field.is_repeated
+            and field.message_type is not None
+            and not field.message_type.GetOptions().map_entry
+        ):
+            fill(getattr(message, field.name).add(), world, names_account)
+        elif field.name == "name":
+            message.name = world.account if names_account else world.transaction
         elif field.name == "account" and field.message_type is None:
-            request.account = world.account
+            message.account = world.account
         elif field.name == "account":
-            request.account.currency = "USD"
+            message.account.currency = "USD"
         elif field.name == "transaction":
-            request.transaction.CopyFrom(
+            message.transaction.CopyFrom(
                 transaction_pb2.Transaction(
                     account=world.account, direction=transaction_pb2.DIRECTION_DEBIT, amount=1, currency="USD"
                 )
             )
         elif field.name == "request_id":
-            request.request_id = str(uuid.uuid4())
-    return request
+            message.request_id = str(uuid.uuid4())
 
 
 def call(
@@ -183,7 +195,7 @@ def test_refused_callers_change_nothing(
         acme_before = digest(engine, "acme")
         result = call(world, method, request, world.tokens[scenario])
         assert digest(engine, "acme") == acme_before
-        assert_no_leak(world, method, request, result)
+        assert_no_leak(world, method, result)
         return
     header = {"no token": None, "missing scope": world.scoped_out.get(scope_of(method))}.get(
         scenario, world.tokens.get(scenario)
@@ -202,21 +214,17 @@ def test_refused_callers_change_nothing(
     assert digest(engine) == before
 
 
-def assert_no_leak(world: World, method: MethodDescriptor, request: Any, result: Any) -> None:
+def assert_no_leak(world: World, method: MethodDescriptor, result: Any) -> None:
     """Another tenant's valid token sees acme's resources exactly as if they did not exist."""
     acme_ids = {world.account.split("/")[1], world.transaction.split("/")[1]}
     if isinstance(result, grpc.RpcError):
         assert result.code() == grpc.StatusCode.NOT_FOUND, result
-        # The very same answer as for a name that never existed.
+        # The very same answer as for names that never existed.
         missing = str(uuid.uuid4())
-        fake = type(request)()
-        fake.CopyFrom(request)
-        for field in ("name", "account"):
-            value = getattr(fake, field, None)
-            if isinstance(value, str) and value:
-                setattr(fake, field, re.sub(r"[0-9a-f-]{36}", missing, value))
-        if fake.DESCRIPTOR.fields_by_name.get("transaction") is not None:
-            fake.transaction.account = re.sub(r"[0-9a-f-]{36}", missing, fake.transaction.account)
+        nowhere = dataclasses.replace(
+            world, account=f"accounts/{missing}", transaction=f"transactions/{missing}"
+        )
+        fake = sample_request(method, nowhere)
         never = call(world, method, fake, world.tokens["other tenant"])
         assert isinstance(never, grpc.RpcError)
         assert never.code() == result.code()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import faulthandler
 import ipaddress
 import logging
 import re
@@ -47,8 +48,11 @@ def serve(args: argparse.Namespace) -> int:
         _announce_dev_mode(Admin(store), Path(args.dev_token_file), address, server.tls)
     stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
+    # Should shutdown ever hang, leave every thread's stack in the log.
+    faulthandler.dump_traceback_later(settings.drain_seconds + settings.grace_seconds + 15)
     server.stop()
     store.close()
+    faulthandler.cancel_dump_traceback_later()
     log.info("stopped")
     return 0
 

@@ -94,6 +94,11 @@ class FakeTransactions(transaction_service_pb2_grpc.TransactionServiceServicer):
     def __init__(self, ledger: FakeLedger) -> None:
         self.ledger = ledger
 
+    def BatchCreateTransactions(
+        self, request: transaction_service_pb2.BatchCreateTransactionsRequest, context: grpc.ServicerContext
+    ) -> transaction_service_pb2.BatchCreateTransactionsResponse:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of these retry tests")
+
     def CreateTransaction(
         self, request: transaction_service_pb2.CreateTransactionRequest, context: grpc.ServicerContext
     ) -> transaction_service_pb2.CreateTransactionResponse:

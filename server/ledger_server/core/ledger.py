@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from ledger_server.core import validation as check
 from ledger_server.core.errors import (
@@ -39,6 +39,8 @@ from ledger_server.core.paging import PageTokens, page_limit
 from ledger_server.core.ports import LockedBalance, Store, WriteUnit
 
 T = TypeVar("T")
+R = TypeVar("R")
+MAX_BATCH_ITEMS = 1000
 # The tenant's counter-account that customer credits come from and debits return to.
 ISSUANCE = "issuance"
 # Re-runs of a write unit that lost a race before giving up with UNAVAILABLE.
@@ -65,6 +67,19 @@ class Replay:
     """The stored response of an earlier request with the same request_id."""
 
     response: bytes
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One transaction of a batch: the command, its idempotency, and the problems the
+    api layer found parsing it (field paths relative to the item)."""
+
+    cmd: NewTransaction
+    idem: Idempotency[Transaction] | None = None
+    violations: Sequence[FieldViolation] = ()
+
+
+ItemResult = Transaction | Replay | LedgerError
 
 
 class Ledger:
@@ -129,6 +144,71 @@ class Ledger:
         idem: Idempotency[Transaction] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> Transaction | Replay:
+        cmd = self._checked(cmd, violations)
+        return self._write(tenant_id, cmd.account_id, idem, self._posting(tenant_id, cmd))
+
+    def post_batch(self, tenant_id: str, items: Sequence[BatchItem], atomic: bool) -> list[ItemResult]:
+        """Post 1..MAX_BATCH_ITEMS transactions: all or none (atomic; a refusal names its
+        item), or each on its own (its result or its refusal, in request order)."""
+        if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            raise invalid([FieldViolation("requests", f"1 to {MAX_BATCH_ITEMS} items (got {len(items)})")])
+        checked: list[NewTransaction | LedgerError] = []
+        for i, item in enumerate(items):
+            try:
+                checked.append(self._checked(item.cmd, item.violations))
+            except LedgerError as err:
+                checked.append(_for_item(err, i))
+        if atomic:
+            refused = [c for c in checked if isinstance(c, LedgerError)]
+            if refused:
+                raise _for_batch(refused)
+            return list(self._write_atomic(tenant_id, items, cast(list[NewTransaction], checked)))
+        jobs = []
+        for item, c in zip(items, checked, strict=True):
+            if not isinstance(c, LedgerError):
+                unit = self._unit(tenant_id, item.idem, self._posting(tenant_id, c))
+                jobs.append((c.account_id, unit))
+        outcomes = iter(self._store.write_many(jobs))
+        results: list[ItemResult] = []
+        for i, (job_index, c) in enumerate(_numbered(checked)):
+            if isinstance(c, LedgerError):
+                results.append(c)
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, WriteConflict):  # lost a race: this item alone again
+                key, unit = jobs[job_index]
+                try:
+                    outcome = self._retrying(key, unit)
+                except LedgerError as err:
+                    outcome = err
+            if isinstance(outcome, LedgerError):
+                results.append(_for_item(outcome, i))
+            elif isinstance(outcome, BaseException):  # the store failed: the caller retries the batch
+                raise outcome
+            else:
+                results.append(outcome)
+        return results
+
+    def _write_atomic(
+        self, tenant_id: str, items: Sequence[BatchItem], cmds: list[NewTransaction]
+    ) -> list[Transaction | Replay]:
+        account_ids = sorted({c.account_id for c in cmds})
+
+        def all_or_none(w: WriteUnit) -> list[Transaction | Replay]:
+            for account_id in account_ids:  # one lock order for every batch: no deadlock between them
+                w.lock_customer_account(tenant_id, account_id)
+            results = []
+            for i, (item, cmd) in enumerate(zip(items, cmds, strict=True)):
+                unit = self._unit(tenant_id, item.idem, self._posting(tenant_id, cmd))
+                try:
+                    results.append(unit(w))
+                except LedgerError as err:
+                    raise _for_item(err, i) from err
+            return results
+
+        return self._retrying(account_ids[0], all_or_none)
+
+    def _checked(self, cmd: NewTransaction, violations: Sequence[FieldViolation]) -> NewTransaction:
         cmd = replace(cmd, currency=check.normalize_currency(cmd.currency))
         v = check.Violations(violations)
         if not cmd.account_id:
@@ -142,7 +222,12 @@ class Ledger:
         check.check_metadata(v, "transaction.metadata", cmd.metadata)
         if v:
             raise invalid(v)
-        return self._write(tenant_id, cmd.account_id, idem, lambda w, now: self._post(w, tenant_id, cmd, now))
+        return cmd
+
+    def _posting(
+        self, tenant_id: str, cmd: NewTransaction
+    ) -> Callable[[WriteUnit, dt.datetime], Transaction]:
+        return lambda w, now: self._post(w, tenant_id, cmd, now)
 
     def _post(self, w: WriteUnit, tenant_id: str, cmd: NewTransaction, now: dt.datetime) -> Transaction:
         account = w.lock_customer_account(tenant_id, cmd.account_id)
@@ -235,6 +320,15 @@ class Ledger:
     def _write(
         self, tenant_id: str, key: str, idem: Idempotency[T] | None, op: Callable[[WriteUnit, dt.datetime], T]
     ) -> T | Replay:
+        unit = self._unit(tenant_id, idem, op)
+        return self._retrying(key, unit)
+
+    def _unit(
+        self, tenant_id: str, idem: Idempotency[T] | None, op: Callable[[WriteUnit, dt.datetime], T]
+    ) -> Callable[[WriteUnit], T | Replay]:
+        """`op` made idempotent: replayed from the stored response when its request_id was
+        seen, refused when that request_id named another request."""
+
         def unit(w: WriteUnit) -> T | Replay:
             if idem is not None:
                 stored = w.find_response(tenant_id, idem.request_id)
@@ -248,12 +342,53 @@ class Ledger:
                 w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), now)
             return result
 
+        return unit
+
+    def _retrying(self, key: str, unit: Callable[[WriteUnit], R]) -> R:
         for _ in range(MAX_WRITE_ATTEMPTS):
             try:
                 return self._store.write(key, unit)
             except WriteConflict:
                 continue
         raise StoreUnavailable("too much write contention; retry with the same request_id")
+
+
+def _numbered(
+    checked: list[NewTransaction | LedgerError],
+) -> Iterator[tuple[int, NewTransaction | LedgerError]]:
+    """Each item with the index of its store job (valid items only are jobs)."""
+    job = 0
+    for c in checked:
+        yield job, c
+        if not isinstance(c, LedgerError):
+            job += 1
+
+
+def _for_item(err: LedgerError, index: int) -> LedgerError:
+    """An item's refusal, with its index in the metadata and field paths of the batch."""
+    return LedgerError(
+        err.category,
+        err.reason,
+        f"requests[{index}]: {err.message}",
+        metadata={**err.metadata, "item_index": str(index)},
+        violations=[FieldViolation(f"requests[{index}].{v.field}", v.description) for v in err.violations],
+        resource=err.resource,
+    )
+
+
+def _for_batch(refused: list[LedgerError]) -> LedgerError:
+    """Invalid items of an atomic batch: one INVALID_ARGUMENT naming every bad field."""
+    violations = [v for err in refused for v in err.violations]
+    first = refused[0]
+    if first.category is not Category.INVALID_ARGUMENT or len(refused) == 1:
+        return first
+    return LedgerError(
+        Category.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        f"{len(refused)} invalid items; the first: {first.message}",
+        metadata={"item_index": first.metadata["item_index"]},
+        violations=violations,
+    )
 
 
 def _check_postable(account: LockedBalance, cmd: NewTransaction) -> None:

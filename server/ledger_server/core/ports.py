@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -93,6 +93,11 @@ class Store(Protocol):
         """Run `work` atomically and durably, possibly sharing a commit with other units
         (group commit). Units with the same key are serialized. Raises what `work` raised
         (nothing of it applied), WriteConflict, or StoreUnavailable."""
+        ...
+
+    def write_many(self, jobs: Sequence[tuple[str, Callable[[WriteUnit], T]]]) -> list[T | BaseException]:
+        """Run many (key, work) units at once, each atomic on its own, sharing commits;
+        each gives its result or the exception it raised (as `write` would)."""
         ...
 
     def ping(self) -> None:

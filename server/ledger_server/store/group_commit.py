@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -56,22 +56,34 @@ class GroupCommitter:
 
     def run(self, key: str, work: Callable[[Any], T]) -> T:
         """Run `work(unit)` atomically; return once it is committed, or raise what it raised."""
-        job = _Job(work)
-        self._writers[zlib.crc32(key.encode()) % len(self._writers)].jobs.put(job)
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[no-any-return]
+        (outcome,) = self.run_many([(key, work)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def run_many(self, works: Sequence[tuple[str, Callable[[Any], T]]]) -> list[T | BaseException]:
+        """Queue every (key, work) at once, so that they share commits; each one's result
+        or exception once all are settled."""
+        jobs = [_Job(work) for _, work in works]
+        for (key, _), job in zip(works, jobs, strict=True):
+            self._writers[zlib.crc32(key.encode()) % len(self._writers)].jobs.put(job)
+        for job in jobs:
+            job.done.wait()
+        return [job.error if job.error is not None else job.result for job in jobs]
 
     def queued(self) -> int:
         """Units waiting for a writer (not counting the batches being committed)."""
         return sum(writer.jobs.qsize() for writer in self._writers)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Let the writers finish what they have (bounded: a writer stuck on the database
+        must not keep the process from exiting; its units were never acknowledged)."""
         for writer in self._writers:
             writer.jobs.put(_STOP)
         for writer in self._writers:
-            writer.join()
+            writer.join(timeout)
+            if writer.is_alive():
+                log.warning("writer did not stop", extra={"writer": writer.name})
 
 
 class _Writer(threading.Thread):

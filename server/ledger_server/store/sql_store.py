@@ -95,6 +95,12 @@ class SqlStore:
                 yield SqlUnit(conn, self.counter_shards)
 
     def write(self, key: str, work: Callable[[SqlUnit], T]) -> T:
+        return self._committed().run(key, work)
+
+    def write_many(self, jobs: Sequence[tuple[str, Callable[[SqlUnit], T]]]) -> list[T | BaseException]:
+        return self._committed().run_many(jobs)
+
+    def _committed(self) -> GroupCommitter:
         if self._committer is None:
             with self._lock:
                 if self._committer is None:
@@ -105,7 +111,7 @@ class SqlStore:
                         self._writers,
                         self._max_batch,
                     )
-        return self._committer.run(key, work)
+        return self._committer
 
     def queued_writes(self) -> int:
         return 0 if self._committer is None else self._committer.queued()

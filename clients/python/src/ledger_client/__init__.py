@@ -9,7 +9,14 @@ The generated messages and stubs are in the ``ledger.v1`` package of the same
 distribution.
 """
 
-from .client import DirectionLike, KindLike, LedgerClient, TransactionOptions, new_request_id
+from .client import (
+    DirectionLike,
+    KindLike,
+    LedgerClient,
+    TransactionOptions,
+    new_request_id,
+    transaction_request,
+)
 from .dates import date_from_proto, date_to_proto
 from .errors import ERROR_DOMAIN, FieldViolation, LedgerError, Reason
 from .money import exponent, from_minor, is_iso_currency, register_unit, to_minor
@@ -34,4 +41,5 @@ __all__ = [
     "new_request_id",
     "register_unit",
     "to_minor",
+    "transaction_request",
 ]

@@ -34,6 +34,40 @@ DirectionLike: TypeAlias = transaction_pb2.Direction.ValueType | str
 KindLike: TypeAlias = transaction_pb2.TransactionKind.ValueType | str
 
 
+def transaction_request(
+    *,
+    account: str,
+    direction: DirectionLike,
+    amount: int,
+    currency: str,
+    kind: KindLike | None = None,
+    description: str = "",
+    posting_date: datetime.date | None = None,
+    external_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> transaction_service_pb2.CreateTransactionRequest:
+    """A CreateTransactionRequest (with a request_id: a new UUID unless given), for
+    :meth:`LedgerClient.batch_create_transactions`; arguments as for
+    :meth:`LedgerClient.create_transaction`."""
+    transaction = transaction_pb2.Transaction(
+        account=account,
+        direction=_direction(direction),
+        amount=_check_amount(amount),
+        currency=currency,
+        kind=_kind(kind),
+        description=description,
+        external_id=external_id,
+    )
+    if posting_date is not None:
+        transaction.posting_date.CopyFrom(date_to_proto(posting_date))
+    if metadata:
+        transaction.metadata.update(metadata)
+    return transaction_service_pb2.CreateTransactionRequest(
+        transaction=transaction, request_id=_check_request_id(request_id)
+    )
+
+
 class TransactionOptions(TypedDict, total=False):
     """The optional arguments of :meth:`LedgerClient.credit` and :meth:`LedgerClient.debit`,
     as in :meth:`LedgerClient.create_transaction`."""
@@ -349,27 +383,49 @@ class LedgerClient:
         (``accounts/{id}``). ``kind`` defaults to ADJUSTMENT and ``posting_date`` to
         today (UTC) on the server. Returns the posted transaction; its
         ``ending_balance`` is the account's posted balance right after it."""
-        request_id = _check_request_id(request_id)
-        transaction = transaction_pb2.Transaction(
+        request = transaction_request(
             account=account,
-            direction=_direction(direction),
-            amount=_check_amount(amount),
+            direction=direction,
+            amount=amount,
             currency=currency,
-            kind=_kind(kind),
+            kind=kind,
             description=description,
+            posting_date=posting_date,
             external_id=external_id,
-        )
-        if posting_date is not None:
-            transaction.posting_date.CopyFrom(date_to_proto(posting_date))
-        if metadata:
-            transaction.metadata.update(metadata)
-        request = transaction_service_pb2.CreateTransactionRequest(
-            transaction=transaction, request_id=request_id
+            metadata=metadata,
+            request_id=request_id,
         )
         response = self._call(
-            self._transactions.CreateTransaction, request, timeout=timeout, request_id=request_id
+            self._transactions.CreateTransaction, request, timeout=timeout, request_id=request.request_id
         )
         return response.transaction
+
+    def batch_create_transactions(
+        self,
+        requests: Sequence[transaction_service_pb2.CreateTransactionRequest],
+        *,
+        independent: bool = False,
+        timeout: float | None = None,
+    ) -> list[transaction_service_pb2.BatchItemResult]:
+        """Post 1 to 1000 transactions in one call (build each with
+        :func:`transaction_request`). All or none by default: a refusal raises
+        :class:`LedgerError` whose ``error_metadata["item_index"]`` names the item. With
+        ``independent=True`` each item is posted on its own and gets its own result
+        (``transaction`` or ``error``). Items without a request_id get one, so a retried
+        batch replays item by item instead of posting twice."""
+        items = []
+        for item in requests:
+            keyed = transaction_service_pb2.CreateTransactionRequest()
+            keyed.CopyFrom(item)
+            keyed.request_id = _check_request_id(item.request_id or None)
+            items.append(keyed)
+        mode = (
+            transaction_service_pb2.BATCH_MODE_INDEPENDENT
+            if independent
+            else transaction_service_pb2.BATCH_MODE_ATOMIC
+        )
+        request = transaction_service_pb2.BatchCreateTransactionsRequest(requests=items, mode=mode)
+        return list(self._call(self._transactions.BatchCreateTransactions, request, timeout=timeout).results)
 
     def credit(
         self, account: str, amount: int, currency: str, **options: Unpack[TransactionOptions]

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from ledger.v1 import auth_pb2 as ledger_dot_v1_dot_auth__pb2
 from ledger.v1 import transaction_pb2 as ledger_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/transaction_service.proto\x12\tledger.v1\x1a\x16google/type/date.proto\x1a\x14ledger/v1/auth.proto\x1a\x1bledger/v1/transaction.proto\"[\n\x18\x43reateTransactionRequest\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x19\x43reateTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"%\n\x15GetTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16GetTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\xd4\x01\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12,\n\x11posting_date_from\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fposting_date_to\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\tdirection\x18\x06 \x01(\x0e\x32\x14.ledger.v1.Direction\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.ledger.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xee\x02\n\x12TransactionService\x12v\n\x11\x43reateTransaction\x12#.ledger.v1.CreateTransactionRequest\x1a$.ledger.v1.CreateTransactionResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12l\n\x0eGetTransaction\x12 .ledger.v1.GetTransactionRequest\x1a!.ledger.v1.GetTransactionResponse\"\x15\x8a\xb5\x18\x11transactions:read\x12r\n\x10ListTransactions\x12\".ledger.v1.ListTransactionsRequest\x1a#.ledger.v1.ListTransactionsResponse\"\x15\x8a\xb5\x18\x11transactions:readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/transaction_service.proto\x12\tledger.v1\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\x1a\x14ledger/v1/auth.proto\x1a\x1bledger/v1/transaction.proto\"[\n\x18\x43reateTransactionRequest\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x19\x43reateTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"{\n\x1e\x42\x61tchCreateTransactionsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.ledger.v1.CreateTransactionRequest\x12\"\n\x04mode\x18\x02 \x01(\x0e\x32\x14.ledger.v1.BatchMode\"N\n\x1f\x42\x61tchCreateTransactionsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.BatchItemResult\"o\n\x0f\x42\x61tchItemResult\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.TransactionH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"%\n\x15GetTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16GetTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\xd4\x01\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12,\n\x11posting_date_from\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fposting_date_to\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\tdirection\x18\x06 \x01(\x0e\x32\x14.ledger.v1.Direction\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.ledger.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*Z\n\tBatchMode\x12\x1a\n\x16\x42\x41TCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42\x41TCH_MODE_ATOMIC\x10\x01\x12\x1a\n\x16\x42\x41TCH_MODE_INDEPENDENT\x10\x02\x32\xf9\x03\n\x12TransactionService\x12v\n\x11\x43reateTransaction\x12#.ledger.v1.CreateTransactionRequest\x1a$.ledger.v1.CreateTransactionResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12\x88\x01\n\x17\x42\x61tchCreateTransactions\x12).ledger.v1.BatchCreateTransactionsRequest\x1a*.ledger.v1.BatchCreateTransactionsResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12l\n\x0eGetTransaction\x12 .ledger.v1.GetTransactionRequest\x1a!.ledger.v1.GetTransactionResponse\"\x15\x8a\xb5\x18\x11transactions:read\x12r\n\x10ListTransactions\x12\".ledger.v1.ListTransactionsRequest\x1a#.ledger.v1.ListTransactionsResponse\"\x15\x8a\xb5\x18\x11transactions:readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSACTIONSERVICE'].methods_by_name['CreateTransaction']._loaded_options = None
   _globals['_TRANSACTIONSERVICE'].methods_by_name['CreateTransaction']._serialized_options = b'\212\265\030\022transactions:write'
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['BatchCreateTransactions']._loaded_options = None
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['BatchCreateTransactions']._serialized_options = b'\212\265\030\022transactions:write'
   _globals['_TRANSACTIONSERVICE'].methods_by_name['GetTransaction']._loaded_options = None
   _globals['_TRANSACTIONSERVICE'].methods_by_name['GetTransaction']._serialized_options = b'\212\265\030\021transactions:read'
   _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactions']._loaded_options = None
   _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactions']._serialized_options = b'\212\265\030\021transactions:read'
-  _globals['_CREATETRANSACTIONREQUEST']._serialized_start=125
-  _globals['_CREATETRANSACTIONREQUEST']._serialized_end=216
-  _globals['_CREATETRANSACTIONRESPONSE']._serialized_start=218
-  _globals['_CREATETRANSACTIONRESPONSE']._serialized_end=290
-  _globals['_GETTRANSACTIONREQUEST']._serialized_start=292
-  _globals['_GETTRANSACTIONREQUEST']._serialized_end=329
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=331
-  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=400
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=403
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=615
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=617
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=714
-  _globals['_TRANSACTIONSERVICE']._serialized_start=717
-  _globals['_TRANSACTIONSERVICE']._serialized_end=1083
+  _globals['_BATCHMODE']._serialized_start=1059
+  _globals['_BATCHMODE']._serialized_end=1149
+  _globals['_CREATETRANSACTIONREQUEST']._serialized_start=150
+  _globals['_CREATETRANSACTIONREQUEST']._serialized_end=241
+  _globals['_CREATETRANSACTIONRESPONSE']._serialized_start=243
+  _globals['_CREATETRANSACTIONRESPONSE']._serialized_end=315
+  _globals['_BATCHCREATETRANSACTIONSREQUEST']._serialized_start=317
+  _globals['_BATCHCREATETRANSACTIONSREQUEST']._serialized_end=440
+  _globals['_BATCHCREATETRANSACTIONSRESPONSE']._serialized_start=442
+  _globals['_BATCHCREATETRANSACTIONSRESPONSE']._serialized_end=520
+  _globals['_BATCHITEMRESULT']._serialized_start=522
+  _globals['_BATCHITEMRESULT']._serialized_end=633
+  _globals['_GETTRANSACTIONREQUEST']._serialized_start=635
+  _globals['_GETTRANSACTIONREQUEST']._serialized_end=672
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_start=674
+  _globals['_GETTRANSACTIONRESPONSE']._serialized_end=743
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=746
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=958
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=960
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1057
+  _globals['_TRANSACTIONSERVICE']._serialized_start=1152
+  _globals['_TRANSACTIONSERVICE']._serialized_end=1657
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,8 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 from google.type import date_pb2 as _date_pb2
 from ledger.v1 import transaction_pb2 as _transaction_pb2
 import builtins as _builtins
@@ -19,6 +21,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _BatchMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BatchModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BATCH_MODE_UNSPECIFIED: _BatchMode.ValueType  # 0
+    """Not set: ATOMIC."""
+    BATCH_MODE_ATOMIC: _BatchMode.ValueType  # 1
+    """Post every item or none; the call fails with the first refused item's error."""
+    BATCH_MODE_INDEPENDENT: _BatchMode.ValueType  # 2
+    """Post each item on its own; every item gets its own result."""
+
+class BatchMode(_BatchMode, metaclass=_BatchModeEnumTypeWrapper):
+    """How a batch treats a refused item."""
+
+BATCH_MODE_UNSPECIFIED: BatchMode.ValueType  # 0
+"""Not set: ATOMIC."""
+BATCH_MODE_ATOMIC: BatchMode.ValueType  # 1
+"""Post every item or none; the call fails with the first refused item's error."""
+BATCH_MODE_INDEPENDENT: BatchMode.ValueType  # 2
+"""Post each item on its own; every item gets its own result."""
+Global___BatchMode: _TypeAlias = BatchMode  # noqa: Y015
 
 @_typing.final
 class CreateTransactionRequest(_message.Message):
@@ -80,6 +106,94 @@ class CreateTransactionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateTransactionResponse: _TypeAlias = CreateTransactionResponse  # noqa: Y015
+
+@_typing.final
+class BatchCreateTransactionsRequest(_message.Message):
+    """Request of TransactionService.BatchCreateTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    mode: Global___BatchMode.ValueType
+    """All or nothing (ATOMIC, the default), or each item on its own (INDEPENDENT)."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateTransactionRequest]:
+        """The transactions to post, 1 to 1000, each exactly as for CreateTransaction
+        (including its own optional request_id).
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateTransactionRequest] | None = ...,
+        mode: Global___BatchMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateTransactionsRequest: _TypeAlias = BatchCreateTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreateTransactionsResponse(_message.Message):
+    """Response of TransactionService.BatchCreateTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItemResult]:
+        """One result per request, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchItemResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateTransactionsResponse: _TypeAlias = BatchCreateTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class BatchItemResult(_message.Message):
+    """The outcome of one item of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transaction(self) -> _transaction_pb2.Transaction:
+        """The posted transaction (also when replayed for a repeated request_id)."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why this item was refused (INDEPENDENT mode only), with the same details as a
+        CreateTransaction error.
+        """
+
+    def __init__(
+        self,
+        *,
+        transaction: _transaction_pb2.Transaction | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["transaction", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___BatchItemResult: _TypeAlias = BatchItemResult  # noqa: Y015
 
 @_typing.final
 class GetTransactionRequest(_message.Message):

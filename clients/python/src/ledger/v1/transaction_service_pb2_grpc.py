@@ -40,6 +40,11 @@ class TransactionServiceStub:
                 request_serializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransactionRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransactionResponse.FromString,
                 _registered_method=True)
+        self.BatchCreateTransactions = channel.unary_unary(
+                '/ledger.v1.TransactionService/BatchCreateTransactions',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsResponse.FromString,
+                _registered_method=True)
         self.GetTransaction = channel.unary_unary(
                 '/ledger.v1.TransactionService/GetTransaction',
                 request_serializer=ledger_dot_v1_dot_transaction__service__pb2.GetTransactionRequest.SerializeToString,
@@ -60,6 +65,17 @@ class TransactionServiceServicer:
         """Posts a credit or debit on an account. Idempotent by request_id. A debit that
         would take the available balance below the account's floor is refused with
         FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateTransactions(self, request, context):
+        """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+        posts all or none: a refusal names the failing item in its ErrorInfo metadata
+        (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
+        its transaction or its error. Each item is idempotent by its own request_id, so a
+        retried batch replays item by item.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +102,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.CreateTransaction,
                     request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransactionRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransactionResponse.SerializeToString,
+            ),
+            'BatchCreateTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateTransactions,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsResponse.SerializeToString,
             ),
             'GetTransaction': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTransaction,
@@ -126,6 +147,33 @@ class TransactionService:
             '/ledger.v1.TransactionService/CreateTransaction',
             ledger_dot_v1_dot_transaction__service__pb2.CreateTransactionRequest.SerializeToString,
             ledger_dot_v1_dot_transaction__service__pb2.CreateTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.TransactionService/BatchCreateTransactions',
+            ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,13 @@ class TransactionServiceStub:
     would take the available balance below the account's floor is refused with
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
     """
+    BatchCreateTransactions: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransactionsRequest, _transaction_service_pb2.BatchCreateTransactionsResponse]
+    """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+    posts all or none: a refusal names the failing item in its ErrorInfo metadata
+    (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
+    its transaction or its error. Each item is idempotent by its own request_id, so a
+    retried batch replays item by item.
+    """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.GetTransactionRequest, _transaction_service_pb2.GetTransactionResponse]
     """Reads one transaction."""
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionsRequest, _transaction_service_pb2.ListTransactionsResponse]
@@ -52,6 +59,13 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """Posts a credit or debit on an account. Idempotent by request_id. A debit that
     would take the available balance below the account's floor is refused with
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
+    """
+    BatchCreateTransactions: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransactionsRequest, _transaction_service_pb2.BatchCreateTransactionsResponse]  # type: ignore[assignment]
+    """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+    posts all or none: a refusal names the failing item in its ErrorInfo metadata
+    (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
+    its transaction or its error. Each item is idempotent by its own request_id, so a
+    retried batch replays item by item.
     """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.GetTransactionRequest, _transaction_service_pb2.GetTransactionResponse]  # type: ignore[assignment]
     """Reads one transaction."""
@@ -70,6 +84,19 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Posts a credit or debit on an account. Idempotent by request_id. A debit that
         would take the available balance below the account's floor is refused with
         FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCreateTransactions(
+        self,
+        request: _transaction_service_pb2.BatchCreateTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.BatchCreateTransactionsResponse, _abc.Awaitable[_transaction_service_pb2.BatchCreateTransactionsResponse]]:
+        """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+        posts all or none: a refusal names the failing item in its ErrorInfo metadata
+        (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
+        its transaction or its error. Each item is idempotent by its own request_id, so a
+        retried batch replays item by item.
         """
 
     @_abc_1.abstractmethod

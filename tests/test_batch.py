@@ -1,0 +1,139 @@
+"""BatchCreateTransactions: atomic and independent batches, item-level idempotency,
+limits, and no deadlock between batches -- over the real server, SQLite and Postgres."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from ledger.v1 import transaction_service_pb2
+from ledger_client import LedgerClient, LedgerError, transaction_request
+from sqlalchemy import Engine, func, select
+
+from ledger_server.store.schema import transactions
+from tests.support import invariant_violations
+
+
+def posted_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(transactions)).scalar_one())
+
+
+@pytest.fixture
+def account(client: LedgerClient) -> str:
+    name = client.create_account(currency="USD").name
+    client.credit(name, 100, "USD")
+    return name
+
+
+def credit(account: str, amount: int, **kw: str) -> transaction_service_pb2.CreateTransactionRequest:
+    return transaction_request(account=account, direction="credit", amount=amount, currency="USD", **kw)  # type: ignore[arg-type]
+
+
+def debit(account: str, amount: int) -> transaction_service_pb2.CreateTransactionRequest:
+    return transaction_request(account=account, direction="debit", amount=amount, currency="USD")
+
+
+def test_atomic_batch_posts_every_item_in_order(client: LedgerClient, account: str, engine: Engine) -> None:
+    results = client.batch_create_transactions([credit(account, 10), debit(account, 30), credit(account, 5)])
+    assert [r.transaction.ending_balance for r in results] == [110, 80, 85]
+    assert client.get_account(account).balance.posted == 85
+    assert invariant_violations(engine) == []
+
+
+def test_atomic_batch_with_a_refused_item_posts_nothing(
+    client: LedgerClient, account: str, engine: Engine
+) -> None:
+    before = posted_count(engine)
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([credit(account, 10), debit(account, 500), credit(account, 5)])
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.reason == "INSUFFICIENT_FUNDS"
+    assert info.value.error_metadata["item_index"] == "1"
+    assert info.value.error_metadata["available"] == "110"  # item 0 counted, then undone
+    assert posted_count(engine) == before
+    assert client.get_account(account).balance.posted == 100
+
+
+def test_atomic_batch_names_every_invalid_item(client: LedgerClient, account: str) -> None:
+    bad = credit(account, 1)
+    bad.transaction.amount = -1
+    worse = credit(account, 1)
+    worse.transaction.currency = "$"
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([credit(account, 1), bad, worse])
+    assert info.value.reason == "INVALID_REQUEST"
+    assert {v.field for v in info.value.field_violations} == {
+        "requests[1].transaction.amount",
+        "requests[2].transaction.currency",
+    }
+
+
+def test_independent_batch_answers_each_item(client: LedgerClient, account: str) -> None:
+    results = client.batch_create_transactions(
+        [credit(account, 10), debit(account, 500), debit(account, 60)], independent=True
+    )
+    assert results[0].transaction.ending_balance == 110
+    status = results[1].error
+    assert status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert "requests[1]" in status.message
+    assert results[2].transaction.ending_balance == 50
+    assert client.get_account(account).balance.posted == 50
+    info = error_details_pb2.ErrorInfo()
+    assert any(detail.Unpack(info) for detail in status.details)
+    assert (info.reason, info.metadata["item_index"]) == ("INSUFFICIENT_FUNDS", "1")
+
+
+def test_a_retried_batch_replays_item_by_item(client: LedgerClient, account: str, engine: Engine) -> None:
+    items = [credit(account, 10), credit(account, 20)]
+    first = client.batch_create_transactions(items)
+    before = posted_count(engine)
+    again = client.batch_create_transactions(items)
+    assert [r.SerializeToString() for r in again] == [r.SerializeToString() for r in first]
+    assert posted_count(engine) == before
+    # An item is the same request as a lone CreateTransaction with its request_id.
+    lone = client.create_transaction(
+        account=account, direction="credit", amount=10, currency="USD", request_id=items[0].request_id
+    )
+    assert lone == first[0].transaction
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+def test_batch_size_is_bounded(client: LedgerClient, account: str, size: int) -> None:
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([credit(account, 1) for _ in range(size)])
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in info.value.field_violations] == ["requests"]
+
+
+def test_a_thousand_items_in_one_call(client: LedgerClient, account: str, engine: Engine) -> None:
+    results = client.batch_create_transactions([credit(account, 1) for _ in range(1000)], independent=True)
+    assert [r.transaction.ending_balance for r in results] == list(range(101, 1101))
+    assert invariant_violations(engine) == []
+
+
+def test_opposite_batches_at_once_do_not_deadlock(client: LedgerClient, engine: Engine) -> None:
+    a, b = (client.create_account(currency="USD").name for _ in range(2))
+    errors: list[BaseException] = []
+
+    def run(first: str, second: str) -> Callable[[], None]:
+        def go() -> None:
+            try:
+                for _ in range(10):
+                    client.batch_create_transactions([credit(first, 1), credit(second, 1)])
+            except BaseException as exc:  # collected for the assertion below
+                errors.append(exc)
+
+        return go
+
+    threads = [threading.Thread(target=run(a, b)), threading.Thread(target=run(b, a))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert client.get_account(a).balance.posted == client.get_account(b).balance.posted == 20
+    assert invariant_violations(engine) == []
