@@ -1,28 +1,21 @@
-"""HOOK for a batch create RPC, which ledger.v1 does not have yet.
-
-The harness already runs `batch_create` points (100 and 1000 postings per call) and
-reports them as postings/s against the raw-sqlite3 batched ceiling; while no batch RPC
-exists every such row says 'not available' (never a made-up number).
-
-When a batch RPC lands (say `TransactionService/BatchCreateTransactions`):
-1. `batch_rpc_method()` finds it in the ledger.v1 descriptors by itself;
-2. implement `make_batch_create()` below: build one request of `batch_size` postings over
-   `accounts` (random credits and debits, as bench/ops.py does for CreateTransaction, each
-   with its own request id) and return a coroutine function that sends it and returns the
-   number of postings it made; set HOOK_IMPLEMENTED = True. Nothing else in bench/ changes.
-"""
+"""Batch create points: `TransactionService/BatchCreateTransactions` with 100 or 1000
+postings per call (atomic mode: one all-or-nothing unit, one commit), reported as
+postings/s against the raw-sqlite3 batched ceiling."""
 
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 
 import grpc
-from ledger.v1 import transaction_service_pb2
+from ledger.v1 import transaction_service_pb2, transaction_service_pb2_grpc
+
+from bench.postings import random_posting
 
 BatchCall = Callable[[], Awaitable[int]]
-#: Set to True together with a real make_batch_create().
-HOOK_IMPLEMENTED = False
+#: Whether make_batch_create() makes real calls (the rows say "not available" otherwise).
+HOOK_IMPLEMENTED = True
 
 
 def batch_rpc_method() -> str | None:
@@ -41,9 +34,26 @@ def make_batch_create(
     batch_size: int,
     rng: random.Random,
 ) -> BatchCall | None:
-    """HOOK: a coroutine function making one batch call of `batch_size` postings (it returns
-    how many postings the call made), or None while there is no batch RPC to call."""
-    return None
+    """A coroutine function making one batch call of `batch_size` random postings (each
+    with its own request id); it returns how many postings the call made."""
+    if batch_rpc_method() is None:
+        return None
+    stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+
+    async def call() -> int:
+        request = transaction_service_pb2.BatchCreateTransactionsRequest(
+            requests=[
+                transaction_service_pb2.CreateTransactionRequest(
+                    transaction=random_posting(rng.choice(accounts), rng), request_id=str(uuid.uuid4())
+                )
+                for _ in range(batch_size)
+            ],
+            mode=transaction_service_pb2.BATCH_MODE_ATOMIC,
+        )
+        response = await stub.BatchCreateTransactions(request, metadata=metadata, timeout=60)
+        return len(response.results)
+
+    return call
 
 
 def unavailable_reason() -> str | None:

@@ -14,17 +14,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
-    transaction_pb2,
     transaction_service_pb2,
     transaction_service_pb2_grpc,
 )
 
 from bench import batch_hook
+from bench.postings import random_posting
 
 Op = Callable[[], Awaitable[int]]
 CALL_TIMEOUT = 30.0
 PAGE_SIZE = 50
-CURRENCY = "USD"
 
 
 class NotAvailable(Exception):
@@ -71,18 +70,6 @@ def _health(stub: health_pb2_grpc.HealthStub) -> Op:
         return 0
 
     return call
-
-
-def random_posting(account: str, rng: random.Random) -> transaction_pb2.Transaction:
-    """A small credit or debit (even odds); accounts are funded so that debits never fail."""
-    credit = rng.random() < 0.5
-    return transaction_pb2.Transaction(
-        account=account,
-        direction=transaction_pb2.DIRECTION_CREDIT if credit else transaction_pb2.DIRECTION_DEBIT,
-        amount=rng.randint(1, 100),
-        currency=CURRENCY,
-        kind=transaction_pb2.TRANSACTION_KIND_TOP_UP if credit else transaction_pb2.TRANSACTION_KIND_PURCHASE,
-    )
 
 
 def _create(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ledger_client import LedgerClient
 
-from bench.ops import CURRENCY
+from bench.postings import CURRENCY
 
 OPENING_CREDIT = 10**12  # minor units; a run debits at most 100 a call
 SEED_THREADS = 16
