@@ -41,6 +41,7 @@ from ledger_server.core.ports import LockedBalance, Store, WriteUnit
 T = TypeVar("T")
 R = TypeVar("R")
 MAX_BATCH_ITEMS = 1000
+ATOMIC_BATCHES = "atomic-batches"  # the routing key of every atomic batch
 # The tenant's counter-account that customer credits come from and debits return to.
 ISSUANCE = "issuance"
 # Re-runs of a write unit that lost a race before giving up with UNAVAILABLE.
@@ -206,7 +207,8 @@ class Ledger:
                     raise _for_item(err, i) from err
             return results
 
-        return self._retrying(account_ids[0], all_or_none)
+        # All atomic batches go through one writer: they never wait on each other's locks.
+        return self._retrying(ATOMIC_BATCHES, all_or_none)
 
     def _checked(self, cmd: NewTransaction, violations: Sequence[FieldViolation]) -> NewTransaction:
         cmd = replace(cmd, currency=check.normalize_currency(cmd.currency))

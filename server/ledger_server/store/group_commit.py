@@ -128,16 +128,14 @@ class _Writer(threading.Thread):
                 conn.execution_options(**WRITE)
                 with conn.begin():
                     unit = self._make_unit(conn)
-                    with unit.batch():
-                        for job in batch:
-                            unit.savepoint()
-                            try:
-                                job.result = job.work(unit)
-                                unit.settle()  # writes still in flight fail here, in their own unit
-                            except Exception as exc:  # this request fails alone
-                                unit.rollback_to_savepoint()
-                                job.error = self._translate(exc)
-                            unit.release_savepoint()
+                    for job in batch:
+                        unit.savepoint()
+                        try:
+                            job.result = job.work(unit)
+                        except Exception as exc:  # this request fails alone
+                            unit.rollback_to_savepoint()
+                            job.error = self._translate(exc)
+                        unit.release_savepoint()
         except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch is known to be durable
             error = self._translate(exc)
             if not isinstance(error, StoreUnavailable):

@@ -1,8 +1,7 @@
 """The statements of the posting path, as SQL text rendered once per dialect and run
 with exec_driver_sql: building SQLAlchemy Core statements costs ~1 ms per posting in
 Python (measured), more than the database work itself. Kept to the plainest SQL that
-SQLite and Postgres share; `{lock}`/`{skip_locked}` become row locks on Postgres only.
-On Postgres they also run in pipeline mode, where SQLAlchemy's own execution cannot."""
+SQLite and Postgres share; `{lock}`/`{skip_locked}` become row locks on Postgres only."""
 
 from __future__ import annotations
 

@@ -162,7 +162,6 @@ class SqlUnit:
         self._dialect = conn.dialect.name
         self._dbapi: Any = conn.dialect.dbapi
         self._cursor: Any = None
-        self._pipeline: Any = None
         # (tenant, currency, purpose) -> the counter shard this transaction has locked.
         self._counters: dict[tuple[str, str, str], str] = {}
 
@@ -234,31 +233,8 @@ class SqlUnit:
 
     # -- group commit hooks (see group_commit.py) ----------------------------------------
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """On Postgres, pipeline mode for a whole batch: statements whose results nobody
-        reads (inserts, updates, savepoints) are sent without waiting for a round trip
-        each; settle() waits for them once per unit."""
-        if self._dialect != "postgresql":
-            yield
-            return
-        raw = self._conn.connection.driver_connection
-        with raw.pipeline() as pipeline:  # type: ignore[union-attr]
-            self._pipeline = pipeline
-            try:
-                yield
-            finally:
-                self._pipeline = None
-
     def savepoint(self) -> None:
         self._raw("SAVEPOINT unit")
-
-    def settle(self) -> None:
-        if self._pipeline is not None:
-            try:
-                self._pipeline.sync()
-            except self._dbapi.Error as exc:
-                raise sa_exc.DBAPIError.instance("(pipeline)", {}, exc, self._dbapi.Error) from exc
 
     def rollback_to_savepoint(self) -> None:
         self._raw("ROLLBACK TO SAVEPOINT unit")
