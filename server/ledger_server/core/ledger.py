@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
 
@@ -164,31 +164,28 @@ class Ledger:
             if refused:
                 raise _for_batch(refused)
             return list(self._write_atomic(tenant_id, items, cast(list[NewTransaction], checked)))
+        # Every valid item is its own unit; they are queued at once and share commits.
+        results: list[ItemResult | None] = [c if isinstance(c, LedgerError) else None for c in checked]
         jobs = []
-        for item, c in zip(items, checked, strict=True):
+        for i, c in enumerate(checked):
             if not isinstance(c, LedgerError):
-                unit = self._unit(tenant_id, item.idem, self._posting(tenant_id, c))
-                jobs.append((c.account_id, unit))
-        outcomes = iter(self._store.write_many(jobs))
-        results: list[ItemResult] = []
-        for i, (job_index, c) in enumerate(_numbered(checked)):
-            if isinstance(c, LedgerError):
-                results.append(c)
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, WriteConflict):  # lost a race: this item alone again
-                key, unit = jobs[job_index]
+                unit = self._unit(tenant_id, items[i].idem, self._posting(tenant_id, c))
+                jobs.append((i, c.account_id, unit))
+        outcomes = self._store.write_many([(key, unit) for _, key, unit in jobs])
+        for (i, key, unit), first in zip(jobs, outcomes, strict=True):
+            outcome = first
+            if isinstance(first, WriteConflict):  # lost a race: this item alone again
                 try:
                     outcome = self._retrying(key, unit)
                 except LedgerError as err:
                     outcome = err
             if isinstance(outcome, LedgerError):
-                results.append(_for_item(outcome, i))
+                results[i] = _for_item(outcome, i)
             elif isinstance(outcome, BaseException):  # the store failed: the caller retries the batch
                 raise outcome
             else:
-                results.append(outcome)
-        return results
+                results[i] = outcome
+        return cast(list[ItemResult], results)
 
     def _write_atomic(
         self, tenant_id: str, items: Sequence[BatchItem], cmds: list[NewTransaction]
@@ -353,17 +350,6 @@ class Ledger:
             except WriteConflict:
                 continue
         raise StoreUnavailable("too much write contention; retry with the same request_id")
-
-
-def _numbered(
-    checked: list[NewTransaction | LedgerError],
-) -> Iterator[tuple[int, NewTransaction | LedgerError]]:
-    """Each item with the index of its store job (valid items only are jobs)."""
-    job = 0
-    for c in checked:
-        yield job, c
-        if not isinstance(c, LedgerError):
-            job += 1
 
 
 def _for_item(err: LedgerError, index: int) -> LedgerError:
