@@ -50,14 +50,6 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # Postgres SQLSTATEs after which re-running the whole unit is the right answer.
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 CUSTOMER, SYSTEM = "customer", "system"
-LOCKED_COLUMNS = (
-    accounts.c.id,
-    accounts.c.currency,
-    accounts.c.balance_floor,
-    accounts.c.status,
-    accounts.c.posted,
-    accounts.c.pending,
-)
 
 
 def to_micros(t: dt.datetime) -> int:
@@ -234,36 +226,33 @@ class SqlUnit:
     # -- group commit hooks (see group_commit.py) ----------------------------------------
 
     def savepoint(self) -> None:
-        self._raw("SAVEPOINT unit")
+        self._execute("SAVEPOINT unit")
 
     def rollback_to_savepoint(self) -> None:
-        self._raw("ROLLBACK TO SAVEPOINT unit")
+        self._execute("ROLLBACK TO SAVEPOINT unit")
 
     def release_savepoint(self) -> None:
-        self._raw("RELEASE SAVEPOINT unit")
-
-    def _raw(self, statement: str) -> None:
-        self._cursor_for().execute(statement)
-
-    def _cursor_for(self) -> Any:
-        if self._cursor is None:
-            self._cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        return self._cursor
+        self._execute("RELEASE SAVEPOINT unit")
 
     def _run(self, name: str, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
-        """Run a hot statement on the DBAPI cursor itself: SQLAlchemy's per-execution
+        return self._execute(sql(self._dialect, name), params)
+
+    def _execute(self, statement: str, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Any:
+        """Run a statement on the DBAPI cursor itself: SQLAlchemy's per-execution
         bookkeeping costs more CPU than the SQL (profiled). Errors are wrapped as
         SQLAlchemy's own, so that translate() treats them alike."""
-        statement = sql(self._dialect, name)
-        cursor = self._cursor_for()
+        if self._cursor is None:
+            self._cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             if isinstance(params, list):
-                cursor.executemany(statement, params)
+                self._cursor.executemany(statement, params)
+            elif params is None:
+                self._cursor.execute(statement)
             else:
-                cursor.execute(statement, params)
+                self._cursor.execute(statement, params)
         except self._dbapi.Error as exc:
             raise sa_exc.DBAPIError.instance(statement, params, exc, self._dbapi.Error) from exc
-        return cursor
+        return self._cursor
 
     def find_response(self, tenant_id: str, request_id: str) -> StoredResponse | None:
         row = self._run("find_response", {"tenant_id": tenant_id, "request_id": request_id}).fetchone()
