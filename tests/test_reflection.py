@@ -40,6 +40,7 @@ def test_list_shows_ledger_health_and_reflection(
     assert names == {
         "ledger.v1.AccountService",
         "ledger.v1.TransactionService",
+        "ledger.v1.AdminService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -19,6 +19,7 @@ from ledger_server.config import add_options, settings_from
 from ledger_server.core.admin import Admin, AdminError
 from ledger_server.core.auth import ADMIN, SCOPES, Authenticator
 from ledger_server.core.ledger import Ledger
+from ledger_server.expiry_worker import ExpiryWorker
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import current_revision, upgrade
 from ledger_server.store.sql_store import SqlStore
@@ -36,11 +37,14 @@ def serve(args: argparse.Namespace) -> int:
     upgrade(engine)  # an empty database is created; an older one is brought to head
     store = SqlStore(engine, writers=settings.writers)
     authenticator = Authenticator(store, settings.token_cache_seconds)
-    server = LedgerServer(Ledger(store), authenticator, settings)
+    ledger = Ledger(store)
+    server = LedgerServer(ledger, authenticator, settings)
+    worker = ExpiryWorker(ledger, settings.expiry_seconds)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
+    worker.start()
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{server.port}"
     log.info("serving", extra={"address": address, "port": server.port, "tls": server.tls})
@@ -50,6 +54,7 @@ def serve(args: argparse.Namespace) -> int:
     log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
     # Should shutdown ever hang, leave every thread's stack in the log.
     faulthandler.dump_traceback_later(settings.drain_seconds + settings.grace_seconds + 15)
+    worker.stop()
     server.stop()
     store.close()
     faulthandler.cancel_dump_traceback_later()
@@ -102,10 +107,43 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def expire(args: argparse.Namespace) -> int:
+    store = _store(args)
+    report = Ledger(store).expire_due()
+    store.close()
+    print(
+        f"accounts: {report.accounts}, lots expired: {report.lots_expired}, "
+        f"holds voided: {report.holds_voided}"
+    )
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    store = _store(args)
+    ledger = Ledger(store)
+    tenant_ids = [args.tenant] if args.tenant else [t.id for t in Admin(store).list_tenants()]
+    broken = 0
+    for tenant_id in tenant_ids:
+        report = ledger.verify(tenant_id)
+        broken += len(report.violations)
+        print(
+            f"tenant {tenant_id}: {report.accounts_checked} accounts, "
+            f"{report.transactions_checked} transactions, {len(report.violations)} violations"
+        )
+        for x in report.violations:
+            print(f"  {x.check}: {x.resource}: {x.detail}")
+    store.close()
+    return 1 if broken else 0
+
+
 def _admin(args: argparse.Namespace) -> Admin:
-    engine = make_engine(args.database_url, pool_size=1)
+    return Admin(_store(args))
+
+
+def _store(args: argparse.Namespace) -> SqlStore:
+    engine = make_engine(args.database_url, pool_size=2)
     upgrade(engine)
-    return Admin(SqlStore(engine))
+    return SqlStore(engine)
 
 
 def tenants_create(args: argparse.Namespace) -> int:
@@ -177,6 +215,13 @@ def _parser() -> argparse.ArgumentParser:
     db_command(commands, "migrate", "create or upgrade the database schema, then exit").set_defaults(
         run=migrate
     )
+
+    db_command(
+        commands, "expire", "write off expired credit lots and release lapsed holds, once"
+    ).set_defaults(run=expire)
+    verify_cmd = db_command(commands, "verify", "audit the ledger's invariants; exit 1 on any violation")
+    verify_cmd.add_argument("--tenant", default="", help="only this tenant (default: every tenant)")
+    verify_cmd.set_defaults(run=verify)
 
     tenants = commands.add_parser("tenants", help="administer tenants").add_subparsers(
         dest="action", required=True

@@ -7,7 +7,7 @@ from ledger.v1 import account_service_pb2 as pb
 from ledger.v1 import account_service_pb2_grpc
 
 from ledger_server.api.caller import tenant_of_call
-from ledger_server.api.convert import account_pb, parse_name
+from ledger_server.api.convert import account_pb, parse_date, parse_name, parse_time
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
@@ -48,6 +48,22 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
         return pb.GetAccountResponse(
             account=account_pb(self._ledger.get_account(tenant_of_call(), account_id))
         )
+
+    def GetAccountBalance(
+        self, request: pb.GetAccountBalanceRequest, context: grpc.ServicerContext
+    ) -> pb.GetAccountBalanceResponse:
+        v = Violations()
+        account_id = parse_name(v, "name", request.name, "accounts")
+        at = parse_time(v, "as_of_time", request.HasField("as_of_time"), request.as_of_time)
+        date = parse_date(v, "as_of_posting_date", request.as_of_posting_date)
+        if (
+            request.HasField("as_of_posting_date")
+            and date is None
+            and "as_of_posting_date" not in {x.field for x in v}
+        ):
+            v.add("as_of_posting_date", "must be a valid calendar date with year, month and day")
+        posted = self._ledger.balance_as_of(tenant_of_call(), account_id, at, date, v)
+        return pb.GetAccountBalanceResponse(posted=posted)
 
     def ListAccounts(
         self, request: pb.ListAccountsRequest, context: grpc.ServicerContext

@@ -16,6 +16,7 @@ from ledger_server.core.model import (
     Transaction,
     TransactionKind,
     TransactionStatus,
+    TransactionType,
 )
 from ledger_server.core.validation import Violations, canonical_uuid
 
@@ -36,6 +37,17 @@ TX_STATUS_PB = {
     TransactionStatus.PENDING: transaction_pb2.TRANSACTION_STATUS_PENDING,
     TransactionStatus.POSTED: transaction_pb2.TRANSACTION_STATUS_POSTED,
     TransactionStatus.VOIDED: transaction_pb2.TRANSACTION_STATUS_VOIDED,
+    TransactionStatus.CAPTURED: transaction_pb2.TRANSACTION_STATUS_CAPTURED,
+    TransactionStatus.PARTIALLY_REFUNDED: transaction_pb2.TRANSACTION_STATUS_PARTIALLY_REFUNDED,
+    TransactionStatus.REFUNDED: transaction_pb2.TRANSACTION_STATUS_REFUNDED,
+}
+TX_TYPE_PB = {
+    TransactionType.STANDARD: transaction_pb2.TRANSACTION_TYPE_STANDARD,
+    TransactionType.HOLD: transaction_pb2.TRANSACTION_TYPE_HOLD,
+    TransactionType.CAPTURE: transaction_pb2.TRANSACTION_TYPE_CAPTURE,
+    TransactionType.REFUND: transaction_pb2.TRANSACTION_TYPE_REFUND,
+    TransactionType.TRANSFER: transaction_pb2.TRANSACTION_TYPE_TRANSFER,
+    TransactionType.EXPIRY: transaction_pb2.TRANSACTION_TYPE_EXPIRY,
 }
 ACCOUNT_STATUS_PB = {
     AccountStatus.ACTIVE: account_pb2.ACCOUNT_STATUS_ACTIVE,
@@ -86,6 +98,17 @@ def parse_kind(v: Violations, field: str, value: int) -> TransactionKind:
     return KINDS[value]  # type: ignore[index]
 
 
+def parse_time(v: Violations, field: str, has: bool, ts: Timestamp) -> dt.datetime | None:
+    """An optional Timestamp field (`has`: whether it was set) as an aware UTC datetime."""
+    if not has:
+        return None
+    # Timestamp's valid range (years 1-9999), as protobuf defines it.
+    if not (-62135596800 <= ts.seconds <= 253402300799 and 0 <= ts.nanos < 1_000_000_000):
+        v.add(field, "must be a valid timestamp between years 1 and 9999")
+        return None
+    return ts.ToDatetime(tzinfo=dt.UTC)
+
+
 def timestamp(t: dt.datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(t)
@@ -104,7 +127,17 @@ def account_pb(a: Account) -> account_pb2.Account:
         balance_floor=a.balance_floor,
         status=ACCOUNT_STATUS_PB[a.status],
         metadata=a.metadata,
-        balance=account_pb2.AccountBalance(posted=a.posted, pending=a.pending, available=a.available),
+        balance=account_pb2.AccountBalance(
+            posted=a.posted,
+            pending=a.pending,
+            available=a.available,
+            expiring=a.expiring,
+            permanent=a.permanent,
+            next_expirations=[
+                account_pb2.Expiration(amount=e.amount, expire_time=timestamp(e.expires_at))
+                for e in a.next_expirations
+            ],
+        ),
         create_time=timestamp(a.created_at),
         update_time=timestamp(a.updated_at),
     )
@@ -132,4 +165,11 @@ def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
         create_time=timestamp(t.created_at),
         update_time=timestamp(t.updated_at),
         creator=creator,
+        type=TX_TYPE_PB[t.type],
+        expire_time=timestamp(t.expires_at) if t.expires_at else None,
+        counterparty_account=f"accounts/{t.counterparty_id}" if t.counterparty_id else "",
+        counterparty_ending_balance=t.counterparty_ending_balance,
+        related_transaction=f"transactions/{t.related_id}" if t.related_id else "",
+        refunded_amount=t.refunded_amount,
+        captured_amount=t.captured_amount,
     )

@@ -13,10 +13,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from ledger.v1 import (
     account_service_pb2,
+    admin_service_pb2,
     transaction_service_pb2,
 )
 
 from ledger_server.api.account_servicer import AccountServicer
+from ledger_server.api.admin_servicer import AdminServicer
 from ledger_server.api.interceptor import CallInterceptor
 from ledger_server.api.reflection import DocumentedReflectionServicer
 from ledger_server.api.registration import add_servicer
@@ -29,7 +31,8 @@ from ledger_server.core.ledger import Ledger
 log = logging.getLogger("ledger.server")
 ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
 TRANSACTION_SERVICE = transaction_service_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name
-LEDGER_SERVICES = [ACCOUNT_SERVICE, TRANSACTION_SERVICE]
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
+LEDGER_SERVICES = [ACCOUNT_SERVICE, TRANSACTION_SERVICE, ADMIN_SERVICE]
 
 
 class LedgerServer:
@@ -49,6 +52,7 @@ class LedgerServer:
         )
         add_servicer(self._server, ACCOUNT_SERVICE, AccountServicer(ledger))
         add_servicer(self._server, TRANSACTION_SERVICE, TransactionServicer(ledger))
+        add_servicer(self._server, ADMIN_SERVICE, AdminServicer(ledger))
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

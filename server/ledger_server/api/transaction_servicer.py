@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 from ledger.v1 import transaction_pb2, transaction_service_pb2_grpc
 from ledger.v1 import transaction_service_pb2 as pb
 
 from ledger_server.api.caller import current_caller, tenant_of_call
-from ledger_server.api.convert import parse_date, parse_direction, parse_kind, parse_name, transaction_pb
+from ledger_server.api.convert import (
+    parse_date,
+    parse_direction,
+    parse_kind,
+    parse_name,
+    parse_time,
+    transaction_pb,
+)
 from ledger_server.api.errors import ledger_status
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.auth import Caller
 from ledger_server.core.errors import FieldViolation, LedgerError, invalid
-from ledger_server.core.ledger import BatchItem, Ledger
+from ledger_server.core.ledger import BatchItem, ItemResult, Ledger, Replay
 from ledger_server.core.model import Creator, NewTransaction, Transaction, TransactionFilter
+from ledger_server.core.operations import Capture, Refund
 from ledger_server.core.validation import Violations
 
 
@@ -25,19 +35,57 @@ def _responder() -> Responder[Transaction, pb.CreateTransactionResponse]:
     return Responder(_created, pb.CreateTransactionResponse.FromString)
 
 
-def _command(t: transaction_pb2.Transaction, v: Violations, caller: Caller) -> NewTransaction:
+def _command(
+    t: transaction_pb2.Transaction, v: Violations, caller: Caller, field: str = "transaction"
+) -> NewTransaction:
+    transfer = field == "transfer"
     return NewTransaction(
-        account_id=parse_name(v, "transaction.account", t.account, "accounts"),
-        direction=parse_direction(v, "transaction.direction", t.direction, required=True),
+        account_id=parse_name(v, f"{field}.account", t.account, "accounts"),
+        # A hold and a transfer are debits of `account` by definition.
+        direction=parse_direction(v, f"{field}.direction", t.direction, required=field == "transaction"),
         amount=t.amount,
         currency=t.currency,
-        kind=parse_kind(v, "transaction.kind", t.kind),
+        kind=parse_kind(v, f"{field}.kind", t.kind),
         description=t.description,
-        posting_date=parse_date(v, "transaction.posting_date", t.posting_date),
+        posting_date=parse_date(v, f"{field}.posting_date", t.posting_date),
         external_id=t.external_id,
         metadata=dict(t.metadata),
         creator=Creator(caller.token_id, caller.token_name),
+        expires_at=parse_time(v, f"{field}.expire_time", t.HasField("expire_time"), t.expire_time),
+        counterparty_id=parse_name(
+            v, f"{field}.counterparty_account", t.counterparty_account, "accounts", required=transfer
+        )
+        if transfer
+        else "",
     )
+
+
+def _held(hold: Transaction) -> pb.CreateHoldResponse:
+    return pb.CreateHoldResponse(hold=transaction_pb(hold))
+
+
+def _captured(c: Capture) -> pb.CaptureHoldResponse:
+    return pb.CaptureHoldResponse(hold=transaction_pb(c.hold), capture=transaction_pb(c.capture))
+
+
+def _voided(hold: Transaction) -> pb.VoidHoldResponse:
+    return pb.VoidHoldResponse(hold=transaction_pb(hold))
+
+
+def _refunded(r: Refund) -> pb.RefundTransactionResponse:
+    return pb.RefundTransactionResponse(refund=transaction_pb(r.refund), original=transaction_pb(r.original))
+
+
+def _transferred(t: Transaction) -> pb.CreateTransferResponse:
+    return pb.CreateTransferResponse(transfer=transaction_pb(t))
+
+
+def _item_result(
+    result: ItemResult, responder: Responder[Transaction, pb.CreateTransactionResponse]
+) -> pb.BatchItemResult:
+    if isinstance(result, LedgerError):
+        return pb.BatchItemResult(error=ledger_status(result))
+    return pb.BatchItemResult(transaction=responder.respond(result).transaction)
 
 
 class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceServicer):
@@ -72,13 +120,112 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         atomic = request.mode != pb.BATCH_MODE_INDEPENDENT
         results = self._ledger.post_batch(caller.tenant_id, items, atomic)
         return pb.BatchCreateTransactionsResponse(
-            results=[
-                pb.BatchItemResult(error=ledger_status(result))
-                if isinstance(result, LedgerError)
-                else pb.BatchItemResult(transaction=responder.respond(result).transaction)
-                for result, responder in zip(results, responders, strict=True)
-            ]
+            results=[_item_result(r, responder) for r, responder in zip(results, responders, strict=True)]
         )
+
+    def CreateHold(
+        self, request: pb.CreateHoldRequest, context: grpc.ServicerContext
+    ) -> pb.CreateHoldResponse:
+        caller = current_caller()
+        v = Violations()
+        responder = Responder(_held, pb.CreateHoldResponse.FromString)
+        idem = responder.idempotency("CreateHold", request, v)
+        cmd = _command(request.hold, v, caller, "hold")
+        return responder.respond(self._ledger.create_hold(caller.tenant_id, cmd, idem, v))
+
+    def CaptureHold(
+        self, request: pb.CaptureHoldRequest, context: grpc.ServicerContext
+    ) -> pb.CaptureHoldResponse:
+        v = Violations()
+        responder = Responder(_captured, pb.CaptureHoldResponse.FromString)
+        idem = responder.idempotency("CaptureHold", request, v)
+        hold_id = parse_name(v, "name", request.name, "transactions")
+        outcome = self._ledger.capture_hold(
+            tenant_of_call(),
+            hold_id,
+            amount=request.amount,
+            description=request.description,
+            idem=idem,
+            violations=v,
+        )
+        return responder.respond(outcome)
+
+    def VoidHold(self, request: pb.VoidHoldRequest, context: grpc.ServicerContext) -> pb.VoidHoldResponse:
+        v = Violations()
+        responder = Responder(_voided, pb.VoidHoldResponse.FromString)
+        idem = responder.idempotency("VoidHold", request, v)
+        hold_id = parse_name(v, "name", request.name, "transactions")
+        return responder.respond(self._ledger.void_hold(tenant_of_call(), hold_id, idem, v))
+
+    def RefundTransaction(
+        self, request: pb.RefundTransactionRequest, context: grpc.ServicerContext
+    ) -> pb.RefundTransactionResponse:
+        caller = current_caller()
+        v = Violations()
+        responder = Responder(_refunded, pb.RefundTransactionResponse.FromString)
+        idem = responder.idempotency("RefundTransaction", request, v)
+        original_id = parse_name(v, "name", request.name, "transactions")
+        details = NewTransaction(
+            account_id="",
+            direction=None,
+            amount=request.amount,
+            currency="",
+            description=request.description,
+            external_id=request.external_id,
+            metadata=dict(request.metadata),
+            creator=Creator(caller.token_id, caller.token_name),
+        )
+        outcome = self._ledger.refund(
+            caller.tenant_id, original_id, amount=request.amount, cmd=details, idem=idem, violations=v
+        )
+        return responder.respond(outcome)
+
+    def CreateTransfer(
+        self, request: pb.CreateTransferRequest, context: grpc.ServicerContext
+    ) -> pb.CreateTransferResponse:
+        caller = current_caller()
+        v = Violations()
+        responder = Responder(_transferred, pb.CreateTransferResponse.FromString)
+        idem = responder.idempotency("CreateTransfer", request, v)
+        cmd = _command(request.transfer, v, caller, "transfer")
+        return responder.respond(self._ledger.transfer(caller.tenant_id, cmd, idem, v))
+
+    def ImportTransactions(
+        self, request_iterator: Iterator[pb.ImportTransactionsRequest], context: grpc.ServicerContext
+    ) -> pb.ImportTransactionsResponse:
+        """Each chunk is posted as an independent batch as it arrives: a broken stream
+        keeps what was committed, and sending it again replays those items."""
+        caller = current_caller()
+        response = pb.ImportTransactionsResponse()
+        for chunk_index, chunk in enumerate(request_iterator):
+            items, responders = [], []
+            for item in chunk.requests:
+                v = Violations()
+                responder = _responder()
+                idem = responder.idempotency("CreateTransaction", item, v)
+                if idem is None and not v:
+                    v.add("request_id", "required: an import is resumed by its request ids")
+                items.append(BatchItem(_command(item.transaction, v, caller), idem, v))
+                responders.append(responder)
+            try:
+                results = self._ledger.post_batch(caller.tenant_id, items, atomic=False)
+            except LedgerError as err:  # the chunk itself is malformed (empty or too large)
+                raise LedgerError(
+                    err.category,
+                    err.reason,
+                    f"chunk {chunk_index}: {err.message}",
+                    metadata={**err.metadata, "chunk_index": str(chunk_index)},
+                    violations=err.violations,
+                ) from err
+            for result, responder in zip(results, responders, strict=True):
+                response.results.append(_item_result(result, responder))
+                if isinstance(result, LedgerError):
+                    response.failed_count += 1
+                elif isinstance(result, Replay):
+                    response.replayed_count += 1
+                else:
+                    response.posted_count += 1
+        return response
 
     def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.ServicerContext

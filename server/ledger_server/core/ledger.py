@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
 
+from ledger_server.core import audit, views
+from ledger_server.core import operations as ops
 from ledger_server.core import validation as check
+from ledger_server.core.book import Book
 from ledger_server.core.errors import (
     Category,
     FieldViolation,
@@ -23,27 +26,21 @@ from ledger_server.core.errors import (
     not_found,
 )
 from ledger_server.core.model import (
-    INT64_MAX,
-    INT64_MIN,
     Account,
-    AccountStatus,
     Direction,
-    Entry,
     NewAccount,
     NewTransaction,
     Transaction,
     TransactionFilter,
-    TransactionStatus,
 )
 from ledger_server.core.paging import PageTokens, page_limit
-from ledger_server.core.ports import LockedBalance, Store, WriteUnit
+from ledger_server.core.ports import Store, WriteUnit
 
 T = TypeVar("T")
 R = TypeVar("R")
 MAX_BATCH_ITEMS = 1000
-ATOMIC_BATCHES = "atomic-batches"  # the routing key of every atomic batch
-# The tenant's counter-account that customer credits come from and debits return to.
-ISSUANCE = "issuance"
+# The routing key of every unit that locks several accounts (atomic batches, transfers).
+MULTI_ACCOUNT = "multi-account"
 # Re-runs of a write unit that lost a race before giving up with UNAVAILABLE.
 MAX_WRITE_ATTEMPTS = 5
 PAGE_TOKEN_SECRET = "page_token_secret"
@@ -83,6 +80,13 @@ class BatchItem:
 ItemResult = Transaction | Replay | LedgerError
 
 
+@dataclass(frozen=True)
+class ExpiryReport:
+    accounts: int = 0
+    lots_expired: int = 0
+    holds_voided: int = 0
+
+
 class Ledger:
     def __init__(self, store: Store, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self._store = store
@@ -112,15 +116,40 @@ class Ledger:
             raise invalid(v)
         account_id = str(uuid.uuid4())
         return self._write(
-            tenant_id, account_id, idem, lambda w, now: w.insert_account(tenant_id, account_id, new, now)
+            tenant_id,
+            account_id,
+            idem,
+            lambda book: book.w.insert_account(tenant_id, account_id, new, book.now),
         )
 
     def get_account(self, tenant_id: str, account_id: str) -> Account:
         with self._store.reading() as r:
             account = r.get_account(tenant_id, account_id)
-        if account is None:
-            raise not_found("account", f"accounts/{account_id}")
-        return account
+            if account is None:
+                raise not_found("account", f"accounts/{account_id}")
+            return views.account_now(r, account, self._clock())
+
+    def balance_as_of(
+        self,
+        tenant_id: str,
+        account_id: str,
+        at: dt.datetime | None,
+        date: dt.date | None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> int:
+        """The posted balance after everything recorded by `at`, or dated by `date`."""
+        v = check.Violations(violations)
+        if at is None and date is None:
+            v.add("as_of", "required: as_of_time or as_of_posting_date")
+        if v:
+            raise invalid(v)
+        with self._store.reading() as r:
+            if r.get_account(tenant_id, account_id) is None:
+                raise not_found("account", f"accounts/{account_id}")
+            if at is not None:
+                return r.balance_at_time(account_id, at)
+            assert date is not None
+            return r.balance_at_date(account_id, date)
 
     def list_accounts(
         self, tenant_id: str, external_ref: str, page_size: int, page_token: str
@@ -134,7 +163,9 @@ class Ledger:
         after = self._tokens.decode(query, page_token)
         with self._store.reading() as r:
             page = r.list_accounts(tenant_id, external_ref, after, limit)
-        return page.items, self._next_token(query, page.next_cursor)
+            now = self._clock()
+            items = [views.account_now(r, a, now) for a in page.items]
+        return items, self._next_token(query, page.next_cursor)
 
     # -- transactions -----------------------------------------------------------------
 
@@ -194,7 +225,8 @@ class Ledger:
 
         def all_or_none(w: WriteUnit) -> list[Transaction | Replay]:
             for account_id in account_ids:  # one lock order for every batch: no deadlock between them
-                w.lock_customer_account(tenant_id, account_id)
+                if w.lock_customer_account(tenant_id, account_id) is None:
+                    break  # the item naming it is refused below
             results = []
             for i, (item, cmd) in enumerate(zip(items, cmds, strict=True)):
                 unit = self._unit(tenant_id, item.idem, self._posting(tenant_id, cmd))
@@ -204,91 +236,171 @@ class Ledger:
                     raise _for_item(err, i) from err
             return results
 
-        # All atomic batches go through one writer: they never wait on each other's locks.
-        return self._retrying(ATOMIC_BATCHES, all_or_none)
+        # Every unit that locks several accounts goes through one writer: they never wait on
+        # each other's locks.
+        return self._retrying(MULTI_ACCOUNT, all_or_none)
 
-    def _checked(self, cmd: NewTransaction, violations: Sequence[FieldViolation]) -> NewTransaction:
+    def _checked(
+        self, cmd: NewTransaction, violations: Sequence[FieldViolation], field: str = "transaction"
+    ) -> NewTransaction:
         cmd = replace(cmd, currency=check.normalize_currency(cmd.currency))
         v = check.Violations(violations)
         if not cmd.account_id:
-            v.add("transaction.account", "required")
+            v.add(f"{field}.account", "required")
         if cmd.direction is None:
-            v.add("transaction.direction", "required: DIRECTION_CREDIT or DIRECTION_DEBIT")
-        check.check_positive_amount(v, "transaction.amount", cmd.amount)
-        check.check_currency(v, "transaction.currency", cmd.currency)
-        check.check_text(v, "transaction.description", cmd.description, check.MAX_DESCRIPTION)
-        check.check_text(v, "transaction.external_id", cmd.external_id, check.MAX_EXTERNAL_ID)
-        check.check_metadata(v, "transaction.metadata", cmd.metadata)
+            v.add(f"{field}.direction", "required: DIRECTION_CREDIT or DIRECTION_DEBIT")
+        elif cmd.expires_at is not None and cmd.direction is not Direction.CREDIT and field == "transaction":
+            v.add(f"{field}.expire_time", "only a credit can expire")
+        check.check_positive_amount(v, f"{field}.amount", cmd.amount)
+        check.check_currency(v, f"{field}.currency", cmd.currency)
+        check.check_text(v, f"{field}.description", cmd.description, check.MAX_DESCRIPTION)
+        check.check_text(v, f"{field}.external_id", cmd.external_id, check.MAX_EXTERNAL_ID)
+        check.check_metadata(v, f"{field}.metadata", cmd.metadata)
         if v:
             raise invalid(v)
         return cmd
 
-    def _posting(
-        self, tenant_id: str, cmd: NewTransaction
-    ) -> Callable[[WriteUnit, dt.datetime], Transaction]:
-        return lambda w, now: self._post(w, tenant_id, cmd, now)
+    def _posting(self, tenant_id: str, cmd: NewTransaction) -> Callable[[Book], Transaction]:
+        return lambda book: ops.post(book, cmd)
 
-    def _post(self, w: WriteUnit, tenant_id: str, cmd: NewTransaction, now: dt.datetime) -> Transaction:
-        account = w.lock_customer_account(tenant_id, cmd.account_id)
-        if account is None:
-            raise not_found("account", f"accounts/{cmd.account_id}")
-        _check_postable(account, cmd)
-        if cmd.external_id:
-            existing = w.find_transaction_id_by_external_id(tenant_id, cmd.external_id)
-            if existing is not None:
-                name = f"transactions/{existing}"
-                raise LedgerError(
-                    Category.ALREADY_EXISTS,
-                    "DUPLICATE_EXTERNAL_ID",
-                    f"external_id {cmd.external_id!r} was already used by {name}",
-                    metadata={"existing_transaction": name, "external_id": cmd.external_id},
-                    resource=("ledger.v1.Transaction", name),
-                )
-        signed = cmd.amount if cmd.direction is Direction.CREDIT else -cmd.amount
-        posted = account.posted + signed
-        if signed < 0 and posted - account.pending < account.balance_floor:
-            raise _insufficient_funds(account, cmd.amount)
-        counter = w.lock_counter_account(tenant_id, account.currency, ISSUANCE, now)
-        counter_posted = counter.posted - signed
-        if not (INT64_MIN <= posted <= INT64_MAX and INT64_MIN <= counter_posted <= INT64_MAX):
-            raise LedgerError(
-                Category.FAILED_PRECONDITION,
-                "BALANCE_OVERFLOW",
-                "the posting would take a balance outside the int64 range",
-                metadata={"account": f"accounts/{account.id}", "posted": str(account.posted)},
+    # -- holds, refunds, transfers ----------------------------------------------------
+
+    def create_hold(
+        self,
+        tenant_id: str,
+        cmd: NewTransaction,
+        idem: Idempotency[Transaction] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> Transaction | Replay:
+        cmd = self._checked(replace(cmd, direction=cmd.direction or Direction.DEBIT), violations, "hold")
+        if cmd.direction is not Direction.DEBIT:
+            raise invalid(
+                [FieldViolation("hold.direction", "a hold is a debit: leave unset or DIRECTION_DEBIT")]
             )
-        assert cmd.direction is not None  # validated above
-        txn = Transaction(
-            id=str(uuid.uuid4()),
-            tenant_id=tenant_id,
-            account_id=account.id,
-            direction=cmd.direction,
-            amount=cmd.amount,
-            currency=account.currency,
-            kind=cmd.kind,
-            description=cmd.description,
-            posting_date=cmd.posting_date or now.date(),
-            external_id=cmd.external_id,
-            metadata=cmd.metadata,
-            status=TransactionStatus.POSTED,
-            ending_balance=posted,
-            created_at=now,
-            updated_at=now,
-            creator=cmd.creator,
+        return self._write(tenant_id, cmd.account_id, idem, lambda book: ops.hold(book, cmd))
+
+    def capture_hold(
+        self,
+        tenant_id: str,
+        hold_id: str,
+        *,
+        amount: int,
+        description: str,
+        idem: Idempotency[ops.Capture] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> ops.Capture | Replay:
+        v = check.Violations(violations)
+        if amount < 0:
+            v.add("amount", "must be 0 (all of the hold) or a positive number of minor units")
+        check.check_text(v, "description", description, check.MAX_DESCRIPTION)
+        account_id = self._account_of(tenant_id, hold_id, v)
+        return self._write(
+            tenant_id,
+            account_id,
+            idem,
+            lambda book: ops.capture(book, account_id, hold_id, amount, description),
         )
-        w.insert_transaction(
-            txn, [Entry(account.id, signed, posted), Entry(counter.id, -signed, counter_posted)]
+
+    def void_hold(
+        self,
+        tenant_id: str,
+        hold_id: str,
+        idem: Idempotency[Transaction] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> Transaction | Replay:
+        account_id = self._account_of(tenant_id, hold_id, check.Violations(violations))
+        return self._write(tenant_id, account_id, idem, lambda book: ops.void(book, account_id, hold_id))
+
+    def refund(
+        self,
+        tenant_id: str,
+        original_id: str,
+        *,
+        amount: int,
+        cmd: NewTransaction,
+        idem: Idempotency[ops.Refund] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> ops.Refund | Replay:
+        """Refund `amount` of a transaction; cmd carries the refund's description,
+        external_id, metadata and creator."""
+        v = check.Violations(violations)
+        if amount < 0:
+            v.add("amount", "must be 0 (all that is left) or a positive number of minor units")
+        check.check_text(v, "description", cmd.description, check.MAX_DESCRIPTION)
+        check.check_text(v, "external_id", cmd.external_id, check.MAX_EXTERNAL_ID)
+        check.check_metadata(v, "metadata", cmd.metadata)
+        account_id = self._account_of(tenant_id, original_id, v)
+        return self._write(
+            tenant_id, account_id, idem, lambda book: ops.refund(book, account_id, original_id, amount, cmd)
         )
-        w.set_posted_balance(account.id, posted, now)
-        w.set_posted_balance(counter.id, counter_posted, now)
-        return txn
+
+    def transfer(
+        self,
+        tenant_id: str,
+        cmd: NewTransaction,
+        idem: Idempotency[Transaction] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> Transaction | Replay:
+        v = check.Violations(violations)
+        if not cmd.counterparty_id:
+            v.add("transfer.counterparty_account", "required")
+        elif cmd.counterparty_id == cmd.account_id:
+            v.add("transfer.counterparty_account", "must differ from transfer.account")
+        if cmd.expires_at is not None:
+            v.add("transfer.expire_time", "a transfer keeps the expiry times of the credit it moves")
+        cmd = self._checked(replace(cmd, direction=Direction.DEBIT), v, "transfer")
+        # Routed with the atomic batches: units that lock several accounts share one writer.
+        return self._write(tenant_id, MULTI_ACCOUNT, idem, lambda book: ops.transfer(book, cmd))
+
+    def _account_of(self, tenant_id: str, transaction_id: str, v: check.Violations) -> str:
+        """The account of a transaction, which routes the write unit that changes it."""
+        if v:
+            raise invalid(v)
+        with self._store.reading() as r:
+            txn = r.get_transaction(tenant_id, transaction_id)
+        if txn is None:
+            raise not_found("transaction", f"transactions/{transaction_id}")
+        return txn.account_id
+
+    def verify(self, tenant_id: str) -> audit.AuditReport:
+        return audit.verify(self._store, tenant_id)
+
+    # -- expiry -----------------------------------------------------------------------
+
+    def expire_due(self, limit: int = 500) -> ExpiryReport:
+        """Write off every expired credit lot and release every lapsed hold (the
+        background worker and `ledger-server expire`). Correctness never waits for
+        this: every write brings its accounts up to date first, and reads exclude
+        expired credit and holds."""
+        report = ExpiryReport()
+        while True:
+            with self._store.reading() as r:
+                due = r.due_for_expiry(self._clock(), limit)
+            for tenant_id, account_id in due:
+                swept = self._retrying(account_id, self._sweeping(tenant_id, account_id))
+                report = ExpiryReport(
+                    report.accounts + 1,
+                    report.lots_expired + swept.lots_expired,
+                    report.holds_voided + swept.holds_voided,
+                )
+            if len(due) < limit:
+                return report
+
+    def _sweeping(self, tenant_id: str, account_id: str) -> Callable[[WriteUnit], ExpiryReport]:
+        def unit(w: WriteUnit) -> ExpiryReport:
+            book = Book(w, tenant_id, self._clock())
+            book.customer(account_id)
+            book.flush()
+            return ExpiryReport(1, book.lots_expired, book.holds_voided)
+
+        return unit
 
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction:
         with self._store.reading() as r:
             txn = r.get_transaction(tenant_id, transaction_id)
         if txn is None:
             raise not_found("transaction", f"transactions/{transaction_id}")
-        return txn
+        return views.transaction_now(txn, self._clock())
 
     def list_transactions(
         self,
@@ -309,7 +421,8 @@ class Ledger:
         before = self._tokens.decode(query, page_token)
         with self._store.reading() as r:
             page = r.list_transactions(tenant_id, flt, before, limit)
-        return page.items, self._next_token(query, page.next_cursor)
+        now = self._clock()
+        return [views.transaction_now(t, now) for t in page.items], self._next_token(query, page.next_cursor)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -317,13 +430,13 @@ class Ledger:
         return "" if cursor is None else self._tokens.encode(query, cursor)
 
     def _write(
-        self, tenant_id: str, key: str, idem: Idempotency[T] | None, op: Callable[[WriteUnit, dt.datetime], T]
+        self, tenant_id: str, key: str, idem: Idempotency[T] | None, op: Callable[[Book], T]
     ) -> T | Replay:
         unit = self._unit(tenant_id, idem, op)
         return self._retrying(key, unit)
 
     def _unit(
-        self, tenant_id: str, idem: Idempotency[T] | None, op: Callable[[WriteUnit, dt.datetime], T]
+        self, tenant_id: str, idem: Idempotency[T] | None, op: Callable[[Book], T]
     ) -> Callable[[WriteUnit], T | Replay]:
         """`op` made idempotent: replayed from the stored response when its request_id was
         seen, refused when that request_id named another request."""
@@ -335,10 +448,11 @@ class Ledger:
                     if stored.fingerprint != idem.fingerprint:
                         raise _request_id_reused(idem.request_id)
                     return Replay(stored.response)
-            now = self._clock()
-            result = op(w, now)
+            book = Book(w, tenant_id, self._clock())
+            result = op(book)
+            book.flush()
             if idem is not None:
-                w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), now)
+                w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), book.now)
             return result
 
         return unit
@@ -376,40 +490,6 @@ def _for_batch(refused: list[LedgerError]) -> LedgerError:
         f"{len(refused)} invalid items; the first: {first.message}",
         metadata={"item_index": first.metadata["item_index"]},
         violations=violations,
-    )
-
-
-def _check_postable(account: LockedBalance, cmd: NewTransaction) -> None:
-    if account.currency != cmd.currency:
-        raise LedgerError(
-            Category.INVALID_ARGUMENT,
-            "CURRENCY_MISMATCH",
-            f"transaction currency {cmd.currency} differs from the account's {account.currency}",
-            metadata={"account_currency": account.currency, "currency": cmd.currency},
-            violations=[FieldViolation("transaction.currency", f"must be {account.currency}")],
-        )
-    if account.status != AccountStatus.ACTIVE.value:
-        raise LedgerError(
-            Category.FAILED_PRECONDITION,
-            "ACCOUNT_NOT_ACTIVE",
-            f"account accounts/{account.id} is {account.status}",
-            metadata={"account": f"accounts/{account.id}", "status": account.status},
-        )
-
-
-def _insufficient_funds(account: LockedBalance, amount: int) -> LedgerError:
-    available = account.posted - account.pending
-    return LedgerError(
-        Category.FAILED_PRECONDITION,
-        "INSUFFICIENT_FUNDS",
-        f"debit of {amount} exceeds the available balance {available} "
-        f"(floor {account.balance_floor}) of accounts/{account.id}",
-        metadata={
-            "account": f"accounts/{account.id}",
-            "available": str(available),
-            "balance_floor": str(account.balance_floor),
-            "amount": str(amount),
-        },
     )
 
 

@@ -32,10 +32,22 @@ class TransactionKind(enum.Enum):
     PURCHASE = "purchase"
 
 
+class TransactionType(enum.Enum):
+    STANDARD = "standard"
+    HOLD = "hold"
+    CAPTURE = "capture"
+    REFUND = "refund"
+    TRANSFER = "transfer"
+    EXPIRY = "expiry"
+
+
 class TransactionStatus(enum.Enum):
     PENDING = "pending"
     POSTED = "posted"
     VOIDED = "voided"
+    CAPTURED = "captured"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
 
 
 @dataclass(frozen=True)
@@ -88,10 +100,22 @@ class Account:
     pending: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    expiring: int = 0
+    next_expirations: tuple[Expiration, ...] = ()
 
     @property
     def available(self) -> int:
         return self.posted - self.pending
+
+    @property
+    def permanent(self) -> int:
+        return self.posted - self.expiring
+
+
+@dataclass(frozen=True)
+class Expiration:
+    amount: int
+    expires_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,10 @@ class NewTransaction:
     external_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     creator: Creator | None = None
+    # A credit's lot expiry or a hold's lapse time.
+    expires_at: dt.datetime | None = None
+    # The destination of a transfer.
+    counterparty_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +154,18 @@ class Transaction:
     created_at: dt.datetime
     updated_at: dt.datetime
     creator: Creator | None = None
+    type: TransactionType = TransactionType.STANDARD
+    expires_at: dt.datetime | None = None
+    counterparty_id: str = ""
+    counterparty_ending_balance: int = 0
+    related_id: str = ""
+    refunded_amount: int = 0
+    captured_amount: int = 0
+
+    @property
+    def signed_amount(self) -> int:
+        """The amount as it moves `account`: + for a credit, - for a debit."""
+        return self.amount if self.direction is Direction.CREDIT else -self.amount
 
 
 @dataclass(frozen=True)
@@ -135,6 +175,28 @@ class Entry:
     account_id: str
     amount: int  # signed: + credit to the account, - debit
     running_balance: int  # the account's posted balance after this entry
+    # Customer legs: the posting date and the balance over entries up to it by date.
+    posting_date: dt.date | None = None
+    date_balance: int | None = None
+
+
+@dataclass(frozen=True)
+class Lot:
+    """Credit that expires: what is left of it, and when."""
+
+    seq: int
+    transaction_id: str
+    expires_at: dt.datetime
+    remaining: int
+
+
+@dataclass(frozen=True)
+class LotUse:
+    """What one debit took from one lot, and how much of that refunds gave back."""
+
+    lot_seq: int
+    amount: int
+    restored: int
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,15 @@ from typing import Protocol, TypeVar
 from ledger_server.core.model import (
     Account,
     Entry,
+    Lot,
+    LotUse,
     NewAccount,
     Page,
     Tenant,
     TokenRecord,
     Transaction,
     TransactionFilter,
+    TransactionStatus,
 )
 
 T = TypeVar("T")
@@ -38,6 +41,35 @@ class LockedBalance:
     status: str
     posted: int
     pending: int
+    expiring: int
+    last_posting_date: dt.date | None
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AccountAudit:
+    """An account's stored balances beside what its entries, holds and lots say."""
+
+    id: str
+    kind: str
+    balance_floor: int
+    posted: int
+    pending: int
+    expiring: int
+    entry_sum: int
+    last_running_balance: int | None
+    open_holds: int
+    lot_remainders: int
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    """An entry whose running balance is not the previous one plus its amount."""
+
+    account_id: str
+    transaction_id: str
+    expected: int
+    found: int
 
 
 class ReadUnit(Protocol):
@@ -49,6 +81,27 @@ class ReadUnit(Protocol):
     def list_transactions(
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
     ) -> Page[Transaction]: ...
+    def open_lots(self, account_id: str) -> list[Lot]:
+        """Lots with credit left, soonest-expiring first (expired ones included)."""
+        ...
+
+    def expired_holds(self, account_id: str, now: dt.datetime) -> list[Transaction]:
+        """Holds still stored as pending whose expiry time has passed."""
+        ...
+
+    def balance_at_time(self, account_id: str, at: dt.datetime) -> int: ...
+    def balance_at_date(self, account_id: str, date: dt.date) -> int: ...
+    def due_for_expiry(self, now: dt.datetime, limit: int) -> list[tuple[str, str]]:
+        """(tenant, account) pairs with an expired lot or hold not yet written off."""
+        ...
+
+    def audit_accounts(self, tenant_id: str) -> list[AccountAudit]: ...
+    def unbalanced_transactions(self, tenant_id: str) -> list[tuple[str, int]]:
+        """(transaction, sum of its entries) for every transaction whose entries do not sum to 0."""
+        ...
+
+    def broken_running_balances(self, tenant_id: str) -> list[BrokenLink]: ...
+    def count_transactions(self, tenant_id: str) -> int: ...
     def setting(self, key: str) -> str | None: ...
     def get_token(self, token_id: str) -> TokenRecord | None: ...
     def list_tokens(self, tenant_id: str | None) -> list[TokenRecord]: ...
@@ -75,7 +128,49 @@ class WriteUnit(ReadUnit, Protocol):
 
     def find_transaction_id_by_external_id(self, tenant_id: str, external_id: str) -> str | None: ...
     def insert_transaction(self, txn: Transaction, entries: list[Entry]) -> None: ...
-    def set_posted_balance(self, account_id: str, posted: int, now: dt.datetime) -> None: ...
+    def update_transaction_state(
+        self,
+        transaction_id: str,
+        status: TransactionStatus,
+        *,
+        refunded: int,
+        captured: int,
+        now: dt.datetime,
+    ) -> None: ...
+    def set_balances(
+        self,
+        account_id: str,
+        *,
+        posted: int,
+        pending: int,
+        expiring: int,
+        last_posting_date: dt.date | None,
+        now: dt.datetime,
+    ) -> None: ...
+    def date_balance_before(self, account_id: str, date: dt.date) -> int:
+        """The account's balance over its entries dated on or before `date`."""
+        ...
+
+    def shift_date_balances(self, account_id: str, after: dt.date, amount: int) -> None:
+        """Add `amount` to the date balances of the account's entries dated after `after`."""
+        ...
+
+    def insert_lots(
+        self,
+        tenant_id: str,
+        account_id: str,
+        transaction_id: str,
+        lots: Sequence[tuple[dt.datetime, int]],
+        now: dt.datetime,
+    ) -> None: ...
+    def set_lot_remainders(self, remainders: Sequence[tuple[int, int]]) -> None: ...
+    def add_to_lots(self, amounts: Sequence[tuple[int, int]]) -> None: ...
+    def insert_lot_uses(self, transaction_id: str, uses: Sequence[LotUse]) -> None: ...
+    def lot_uses(self, transaction_id: str) -> list[LotUse]:
+        """What a debit took from lots, in the order it took it."""
+        ...
+
+    def add_restored(self, transaction_id: str, amounts: Sequence[tuple[int, int]]) -> None: ...
     def insert_tenant(self, tenant: Tenant) -> None: ...
     def insert_token(self, token: TokenRecord) -> None: ...
     def revoke_token(self, token_id: str, now: dt.datetime) -> bool:
@@ -85,6 +180,10 @@ class WriteUnit(ReadUnit, Protocol):
 
 class Store(Protocol):
     def reading(self) -> AbstractContextManager[ReadUnit]: ...
+    def snapshot(self) -> AbstractContextManager[ReadUnit]:
+        """A read unit whose every query sees the same committed state (for audits)."""
+        ...
+
     def writing(self) -> AbstractContextManager[WriteUnit]:
         """A write unit with a transaction of its own (administration, tests)."""
         ...

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
+# The columns of a locked account row (ports.LockedBalance).
+_LOCKED = "id, currency, balance_floor, status, posted, pending, expiring, last_posting_date, updated_at"
 _STATEMENTS = {
     "find_response": (
         "SELECT fingerprint, response FROM idempotency_keys "
@@ -18,19 +20,17 @@ _STATEMENTS = {
         "VALUES (:tenant_id, :request_id, :fingerprint, :response, :created_at)"
     ),
     "lock_customer": (
-        "SELECT id, currency, balance_floor, status, posted, pending FROM accounts "
+        f"SELECT {_LOCKED} FROM accounts "
         "WHERE id = :id AND tenant_id = :tenant_id AND kind = 'customer'{lock}"
     ),
-    "lock_by_id": (
-        "SELECT id, currency, balance_floor, status, posted, pending FROM accounts WHERE id = :id{lock}"
-    ),
+    "lock_by_id": (f"SELECT {_LOCKED} FROM accounts WHERE id = :id{{lock}}"),
     "lock_any_counter": (
-        "SELECT id, currency, balance_floor, status, posted, pending FROM accounts "
+        f"SELECT {_LOCKED} FROM accounts "
         "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "
         "ORDER BY random() LIMIT 1{skip_locked}"
     ),
     "lock_counter_shard": (
-        "SELECT id, currency, balance_floor, status, posted, pending FROM accounts "
+        f"SELECT {_LOCKED} FROM accounts "
         "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "
         "AND shard = :shard{lock}"
     ),
@@ -40,15 +40,60 @@ _STATEMENTS = {
     "insert_transaction": (
         "INSERT INTO transactions (id, tenant_id, account_id, direction, amount, currency, kind, status, "
         "description, posting_date, external_id, metadata, ending_balance, created_at, updated_at, "
-        "creator_token_id, creator_token_name) VALUES (:id, :tenant_id, :account_id, :direction, :amount, "
+        "creator_token_id, creator_token_name, type, expires_at, counterparty_account_id, "
+        "counterparty_ending_balance, related_transaction_id, refunded_amount, captured_amount) "
+        "VALUES (:id, :tenant_id, :account_id, :direction, :amount, "
         ":currency, :kind, :status, :description, :posting_date, :external_id, :metadata, :ending_balance, "
-        ":created_at, :updated_at, :creator_token_id, :creator_token_name)"
+        ":created_at, :updated_at, :creator_token_id, :creator_token_name, :type, :expires_at, "
+        ":counterparty_account_id, :counterparty_ending_balance, :related_transaction_id, 0, 0)"
     ),
     "insert_entry": (
-        "INSERT INTO entries (transaction_id, account_id, amount, running_balance, created_at) "
-        "VALUES (:transaction_id, :account_id, :amount, :running_balance, :created_at)"
+        "INSERT INTO entries (transaction_id, account_id, amount, running_balance, created_at, "
+        "posting_date, date_balance) VALUES (:transaction_id, :account_id, :amount, :running_balance, "
+        ":created_at, :posting_date, :date_balance)"
     ),
-    "set_posted": "UPDATE accounts SET posted = :posted, updated_at = :updated_at WHERE id = :id",
+    "set_balances": (
+        "UPDATE accounts SET posted = :posted, pending = :pending, expiring = :expiring, "
+        "last_posting_date = :last_posting_date, updated_at = :updated_at WHERE id = :id"
+    ),
+    "update_transaction_state": (
+        "UPDATE transactions SET status = :status, refunded_amount = :refunded, "
+        "captured_amount = :captured, updated_at = :updated_at WHERE id = :id"
+    ),
+    "date_balance_before": (
+        "SELECT date_balance FROM entries WHERE account_id = :account_id AND posting_date <= :posting_date "
+        "ORDER BY posting_date DESC, seq DESC LIMIT 1"
+    ),
+    "shift_date_balances": (
+        "UPDATE entries SET date_balance = date_balance + :amount "
+        "WHERE account_id = :account_id AND posting_date > :posting_date"
+    ),
+    "balance_at_time": (
+        "SELECT running_balance FROM entries WHERE account_id = :account_id AND created_at <= :at "
+        "ORDER BY created_at DESC, seq DESC LIMIT 1"
+    ),
+    "open_lots": (
+        "SELECT seq, transaction_id, expires_at, remaining FROM lots "
+        "WHERE account_id = :account_id AND remaining > 0 ORDER BY expires_at, seq"
+    ),
+    "insert_lot": (
+        "INSERT INTO lots (tenant_id, account_id, transaction_id, expires_at, amount, remaining, created_at) "
+        "VALUES (:tenant_id, :account_id, :transaction_id, :expires_at, :amount, :amount, :created_at)"
+    ),
+    "set_lot_remaining": "UPDATE lots SET remaining = :remaining WHERE seq = :seq",
+    "add_to_lot": "UPDATE lots SET remaining = remaining + :amount WHERE seq = :seq",
+    "insert_lot_use": (
+        "INSERT INTO lot_uses (transaction_id, lot_seq, amount, restored) "
+        "VALUES (:transaction_id, :lot_seq, :amount, 0)"
+    ),
+    "lot_uses": (
+        "SELECT u.lot_seq, u.amount, u.restored FROM lot_uses u JOIN lots l ON l.seq = u.lot_seq "
+        "WHERE u.transaction_id = :transaction_id ORDER BY l.expires_at, l.seq"
+    ),
+    "add_restored": (
+        "UPDATE lot_uses SET restored = restored + :amount "
+        "WHERE transaction_id = :transaction_id AND lot_seq = :lot_seq"
+    ),
     # Customer accounts, and counter-account shards (created once, concurrently: no-op on conflict).
     "insert_account": (
         "INSERT INTO accounts (id, tenant_id, kind, purpose, shard, external_ref, currency, "

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (its rowid); Postgres gets BIGINT.
@@ -58,7 +59,13 @@ accounts = Table(
     Column("metadata", Text, nullable=False),
     Column("posted", BigInteger, nullable=False),
     Column("pending", BigInteger, nullable=False),
+    # The part of posted held in credit lots (= the sum of the lots' remainders).
+    Column("expiring", BigInteger, nullable=False, server_default="0"),
+    # The latest posting date of its entries: a posting dated before it is a backfill.
+    Column("last_posting_date", Date),
     Column("created_at", BigInteger, nullable=False),
+    # Never decreases: entries take max(now, updated_at) as their time, so that the
+    # entries of an account are ordered alike by time and by seq ("balance as of T").
     Column("updated_at", BigInteger, nullable=False),
     Index(None, "tenant_id", "kind", "seq"),
     Index(None, "tenant_id", "external_ref", "seq"),
@@ -88,9 +95,28 @@ transactions = Table(
     # The API token that created it (id and name at the time); NULL before tokens existed.
     Column("creator_token_id", String(32)),
     Column("creator_token_name", String(200)),
+    Column("type", String(16), nullable=False, server_default="standard"),
+    # A credit lot's or a hold's expiry time.
+    Column("expires_at", BigInteger),
+    # The destination of a transfer, and its balance after it.
+    Column("counterparty_account_id", String(36), ForeignKey("accounts.id")),
+    Column("counterparty_ending_balance", BigInteger),
+    # Refund -> original, capture -> hold, expiry -> the transaction that created the lot.
+    Column("related_transaction_id", String(36)),
+    Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
+    Column("captured_amount", BigInteger, nullable=False, server_default="0"),
     Index(None, "tenant_id", "external_id", unique=True),
     Index(None, "tenant_id", "account_id", "seq"),
+    Index(None, "tenant_id", "counterparty_account_id", "seq"),
     Index(None, "tenant_id", "seq"),
+    # Open holds by expiry: for the expiry worker and for sweeping one account.
+    Index(
+        "ix_transactions_open_holds",
+        "expires_at",
+        "account_id",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
 
 entries = Table(
@@ -103,8 +129,52 @@ entries = Table(
     # The account's posted balance after this entry: "balance as of" is one index lookup.
     Column("running_balance", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
-    Index(None, "account_id", "seq"),
+    # Customer legs only: the transaction's posting date, and the account's balance over
+    # every entry ordered by (posting_date, seq) up to this one ("balance as of date D").
+    Column("posting_date", Date),
+    Column("date_balance", BigInteger),
+    Index(None, "account_id", "created_at", "seq"),
+    Index(None, "account_id", "posting_date", "seq"),
     Index(None, "transaction_id"),
+)
+
+# Credit lots: credit that expires. Created by a credit with an expiry time (or by a
+# transfer of such credit); debits consume them soonest-expiring first.
+lots = Table(
+    "lots",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("transaction_id", String(36), ForeignKey("transactions.id"), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(
+        "ix_lots_open",
+        "account_id",
+        "expires_at",
+        "seq",
+        sqlite_where=text("remaining > 0"),
+        postgresql_where=text("remaining > 0"),
+    ),
+    Index(
+        "ix_lots_open_by_expiry",
+        "expires_at",
+        sqlite_where=text("remaining > 0"),
+        postgresql_where=text("remaining > 0"),
+    ),
+)
+
+# What each debit took from each lot, so that refunding it gives the credit back there.
+lot_uses = Table(
+    "lot_uses",
+    metadata,
+    Column("transaction_id", String(36), ForeignKey("transactions.id"), primary_key=True),
+    Column("lot_seq", SeqType, ForeignKey("lots.seq"), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("restored", BigInteger, nullable=False),
 )
 
 idempotency_keys = Table(

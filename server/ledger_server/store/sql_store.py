@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, insert, select, text, update
+from sqlalchemy import Connection, Engine, Row, func, insert, or_, select, text, union, update
 from sqlalchemy import exc as sa_exc
 
 from ledger_server.core.errors import StoreUnavailable, WriteConflict
@@ -24,6 +24,8 @@ from ledger_server.core.model import (
     Creator,
     Direction,
     Entry,
+    Lot,
+    LotUse,
     NewAccount,
     Page,
     Tenant,
@@ -32,14 +34,17 @@ from ledger_server.core.model import (
     TransactionFilter,
     TransactionKind,
     TransactionStatus,
+    TransactionType,
 )
-from ledger_server.core.ports import LockedBalance, StoredResponse
+from ledger_server.core.ports import AccountAudit, BrokenLink, LockedBalance, StoredResponse
 from ledger_server.store.engine import WRITE
 from ledger_server.store.group_commit import GroupCommitter
 from ledger_server.store.hot_sql import sql
 from ledger_server.store.schema import (
     accounts,
     api_tokens,
+    entries,
+    lots,
     settings,
     tenants,
     transactions,
@@ -77,6 +82,16 @@ class SqlStore:
     def reading(self) -> Iterator[SqlUnit]:
         with _translated(), self.engine.connect() as conn, conn.begin():
             yield SqlUnit(conn, self.counter_shards)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[SqlUnit]:
+        """Reads that all see one committed state: REPEATABLE READ on Postgres; a SQLite
+        read transaction in WAL mode is a snapshot already."""
+        with _translated(), self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield SqlUnit(conn, self.counter_shards)
 
     @contextmanager
     def writing(self) -> Iterator[SqlUnit]:
@@ -208,8 +223,8 @@ class SqlUnit:
     ) -> Page[Transaction]:
         t = transactions.c
         q = select(transactions).where(t.tenant_id == tenant_id)
-        if flt.account_id:
-            q = q.where(t.account_id == flt.account_id)
+        if flt.account_id:  # a transfer is in the history of both its accounts
+            q = q.where(or_(t.account_id == flt.account_id, t.counterparty_account_id == flt.account_id))
         if flt.date_from:
             q = q.where(t.posting_date >= flt.date_from)
         if flt.date_to:
@@ -220,6 +235,123 @@ class SqlUnit:
             q = q.where(t.seq < before)
         rows = self._conn.execute(q.order_by(t.seq.desc()).limit(limit + 1)).all()
         return _page(rows, limit, _transaction)
+
+    def open_lots(self, account_id: str) -> list[Lot]:
+        rows = self._run("open_lots", {"account_id": account_id}).fetchall()
+        return [Lot(seq, txn_id, from_micros(at), remaining) for seq, txn_id, at, remaining in rows]
+
+    def expired_holds(self, account_id: str, now: dt.datetime) -> list[Transaction]:
+        t = transactions.c
+        rows = self._conn.execute(
+            select(transactions).where(
+                t.status == TransactionStatus.PENDING.value,
+                t.expires_at <= to_micros(now),
+                t.account_id == account_id,
+            )
+        )
+        return [_transaction(row) for row in rows]
+
+    def balance_at_time(self, account_id: str, at: dt.datetime) -> int:
+        row = self._run("balance_at_time", {"account_id": account_id, "at": to_micros(at)}).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def balance_at_date(self, account_id: str, date: dt.date) -> int:
+        return self.date_balance_before(account_id, date)
+
+    def due_for_expiry(self, now: dt.datetime, limit: int) -> list[tuple[str, str]]:
+        us = to_micros(now)
+        t, lot = transactions.c, lots.c
+        holds = select(t.tenant_id, t.account_id).where(
+            t.status == TransactionStatus.PENDING.value, t.expires_at <= us
+        )
+        expired = select(lot.tenant_id, lot.account_id).where(lot.remaining > 0, lot.expires_at <= us)
+        rows = self._conn.execute(union(holds, expired).limit(limit))
+        return [(row[0], row[1]) for row in rows]
+
+    def audit_accounts(self, tenant_id: str) -> list[AccountAudit]:
+        a, e, t, lot = accounts.c, entries.c, transactions.c, lots.c
+        entry_sum = select(func.coalesce(func.sum(e.amount), 0)).where(e.account_id == a.id).scalar_subquery()
+        last_running = (
+            select(e.running_balance)
+            .where(e.account_id == a.id)
+            .order_by(e.created_at.desc(), e.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        open_holds = (
+            select(func.coalesce(func.sum(t.amount), 0))
+            .where(t.account_id == a.id, t.type == "hold", t.status == TransactionStatus.PENDING.value)
+            .scalar_subquery()
+        )
+        remainders = (
+            select(func.coalesce(func.sum(lot.remaining), 0)).where(lot.account_id == a.id).scalar_subquery()
+        )
+        rows = self._conn.execute(
+            select(
+                a.id,
+                a.kind,
+                a.balance_floor,
+                a.posted,
+                a.pending,
+                a.expiring,
+                entry_sum,
+                last_running,
+                open_holds,
+                remainders,
+            )
+            .where(a.tenant_id == tenant_id)
+            .order_by(a.seq)
+        )
+        return [
+            AccountAudit(
+                id=row[0],
+                kind=row[1],
+                balance_floor=row[2],
+                posted=row[3],
+                pending=row[4],
+                expiring=row[5],
+                entry_sum=int(row[6]),
+                last_running_balance=row[7],
+                open_holds=int(row[8]),
+                lot_remainders=int(row[9]),
+            )
+            for row in rows
+        ]
+
+    def unbalanced_transactions(self, tenant_id: str) -> list[tuple[str, int]]:
+        e, t = entries.c, transactions.c
+        total = func.sum(e.amount)
+        rows = self._conn.execute(
+            select(t.id, total)
+            .join(entries, e.transaction_id == t.id)
+            .where(t.tenant_id == tenant_id)
+            .group_by(t.id)
+            .having(total != 0)
+        )
+        return [(row[0], int(row[1])) for row in rows]
+
+    def broken_running_balances(self, tenant_id: str) -> list[BrokenLink]:
+        e, a = entries.c, accounts.c
+        previous = func.lag(e.running_balance, 1, 0).over(
+            partition_by=e.account_id, order_by=(e.created_at, e.seq)
+        )
+        chain = (
+            select(e.account_id, e.transaction_id, e.amount, e.running_balance, previous.label("previous"))
+            .join(accounts, a.id == e.account_id)
+            .where(a.tenant_id == tenant_id)
+            .subquery()
+        )
+        c = chain.c
+        rows = self._conn.execute(
+            select(c.account_id, c.transaction_id, c.previous + c.amount, c.running_balance).where(
+                c.previous + c.amount != c.running_balance
+            )
+        )
+        return [BrokenLink(row[0], row[1], int(row[2]), int(row[3])) for row in rows]
+
+    def count_transactions(self, tenant_id: str) -> int:
+        t = transactions.c
+        return int(self._conn.execute(select(func.count()).where(t.tenant_id == tenant_id)).scalar_one())
 
     # -- writes -----------------------------------------------------------------------
 
@@ -305,7 +437,7 @@ class SqlUnit:
 
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
         row = self._run("lock_customer", {"id": account_id, "tenant_id": tenant_id}).fetchone()
-        return None if row is None else LockedBalance(*row)
+        return None if row is None else self._locked(row)
 
     def lock_counter_account(
         self, tenant_id: str, currency: str, purpose: str, now: dt.datetime
@@ -313,7 +445,7 @@ class SqlUnit:
         key = (tenant_id, currency, purpose)
         held = self._counters.get(key)
         if held is not None:  # the shard this transaction already uses: re-lock it by id
-            return LockedBalance(*_one(self._run("lock_by_id", {"id": held})))
+            return self._locked(_one(self._run("lock_by_id", {"id": held})))
         where = {"tenant_id": tenant_id, "currency": currency, "purpose": purpose}
         # Any shard nobody holds right now (Postgres; SQLite has one writer anyway).
         row = self._run("lock_any_counter", where).fetchone()
@@ -322,7 +454,28 @@ class SqlUnit:
             self._create_counter_shards(tenant_id, currency, purpose, to_micros(now))
             row = _one(self._run("lock_counter_shard", {**where, "shard": random.randrange(self._shards)}))
         self._counters[key] = row[0]
-        return LockedBalance(*row)
+        return self._locked(row)
+
+    def _locked(self, row: Any) -> LockedBalance:
+        id_, currency, floor, status, posted, pending, expiring, last_date, updated = row
+        return LockedBalance(
+            id_,
+            currency,
+            floor,
+            status,
+            posted,
+            pending,
+            expiring,
+            self._date(last_date),
+            from_micros(updated),
+        )
+
+    def _date(self, value: Any) -> dt.date | None:
+        """A DATE read through the raw cursor: ISO text on SQLite (SQLAlchemy's Date)."""
+        return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+    def _date_param(self, value: dt.date | None) -> Any:
+        return value.isoformat() if value is not None and self._dialect == "sqlite" else value
 
     def _create_counter_shards(self, tenant_id: str, currency: str, purpose: str, us: int) -> None:
         self._run(
@@ -364,9 +517,7 @@ class SqlUnit:
                 "status": txn.status.value,
                 "description": txn.description,
                 # SQLAlchemy's Date stores ISO text on SQLite: write what it reads back.
-                "posting_date": txn.posting_date
-                if self._dialect == "postgresql"
-                else txn.posting_date.isoformat(),
+                "posting_date": self._date_param(txn.posting_date),
                 "external_id": txn.external_id or None,
                 "metadata": _dump(txn.metadata),
                 "ending_balance": txn.ending_balance,
@@ -374,20 +525,104 @@ class SqlUnit:
                 "updated_at": to_micros(txn.updated_at),
                 "creator_token_id": txn.creator.token_id if txn.creator else None,
                 "creator_token_name": txn.creator.token_name if txn.creator else None,
+                "type": txn.type.value,
+                "expires_at": None if txn.expires_at is None else to_micros(txn.expires_at),
+                "counterparty_account_id": txn.counterparty_id or None,
+                "counterparty_ending_balance": txn.counterparty_ending_balance
+                if txn.counterparty_id
+                else None,
+                "related_transaction_id": txn.related_id or None,
             },
         )
+        if legs:
+            self._run(
+                "insert_entry",
+                [
+                    {
+                        "transaction_id": txn.id,
+                        "account_id": e.account_id,
+                        "amount": e.amount,
+                        "running_balance": e.running_balance,
+                        "created_at": created,
+                        "posting_date": self._date_param(e.posting_date),
+                        "date_balance": e.date_balance,
+                    }
+                    for e in legs
+                ],
+            )
+
+    def update_transaction_state(
+        self,
+        transaction_id: str,
+        status: TransactionStatus,
+        *,
+        refunded: int,
+        captured: int,
+        now: dt.datetime,
+    ) -> None:
         self._run(
-            "insert_entry",
+            "update_transaction_state",
+            {
+                "status": status.value,
+                "refunded": refunded,
+                "captured": captured,
+                "updated_at": to_micros(now),
+                "id": transaction_id,
+            },
+        )
+
+    def date_balance_before(self, account_id: str, date: dt.date) -> int:
+        params = {"account_id": account_id, "posting_date": self._date_param(date)}
+        row = self._run("date_balance_before", params).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def shift_date_balances(self, account_id: str, after: dt.date, amount: int) -> None:
+        params = {"account_id": account_id, "posting_date": self._date_param(after), "amount": amount}
+        self._run("shift_date_balances", params)
+
+    def insert_lots(
+        self,
+        tenant_id: str,
+        account_id: str,
+        transaction_id: str,
+        lots: Sequence[tuple[dt.datetime, int]],
+        now: dt.datetime,
+    ) -> None:
+        self._run(
+            "insert_lot",
             [
                 {
-                    "transaction_id": txn.id,
-                    "account_id": e.account_id,
-                    "amount": e.amount,
-                    "running_balance": e.running_balance,
-                    "created_at": created,
+                    "tenant_id": tenant_id,
+                    "account_id": account_id,
+                    "transaction_id": transaction_id,
+                    "expires_at": to_micros(expires_at),
+                    "amount": amount,
+                    "created_at": to_micros(now),
                 }
-                for e in legs
+                for expires_at, amount in lots
             ],
+        )
+
+    def set_lot_remainders(self, remainders: Sequence[tuple[int, int]]) -> None:
+        self._run("set_lot_remaining", [{"seq": seq, "remaining": r} for seq, r in remainders])
+
+    def add_to_lots(self, amounts: Sequence[tuple[int, int]]) -> None:
+        self._run("add_to_lot", [{"seq": seq, "amount": amount} for seq, amount in amounts])
+
+    def insert_lot_uses(self, transaction_id: str, uses: Sequence[LotUse]) -> None:
+        self._run(
+            "insert_lot_use",
+            [{"transaction_id": transaction_id, "lot_seq": u.lot_seq, "amount": u.amount} for u in uses],
+        )
+
+    def lot_uses(self, transaction_id: str) -> list[LotUse]:
+        rows = self._run("lot_uses", {"transaction_id": transaction_id}).fetchall()
+        return [LotUse(*row) for row in rows]
+
+    def add_restored(self, transaction_id: str, amounts: Sequence[tuple[int, int]]) -> None:
+        self._run(
+            "add_restored",
+            [{"transaction_id": transaction_id, "lot_seq": seq, "amount": amount} for seq, amount in amounts],
         )
 
     def insert_tenant(self, tenant: Tenant) -> None:
@@ -417,8 +652,27 @@ class SqlUnit:
         )
         return result.rowcount == 1
 
-    def set_posted_balance(self, account_id: str, posted: int, now: dt.datetime) -> None:
-        self._run("set_posted", {"posted": posted, "updated_at": to_micros(now), "id": account_id})
+    def set_balances(
+        self,
+        account_id: str,
+        *,
+        posted: int,
+        pending: int,
+        expiring: int,
+        last_posting_date: dt.date | None,
+        now: dt.datetime,
+    ) -> None:
+        self._run(
+            "set_balances",
+            {
+                "posted": posted,
+                "pending": pending,
+                "expiring": expiring,
+                "last_posting_date": self._date_param(last_posting_date),
+                "updated_at": to_micros(now),
+                "id": account_id,
+            },
+        )
 
 
 def _one(cursor: Any) -> Any:
@@ -451,6 +705,7 @@ def _account(row: Row[Any]) -> Account:
         pending=row.pending,
         created_at=from_micros(row.created_at),
         updated_at=from_micros(row.updated_at),
+        expiring=row.expiring,
     )
 
 
@@ -472,6 +727,13 @@ def _transaction(row: Row[Any]) -> Transaction:
         created_at=from_micros(row.created_at),
         updated_at=from_micros(row.updated_at),
         creator=Creator(row.creator_token_id, row.creator_token_name) if row.creator_token_id else None,
+        type=TransactionType(row.type),
+        expires_at=None if row.expires_at is None else from_micros(row.expires_at),
+        counterparty_id=row.counterparty_account_id or "",
+        counterparty_ending_balance=row.counterparty_ending_balance or 0,
+        related_id=row.related_transaction_id or "",
+        refunded_amount=row.refunded_amount,
+        captured_amount=row.captured_amount,
     )
 
 

@@ -144,13 +144,20 @@ Global___Account: _TypeAlias = Account  # noqa: Y015
 
 @_typing.final
 class AccountBalance(_message.Message):
-    """The balances of an account, all in minor units of the account's currency."""
+    """The balances of an account, all in minor units of the account's currency.
+
+    Balances are as of now: credit past its expire_time and holds past theirs are
+    excluded even before the background expiry has written them off.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     POSTED_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
+    EXPIRING_FIELD_NUMBER: _builtins.int
+    PERMANENT_FIELD_NUMBER: _builtins.int
+    NEXT_EXPIRATIONS_FIELD_NUMBER: _builtins.int
     posted: _builtins.int
     """Sum of all posted transactions: credits minus debits."""
     pending: _builtins.int
@@ -159,17 +166,59 @@ class AccountBalance(_message.Message):
     """What can be spent now: posted minus pending. Debits may take it down to the
     account's balance_floor and no further.
     """
+    expiring: _builtins.int
+    """The part of posted that will expire: the unspent remainders of credit lots
+    (credits created with an expire_time). Debits consume it first, soonest-expiring
+    lot first.
+    """
+    permanent: _builtins.int
+    """posted minus expiring: credit that never expires."""
+    @_builtins.property
+    def next_expirations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Expiration]:
+        """The next expirations of credit lots, soonest first (at most 10)."""
+
     def __init__(
         self,
         *,
         posted: _builtins.int = ...,
         pending: _builtins.int = ...,
         available: _builtins.int = ...,
+        expiring: _builtins.int = ...,
+        permanent: _builtins.int = ...,
+        next_expirations: _abc.Iterable[Global___Expiration] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "pending", b"pending", "posted", b"posted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "expiring", b"expiring", "next_expirations", b"next_expirations", "pending", b"pending", "permanent", b"permanent", "posted", b"posted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccountBalance: _TypeAlias = AccountBalance  # noqa: Y015
+
+@_typing.final
+class Expiration(_message.Message):
+    """Credit of one lot that expires at one time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    amount: _builtins.int
+    """The lot's unspent remainder, in minor units."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it expires."""
+
+    def __init__(
+        self,
+        *,
+        amount: _builtins.int = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "expire_time", b"expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Expiration: _TypeAlias = Expiration  # noqa: Y015

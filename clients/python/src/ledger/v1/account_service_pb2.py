@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from ledger.v1 import account_pb2 as ledger_dot_v1_dot_account__pb2
 from ledger.v1 import auth_pb2 as ledger_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fledger/v1/account_service.proto\x12\tledger.v1\x1a\x17ledger/v1/account.proto\x1a\x14ledger/v1/auth.proto\"O\n\x14\x43reateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x15\x43reateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"!\n\x11GetAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"R\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x03 \x01(\t\"U\n\x14ListAccountsResponse\x12$\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x12.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xba\x02\n\x0e\x41\x63\x63ountService\x12\x66\n\rCreateAccount\x12\x1f.ledger.v1.CreateAccountRequest\x1a .ledger.v1.CreateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\\\n\nGetAccount\x12\x1c.ledger.v1.GetAccountRequest\x1a\x1d.ledger.v1.GetAccountResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x62\n\x0cListAccounts\x12\x1e.ledger.v1.ListAccountsRequest\x1a\x1f.ledger.v1.ListAccountsResponse\"\x11\x8a\xb5\x18\raccounts:readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fledger/v1/account_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17ledger/v1/account.proto\x1a\x14ledger/v1/auth.proto\"O\n\x14\x43reateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x15\x43reateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"!\n\x11GetAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"R\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x03 \x01(\t\"U\n\x14ListAccountsResponse\x12$\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x12.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x18GetAccountBalanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12/\n\x12\x61s_of_posting_date\x18\x03 \x01(\x0b\x32\x11.google.type.DateH\x00\x42\x07\n\x05\x61s_of\"+\n\x19GetAccountBalanceResponse\x12\x0e\n\x06posted\x18\x01 \x01(\x03\x32\xad\x03\n\x0e\x41\x63\x63ountService\x12\x66\n\rCreateAccount\x12\x1f.ledger.v1.CreateAccountRequest\x1a .ledger.v1.CreateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\\\n\nGetAccount\x12\x1c.ledger.v1.GetAccountRequest\x1a\x1d.ledger.v1.GetAccountResponse\"\x11\x8a\xb5\x18\raccounts:read\x12q\n\x11GetAccountBalance\x12#.ledger.v1.GetAccountBalanceRequest\x1a$.ledger.v1.GetAccountBalanceResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x62\n\x0cListAccounts\x12\x1e.ledger.v1.ListAccountsRequest\x1a\x1f.ledger.v1.ListAccountsResponse\"\x11\x8a\xb5\x18\raccounts:readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,20 +39,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSERVICE'].methods_by_name['CreateAccount']._serialized_options = b'\212\265\030\016accounts:write'
   _globals['_ACCOUNTSERVICE'].methods_by_name['GetAccount']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['GetAccount']._serialized_options = b'\212\265\030\raccounts:read'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['GetAccountBalance']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['GetAccountBalance']._serialized_options = b'\212\265\030\raccounts:read'
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccounts']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccounts']._serialized_options = b'\212\265\030\raccounts:read'
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=93
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=172
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=174
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=234
-  _globals['_GETACCOUNTREQUEST']._serialized_start=236
-  _globals['_GETACCOUNTREQUEST']._serialized_end=269
-  _globals['_GETACCOUNTRESPONSE']._serialized_start=271
-  _globals['_GETACCOUNTRESPONSE']._serialized_end=328
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=330
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=412
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=414
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=499
-  _globals['_ACCOUNTSERVICE']._serialized_start=502
-  _globals['_ACCOUNTSERVICE']._serialized_end=816
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=150
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=229
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=231
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=291
+  _globals['_GETACCOUNTREQUEST']._serialized_start=293
+  _globals['_GETACCOUNTREQUEST']._serialized_end=326
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=328
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=385
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=387
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=469
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=471
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=556
+  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_start=559
+  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_end=707
+  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_start=709
+  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_end=752
+  _globals['_ACCOUNTSERVICE']._serialized_start=755
+  _globals['_ACCOUNTSERVICE']._serialized_end=1184
 # @@protoc_insertion_point(module_scope)

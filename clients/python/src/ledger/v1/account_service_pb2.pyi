@@ -6,7 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.type import date_pb2 as _date_pb2
 from ledger.v1 import account_pb2 as _account_pb2
 import builtins as _builtins
 import sys
@@ -181,3 +183,63 @@ class ListAccountsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAccountsResponse: _TypeAlias = ListAccountsResponse  # noqa: Y015
+
+@_typing.final
+class GetAccountBalanceRequest(_message.Message):
+    """Request of AccountService.GetAccountBalance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AS_OF_TIME_FIELD_NUMBER: _builtins.int
+    AS_OF_POSTING_DATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name of the account, `accounts/{account_id}`."""
+    @_builtins.property
+    def as_of_time(self) -> _timestamp_pb2.Timestamp:
+        """The balance after every transaction recorded at or before this instant."""
+
+    @_builtins.property
+    def as_of_posting_date(self) -> _date_pb2.Date:
+        """The balance after every transaction whose posting_date is on or before this date."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        as_of_time: _timestamp_pb2.Timestamp | None = ...,
+        as_of_posting_date: _date_pb2.Date | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "as_of_posting_date", b"as_of_posting_date", "as_of_time", b"as_of_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "as_of_posting_date", b"as_of_posting_date", "as_of_time", b"as_of_time", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_as_of: _TypeAlias = _typing.Literal["as_of_time", "as_of_posting_date"]  # noqa: Y015
+    _WhichOneofArgType_as_of: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_as_of) -> _WhichOneofReturnType_as_of | None: ...
+
+Global___GetAccountBalanceRequest: _TypeAlias = GetAccountBalanceRequest  # noqa: Y015
+
+@_typing.final
+class GetAccountBalanceResponse(_message.Message):
+    """Response of AccountService.GetAccountBalance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSTED_FIELD_NUMBER: _builtins.int
+    posted: _builtins.int
+    """The account's posted balance at that point, in minor units (0 before its first
+    transaction).
+    """
+    def __init__(
+        self,
+        *,
+        posted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["posted", b"posted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccountBalanceResponse: _TypeAlias = GetAccountBalanceResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class AccountServiceStub:
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_account__service__pb2.GetAccountResponse.FromString,
                 _registered_method=True)
+        self.GetAccountBalance = channel.unary_unary(
+                '/ledger.v1.AccountService/GetAccountBalance',
+                request_serializer=ledger_dot_v1_dot_account__service__pb2.GetAccountBalanceRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_account__service__pb2.GetAccountBalanceResponse.FromString,
+                _registered_method=True)
         self.ListAccounts = channel.unary_unary(
                 '/ledger.v1.AccountService/ListAccounts',
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.SerializeToString,
@@ -70,6 +75,16 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccountBalance(self, request, context):
+        """Reads an account's posted balance as of a past moment (by when transactions were
+        recorded) or as of the end of a posting date (by their accounting dates, which
+        backfills may set in the past). Each is one indexed lookup of the running
+        balances, not a scan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAccounts(self, request, context):
         """Lists accounts, oldest first, optionally only those of one external_ref.
         """
@@ -89,6 +104,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.GetAccount,
                     request_deserializer=ledger_dot_v1_dot_account__service__pb2.GetAccountRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_account__service__pb2.GetAccountResponse.SerializeToString,
+            ),
+            'GetAccountBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountBalance,
+                    request_deserializer=ledger_dot_v1_dot_account__service__pb2.GetAccountBalanceRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_account__service__pb2.GetAccountBalanceResponse.SerializeToString,
             ),
             'ListAccounts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAccounts,
@@ -151,6 +171,33 @@ class AccountService:
             '/ledger.v1.AccountService/GetAccount',
             ledger_dot_v1_dot_account__service__pb2.GetAccountRequest.SerializeToString,
             ledger_dot_v1_dot_account__service__pb2.GetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AccountService/GetAccountBalance',
+            ledger_dot_v1_dot_account__service__pb2.GetAccountBalanceRequest.SerializeToString,
+            ledger_dot_v1_dot_account__service__pb2.GetAccountBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

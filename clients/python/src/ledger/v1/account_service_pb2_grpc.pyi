@@ -37,6 +37,12 @@ class AccountServiceStub:
     """Opens an account. Idempotent by request_id."""
     GetAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.GetAccountRequest, _account_service_pb2.GetAccountResponse]
     """Reads one account with its current balances."""
+    GetAccountBalance: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.GetAccountBalanceRequest, _account_service_pb2.GetAccountBalanceResponse]
+    """Reads an account's posted balance as of a past moment (by when transactions were
+    recorded) or as of the end of a posting date (by their accounting dates, which
+    backfills may set in the past). Each is one indexed lookup of the running
+    balances, not a scan.
+    """
     ListAccounts: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]
     """Lists accounts, oldest first, optionally only those of one external_ref."""
 
@@ -49,6 +55,12 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """Opens an account. Idempotent by request_id."""
     GetAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.GetAccountRequest, _account_service_pb2.GetAccountResponse]  # type: ignore[assignment]
     """Reads one account with its current balances."""
+    GetAccountBalance: _aio.UnaryUnaryMultiCallable[_account_service_pb2.GetAccountBalanceRequest, _account_service_pb2.GetAccountBalanceResponse]  # type: ignore[assignment]
+    """Reads an account's posted balance as of a past moment (by when transactions were
+    recorded) or as of the end of a posting date (by their accounting dates, which
+    backfills may set in the past). Each is one indexed lookup of the running
+    balances, not a scan.
+    """
     ListAccounts: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]  # type: ignore[assignment]
     """Lists accounts, oldest first, optionally only those of one external_ref."""
 
@@ -70,6 +82,18 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_account_service_pb2.GetAccountResponse, _abc.Awaitable[_account_service_pb2.GetAccountResponse]]:
         """Reads one account with its current balances."""
+
+    @_abc_1.abstractmethod
+    def GetAccountBalance(
+        self,
+        request: _account_service_pb2.GetAccountBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_service_pb2.GetAccountBalanceResponse, _abc.Awaitable[_account_service_pb2.GetAccountBalanceResponse]]:
+        """Reads an account's posted balance as of a past moment (by when transactions were
+        recorded) or as of the end of a posting date (by their accounting dates, which
+        backfills may set in the past). Each is one indexed lookup of the running
+        balances, not a scan.
+        """
 
     @_abc_1.abstractmethod
     def ListAccounts(

@@ -74,6 +74,22 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: the token lacks the scope the method needs; metadata
     `required_scope` names it.
     """
+    ERROR_REASON_HOLD_NOT_PENDING: _ErrorReason.ValueType  # 20
+    """FAILED_PRECONDITION: the hold is no longer pending (captured, voided or expired);
+    metadata `status` says which.
+    """
+    ERROR_REASON_AMOUNT_EXCEEDS_HOLD: _ErrorReason.ValueType  # 21
+    """FAILED_PRECONDITION: the capture amount is above the held amount."""
+    ERROR_REASON_NOT_A_HOLD: _ErrorReason.ValueType  # 22
+    """FAILED_PRECONDITION: the transaction is not a hold (CaptureHold, VoidHold)."""
+    ERROR_REASON_NOT_REFUNDABLE: _ErrorReason.ValueType  # 23
+    """FAILED_PRECONDITION: the transaction cannot be refunded: only posted STANDARD and
+    CAPTURE transactions can (refund a transfer by transferring back).
+    """
+    ERROR_REASON_AMOUNT_EXCEEDS_REFUNDABLE: _ErrorReason.ValueType  # 24
+    """FAILED_PRECONDITION: the refund is above what is left to refund of the original;
+    metadata `refundable` says how much is.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -133,5 +149,21 @@ ERROR_REASON_TOKEN_REVOKED: ErrorReason.ValueType  # 18
 ERROR_REASON_MISSING_SCOPE: ErrorReason.ValueType  # 19
 """PERMISSION_DENIED: the token lacks the scope the method needs; metadata
 `required_scope` names it.
+"""
+ERROR_REASON_HOLD_NOT_PENDING: ErrorReason.ValueType  # 20
+"""FAILED_PRECONDITION: the hold is no longer pending (captured, voided or expired);
+metadata `status` says which.
+"""
+ERROR_REASON_AMOUNT_EXCEEDS_HOLD: ErrorReason.ValueType  # 21
+"""FAILED_PRECONDITION: the capture amount is above the held amount."""
+ERROR_REASON_NOT_A_HOLD: ErrorReason.ValueType  # 22
+"""FAILED_PRECONDITION: the transaction is not a hold (CaptureHold, VoidHold)."""
+ERROR_REASON_NOT_REFUNDABLE: ErrorReason.ValueType  # 23
+"""FAILED_PRECONDITION: the transaction cannot be refunded: only posted STANDARD and
+CAPTURE transactions can (refund a transfer by transferring back).
+"""
+ERROR_REASON_AMOUNT_EXCEEDS_REFUNDABLE: ErrorReason.ValueType  # 24
+"""FAILED_PRECONDITION: the refund is above what is left to refund of the original;
+metadata `refundable` says how much is.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

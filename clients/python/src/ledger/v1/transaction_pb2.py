@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bledger/v1/transaction.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\xaa\x04\n\x0bTransaction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\'\n\tdirection\x18\x03 \x01(\x0e\x32\x14.ledger.v1.Direction\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12(\n\x04kind\x18\x06 \x01(\x0e\x32\x1a.ledger.v1.TransactionKind\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\'\n\x0cposting_date\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\x12\x36\n\x08metadata\x18\n \x03(\x0b\x32$.ledger.v1.Transaction.MetadataEntry\x12,\n\x06status\x18\x0b \x01(\x0e\x32\x1c.ledger.v1.TransactionStatus\x12\x16\n\x0e\x65nding_balance\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x07\x63reator\x18\x0f \x01(\x0b\x32\x12.ledger.v1.Creator\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x07\x43reator\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ntoken_name\x18\x02 \x01(\t*Q\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44IRECTION_CREDIT\x10\x01\x12\x13\n\x0f\x44IRECTION_DEBIT\x10\x02*\xb0\x01\n\x0fTransactionKind\x12 \n\x1cTRANSACTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTRANSACTION_KIND_ADJUSTMENT\x10\x01\x12\x1b\n\x17TRANSACTION_KIND_TOP_UP\x10\x02\x12\x1e\n\x1aTRANSACTION_KIND_PROMOTION\x10\x03\x12\x1d\n\x19TRANSACTION_KIND_PURCHASE\x10\x04*\x95\x01\n\x11TransactionStatus\x12\"\n\x1eTRANSACTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSACTION_STATUS_PENDING\x10\x01\x12\x1d\n\x19TRANSACTION_STATUS_POSTED\x10\x02\x12\x1d\n\x19TRANSACTION_STATUS_VOIDED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bledger/v1/transaction.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\"\x97\x06\n\x0bTransaction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\'\n\tdirection\x18\x03 \x01(\x0e\x32\x14.ledger.v1.Direction\x12\x0e\n\x06\x61mount\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12(\n\x04kind\x18\x06 \x01(\x0e\x32\x1a.ledger.v1.TransactionKind\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\'\n\x0cposting_date\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\x12\x36\n\x08metadata\x18\n \x03(\x0b\x32$.ledger.v1.Transaction.MetadataEntry\x12,\n\x06status\x18\x0b \x01(\x0e\x32\x1c.ledger.v1.TransactionStatus\x12\x16\n\x0e\x65nding_balance\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x07\x63reator\x18\x0f \x01(\x0b\x32\x12.ledger.v1.Creator\x12(\n\x04type\x18\x10 \x01(\x0e\x32\x1a.ledger.v1.TransactionType\x12/\n\x0b\x65xpire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63ounterparty_account\x18\x12 \x01(\t\x12#\n\x1b\x63ounterparty_ending_balance\x18\x13 \x01(\x03\x12\x1b\n\x13related_transaction\x18\x14 \x01(\t\x12\x17\n\x0frefunded_amount\x18\x15 \x01(\x03\x12\x17\n\x0f\x63\x61ptured_amount\x18\x16 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x07\x43reator\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ntoken_name\x18\x02 \x01(\t*Q\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44IRECTION_CREDIT\x10\x01\x12\x13\n\x0f\x44IRECTION_DEBIT\x10\x02*\xe4\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19TRANSACTION_TYPE_STANDARD\x10\x01\x12\x19\n\x15TRANSACTION_TYPE_HOLD\x10\x02\x12\x1c\n\x18TRANSACTION_TYPE_CAPTURE\x10\x03\x12\x1b\n\x17TRANSACTION_TYPE_REFUND\x10\x04\x12\x1d\n\x19TRANSACTION_TYPE_TRANSFER\x10\x05\x12\x1b\n\x17TRANSACTION_TYPE_EXPIRY\x10\x06*\xb0\x01\n\x0fTransactionKind\x12 \n\x1cTRANSACTION_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTRANSACTION_KIND_ADJUSTMENT\x10\x01\x12\x1b\n\x17TRANSACTION_KIND_TOP_UP\x10\x02\x12\x1e\n\x1aTRANSACTION_KIND_PROMOTION\x10\x03\x12\x1d\n\x19TRANSACTION_KIND_PURCHASE\x10\x04*\x82\x02\n\x11TransactionStatus\x12\"\n\x1eTRANSACTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSACTION_STATUS_PENDING\x10\x01\x12\x1d\n\x19TRANSACTION_STATUS_POSTED\x10\x02\x12\x1d\n\x19TRANSACTION_STATUS_VOIDED\x10\x03\x12\x1f\n\x1bTRANSACTION_STATUS_CAPTURED\x10\x04\x12)\n%TRANSACTION_STATUS_PARTIALLY_REFUNDED\x10\x05\x12\x1f\n\x1bTRANSACTION_STATUS_REFUNDED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSACTION_METADATAENTRY']._loaded_options = None
   _globals['_TRANSACTION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DIRECTION']._serialized_start=702
-  _globals['_DIRECTION']._serialized_end=783
-  _globals['_TRANSACTIONKIND']._serialized_start=786
-  _globals['_TRANSACTIONKIND']._serialized_end=962
-  _globals['_TRANSACTIONSTATUS']._serialized_start=965
-  _globals['_TRANSACTIONSTATUS']._serialized_end=1114
+  _globals['_DIRECTION']._serialized_start=939
+  _globals['_DIRECTION']._serialized_end=1020
+  _globals['_TRANSACTIONTYPE']._serialized_start=1023
+  _globals['_TRANSACTIONTYPE']._serialized_end=1251
+  _globals['_TRANSACTIONKIND']._serialized_start=1254
+  _globals['_TRANSACTIONKIND']._serialized_end=1430
+  _globals['_TRANSACTIONSTATUS']._serialized_start=1433
+  _globals['_TRANSACTIONSTATUS']._serialized_end=1691
   _globals['_TRANSACTION']._serialized_start=100
-  _globals['_TRANSACTION']._serialized_end=654
-  _globals['_TRANSACTION_METADATAENTRY']._serialized_start=607
-  _globals['_TRANSACTION_METADATAENTRY']._serialized_end=654
-  _globals['_CREATOR']._serialized_start=656
-  _globals['_CREATOR']._serialized_end=700
+  _globals['_TRANSACTION']._serialized_end=891
+  _globals['_TRANSACTION_METADATAENTRY']._serialized_start=844
+  _globals['_TRANSACTION_METADATAENTRY']._serialized_end=891
+  _globals['_CREATOR']._serialized_start=893
+  _globals['_CREATOR']._serialized_end=937
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,58 @@ DIRECTION_DEBIT: Direction.ValueType  # 2
 """Takes from the account's balance (a spend or withdrawal)."""
 Global___Direction: _TypeAlias = Direction  # noqa: Y015
 
+class _TransactionType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransactionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransactionType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSACTION_TYPE_UNSPECIFIED: _TransactionType.ValueType  # 0
+    """Not set. Never returned by the ledger."""
+    TRANSACTION_TYPE_STANDARD: _TransactionType.ValueType  # 1
+    """A credit or debit posted by CreateTransaction (or a batch or import)."""
+    TRANSACTION_TYPE_HOLD: _TransactionType.ValueType  # 2
+    """A pending debit (CreateHold): lowers the available balance, not the posted one,
+    until it is captured, voided or lapses.
+    """
+    TRANSACTION_TYPE_CAPTURE: _TransactionType.ValueType  # 3
+    """The posted debit of a captured hold; related_transaction names the hold."""
+    TRANSACTION_TYPE_REFUND: _TransactionType.ValueType  # 4
+    """A refund of a posted transaction (the opposite direction); related_transaction
+    names the original.
+    """
+    TRANSACTION_TYPE_TRANSFER: _TransactionType.ValueType  # 5
+    """A move from `account` to `counterparty_account`."""
+    TRANSACTION_TYPE_EXPIRY: _TransactionType.ValueType  # 6
+    """The write-off of an expired credit lot's unspent remainder; related_transaction
+    names the credit (or transfer) that created the lot.
+    """
+
+class TransactionType(_TransactionType, metaclass=_TransactionTypeEnumTypeWrapper):
+    """What a transaction does to its account."""
+
+TRANSACTION_TYPE_UNSPECIFIED: TransactionType.ValueType  # 0
+"""Not set. Never returned by the ledger."""
+TRANSACTION_TYPE_STANDARD: TransactionType.ValueType  # 1
+"""A credit or debit posted by CreateTransaction (or a batch or import)."""
+TRANSACTION_TYPE_HOLD: TransactionType.ValueType  # 2
+"""A pending debit (CreateHold): lowers the available balance, not the posted one,
+until it is captured, voided or lapses.
+"""
+TRANSACTION_TYPE_CAPTURE: TransactionType.ValueType  # 3
+"""The posted debit of a captured hold; related_transaction names the hold."""
+TRANSACTION_TYPE_REFUND: TransactionType.ValueType  # 4
+"""A refund of a posted transaction (the opposite direction); related_transaction
+names the original.
+"""
+TRANSACTION_TYPE_TRANSFER: TransactionType.ValueType  # 5
+"""A move from `account` to `counterparty_account`."""
+TRANSACTION_TYPE_EXPIRY: TransactionType.ValueType  # 6
+"""The write-off of an expired credit lot's unspent remainder; related_transaction
+names the credit (or transfer) that created the lot.
+"""
+Global___TransactionType: _TypeAlias = TransactionType  # noqa: Y015
+
 class _TransactionKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -90,7 +142,15 @@ class _TransactionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tra
     TRANSACTION_STATUS_POSTED: _TransactionStatus.ValueType  # 2
     """Final and part of the posted balance."""
     TRANSACTION_STATUS_VOIDED: _TransactionStatus.ValueType  # 3
-    """Cancelled before it was posted."""
+    """A hold cancelled before it was captured: voided by VoidHold or lapsed at its
+    expire_time. Nothing was posted.
+    """
+    TRANSACTION_STATUS_CAPTURED: _TransactionStatus.ValueType  # 4
+    """A hold that was captured (captured_amount of it; the rest was released)."""
+    TRANSACTION_STATUS_PARTIALLY_REFUNDED: _TransactionStatus.ValueType  # 5
+    """Posted, and part of its amount was refunded (refunded_amount)."""
+    TRANSACTION_STATUS_REFUNDED: _TransactionStatus.ValueType  # 6
+    """Posted, and its whole amount was refunded."""
 
 class TransactionStatus(_TransactionStatus, metaclass=_TransactionStatusEnumTypeWrapper):
     """Lifecycle of a transaction."""
@@ -102,7 +162,15 @@ TRANSACTION_STATUS_PENDING: TransactionStatus.ValueType  # 1
 TRANSACTION_STATUS_POSTED: TransactionStatus.ValueType  # 2
 """Final and part of the posted balance."""
 TRANSACTION_STATUS_VOIDED: TransactionStatus.ValueType  # 3
-"""Cancelled before it was posted."""
+"""A hold cancelled before it was captured: voided by VoidHold or lapsed at its
+expire_time. Nothing was posted.
+"""
+TRANSACTION_STATUS_CAPTURED: TransactionStatus.ValueType  # 4
+"""A hold that was captured (captured_amount of it; the rest was released)."""
+TRANSACTION_STATUS_PARTIALLY_REFUNDED: TransactionStatus.ValueType  # 5
+"""Posted, and part of its amount was refunded (refunded_amount)."""
+TRANSACTION_STATUS_REFUNDED: TransactionStatus.ValueType  # 6
+"""Posted, and its whole amount was refunded."""
 Global___TransactionStatus: _TypeAlias = TransactionStatus  # noqa: Y015
 
 @_typing.final
@@ -150,6 +218,13 @@ class Transaction(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     CREATOR_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    COUNTERPARTY_ACCOUNT_FIELD_NUMBER: _builtins.int
+    COUNTERPARTY_ENDING_BALANCE_FIELD_NUMBER: _builtins.int
+    RELATED_TRANSACTION_FIELD_NUMBER: _builtins.int
+    REFUNDED_AMOUNT_FIELD_NUMBER: _builtins.int
+    CAPTURED_AMOUNT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `transactions/{transaction_id}`. Output only."""
     account: _builtins.str
@@ -177,6 +252,28 @@ class Transaction(_message.Message):
     """Lifecycle status. Output only."""
     ending_balance: _builtins.int
     """The account's posted balance right after this transaction. Output only."""
+    type: Global___TransactionType.ValueType
+    """What the transaction does: a plain credit or debit, a hold, a capture, a refund,
+    a transfer or an expiry. Output only.
+    """
+    counterparty_account: _builtins.str
+    """The other customer account of a TRANSFER, `accounts/{account_id}`: the
+    destination (the transaction's `account` is the source). Required on
+    CreateTransfer; output only otherwise.
+    """
+    counterparty_ending_balance: _builtins.int
+    """The counterparty account's posted balance right after a TRANSFER. Output only."""
+    related_transaction: _builtins.str
+    """The transaction this one refers to, `transactions/{transaction_id}`: the original
+    of a REFUND, the hold of a CAPTURE, the credit (or transfer) whose lot an EXPIRY
+    wrote off. Output only.
+    """
+    refunded_amount: _builtins.int
+    """The sum of all refunds of this transaction; status turns PARTIALLY_REFUNDED, then
+    REFUNDED when it reaches amount. Output only.
+    """
+    captured_amount: _builtins.int
+    """For a HOLD: the amount captured (the rest of the hold was released). Output only."""
     @_builtins.property
     def posting_date(self) -> _date_pb2.Date:
         """The accounting date of the transaction (UTC calendar date). Defaults to today
@@ -201,6 +298,14 @@ class Transaction(_message.Message):
     def creator(self) -> Global___Creator:
         """The API token that created the transaction. Output only."""
 
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """For a credit: when its credit lot expires; what is unspent then is written off by
+        an EXPIRY transaction, and it can never be spent after this time. For a hold: when
+        it lapses (it is voided automatically and never blocks or captures after it).
+        Optional on create; must be in the future. Without it, credit is permanent.
+        """
+
     def __init__(
         self,
         *,
@@ -219,10 +324,17 @@ class Transaction(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         creator: Global___Creator | None = ...,
+        type: Global___TransactionType.ValueType = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        counterparty_account: _builtins.str = ...,
+        counterparty_ending_balance: _builtins.int = ...,
+        related_transaction: _builtins.str = ...,
+        refunded_amount: _builtins.int = ...,
+        captured_amount: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "creator", b"creator", "posting_date", b"posting_date", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "creator", b"creator", "expire_time", b"expire_time", "posting_date", b"posting_date", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "create_time", b"create_time", "creator", b"creator", "currency", b"currency", "description", b"description", "direction", b"direction", "ending_balance", b"ending_balance", "external_id", b"external_id", "kind", b"kind", "metadata", b"metadata", "name", b"name", "posting_date", b"posting_date", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "captured_amount", b"captured_amount", "counterparty_account", b"counterparty_account", "counterparty_ending_balance", b"counterparty_ending_balance", "create_time", b"create_time", "creator", b"creator", "currency", b"currency", "description", b"description", "direction", b"direction", "ending_balance", b"ending_balance", "expire_time", b"expire_time", "external_id", b"external_id", "kind", b"kind", "metadata", b"metadata", "name", b"name", "posting_date", b"posting_date", "refunded_amount", b"refunded_amount", "related_transaction", b"related_transaction", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -318,3 +318,385 @@ class ListTransactionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTransactionsResponse: _TypeAlias = ListTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class CreateHoldRequest(_message.Message):
+    """Request of TransactionService.CreateHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key, as for CreateTransaction."""
+    @_builtins.property
+    def hold(self) -> _transaction_pb2.Transaction:
+        """The hold: account, amount and currency are required; direction must be unset or
+        DEBIT; description, external_id, metadata and expire_time are optional; other
+        fields are ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        hold: _transaction_pb2.Transaction | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateHoldRequest: _TypeAlias = CreateHoldRequest  # noqa: Y015
+
+@_typing.final
+class CreateHoldResponse(_message.Message):
+    """Response of TransactionService.CreateHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hold(self) -> _transaction_pb2.Transaction:
+        """The hold: type HOLD, status PENDING."""
+
+    def __init__(
+        self,
+        *,
+        hold: _transaction_pb2.Transaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateHoldResponse: _TypeAlias = CreateHoldResponse  # noqa: Y015
+
+@_typing.final
+class CaptureHoldRequest(_message.Message):
+    """Request of TransactionService.CaptureHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The hold, `transactions/{transaction_id}`."""
+    amount: _builtins.int
+    """How much to capture, in minor units: 1 up to the held amount. 0 captures all of it."""
+    description: _builtins.str
+    """Description of the capture transaction. Optional; at most 1000 characters."""
+    request_id: _builtins.str
+    """Idempotency key, as for CreateTransaction."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        description: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaptureHoldRequest: _TypeAlias = CaptureHoldRequest  # noqa: Y015
+
+@_typing.final
+class CaptureHoldResponse(_message.Message):
+    """Response of TransactionService.CaptureHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_FIELD_NUMBER: _builtins.int
+    CAPTURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hold(self) -> _transaction_pb2.Transaction:
+        """The hold, now CAPTURED with its captured_amount."""
+
+    @_builtins.property
+    def capture(self) -> _transaction_pb2.Transaction:
+        """The posted CAPTURE debit."""
+
+    def __init__(
+        self,
+        *,
+        hold: _transaction_pb2.Transaction | None = ...,
+        capture: _transaction_pb2.Transaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture", b"capture", "hold", b"hold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaptureHoldResponse: _TypeAlias = CaptureHoldResponse  # noqa: Y015
+
+@_typing.final
+class VoidHoldRequest(_message.Message):
+    """Request of TransactionService.VoidHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The hold, `transactions/{transaction_id}`."""
+    request_id: _builtins.str
+    """Idempotency key, as for CreateTransaction."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidHoldRequest: _TypeAlias = VoidHoldRequest  # noqa: Y015
+
+@_typing.final
+class VoidHoldResponse(_message.Message):
+    """Response of TransactionService.VoidHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hold(self) -> _transaction_pb2.Transaction:
+        """The hold, now VOIDED."""
+
+    def __init__(
+        self,
+        *,
+        hold: _transaction_pb2.Transaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidHoldResponse: _TypeAlias = VoidHoldResponse  # noqa: Y015
+
+@_typing.final
+class RefundTransactionRequest(_message.Message):
+    """Request of TransactionService.RefundTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The transaction to refund, `transactions/{transaction_id}`."""
+    amount: _builtins.int
+    """How much to refund, in minor units: 1 up to what is not yet refunded. 0 refunds
+    all that is left.
+    """
+    description: _builtins.str
+    """Description of the refund. Optional; at most 1000 characters."""
+    external_id: _builtins.str
+    """The caller's unique id for the refund, as Transaction.external_id. Optional."""
+    request_id: _builtins.str
+    """Idempotency key, as for CreateTransaction."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller metadata for the refund, as Transaction.metadata. Optional."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        description: _builtins.str = ...,
+        external_id: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "external_id", b"external_id", "metadata", b"metadata", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundTransactionRequest: _TypeAlias = RefundTransactionRequest  # noqa: Y015
+
+@_typing.final
+class RefundTransactionResponse(_message.Message):
+    """Response of TransactionService.RefundTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_FIELD_NUMBER: _builtins.int
+    ORIGINAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refund(self) -> _transaction_pb2.Transaction:
+        """The REFUND transaction."""
+
+    @_builtins.property
+    def original(self) -> _transaction_pb2.Transaction:
+        """The refunded transaction, with its new refunded_amount and status."""
+
+    def __init__(
+        self,
+        *,
+        refund: _transaction_pb2.Transaction | None = ...,
+        original: _transaction_pb2.Transaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["original", b"original", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundTransactionResponse: _TypeAlias = RefundTransactionResponse  # noqa: Y015
+
+@_typing.final
+class CreateTransferRequest(_message.Message):
+    """Request of TransactionService.CreateTransfer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key, as for CreateTransaction."""
+    @_builtins.property
+    def transfer(self) -> _transaction_pb2.Transaction:
+        """The transfer: account (the source), counterparty_account (the destination),
+        amount and currency are required; description, posting_date, external_id and
+        metadata are optional; other fields are ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        transfer: _transaction_pb2.Transaction | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transfer", b"transfer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "transfer", b"transfer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTransferRequest: _TypeAlias = CreateTransferRequest  # noqa: Y015
+
+@_typing.final
+class CreateTransferResponse(_message.Message):
+    """Response of TransactionService.CreateTransfer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transfer(self) -> _transaction_pb2.Transaction:
+        """The TRANSFER: ending_balance is the source's posted balance after it,
+        counterparty_ending_balance the destination's.
+        """
+
+    def __init__(
+        self,
+        *,
+        transfer: _transaction_pb2.Transaction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transfer", b"transfer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["transfer", b"transfer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTransferResponse: _TypeAlias = CreateTransferResponse  # noqa: Y015
+
+@_typing.final
+class ImportTransactionsRequest(_message.Message):
+    """One chunk of TransactionService.ImportTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateTransactionRequest]:
+        """1 to 1000 transactions, each as for CreateTransaction; request_id is required."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateTransactionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTransactionsRequest: _TypeAlias = ImportTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class ImportTransactionsResponse(_message.Message):
+    """Response of TransactionService.ImportTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    POSTED_COUNT_FIELD_NUMBER: _builtins.int
+    REPLAYED_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    posted_count: _builtins.int
+    """How many items were posted by this call."""
+    replayed_count: _builtins.int
+    """How many items had been posted before (same request_id) and were replayed."""
+    failed_count: _builtins.int
+    """How many items were refused (their results carry the errors)."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItemResult]:
+        """One result per item, in stream order across all chunks."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchItemResult] | None = ...,
+        posted_count: _builtins.int = ...,
+        replayed_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_count", b"failed_count", "posted_count", b"posted_count", "replayed_count", b"replayed_count", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTransactionsResponse: _TypeAlias = ImportTransactionsResponse  # noqa: Y015

@@ -45,6 +45,36 @@ class TransactionServiceStub:
                 request_serializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsResponse.FromString,
                 _registered_method=True)
+        self.CreateHold = channel.unary_unary(
+                '/ledger.v1.TransactionService/CreateHold',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.CreateHoldRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CreateHoldResponse.FromString,
+                _registered_method=True)
+        self.CaptureHold = channel.unary_unary(
+                '/ledger.v1.TransactionService/CaptureHold',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.CaptureHoldRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CaptureHoldResponse.FromString,
+                _registered_method=True)
+        self.VoidHold = channel.unary_unary(
+                '/ledger.v1.TransactionService/VoidHold',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.VoidHoldRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.VoidHoldResponse.FromString,
+                _registered_method=True)
+        self.RefundTransaction = channel.unary_unary(
+                '/ledger.v1.TransactionService/RefundTransaction',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.RefundTransactionRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.RefundTransactionResponse.FromString,
+                _registered_method=True)
+        self.CreateTransfer = channel.unary_unary(
+                '/ledger.v1.TransactionService/CreateTransfer',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.FromString,
+                _registered_method=True)
+        self.ImportTransactions = channel.stream_unary(
+                '/ledger.v1.TransactionService/ImportTransactions',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.ImportTransactionsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ImportTransactionsResponse.FromString,
+                _registered_method=True)
         self.GetTransaction = channel.unary_unary(
                 '/ledger.v1.TransactionService/GetTransaction',
                 request_serializer=ledger_dot_v1_dot_transaction__service__pb2.GetTransactionRequest.SerializeToString,
@@ -81,6 +111,69 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateHold(self, request, context):
+        """Places a hold: a pending debit that lowers the account's available balance but
+        not its posted one, until CaptureHold posts it, VoidHold cancels it, or its
+        expire_time passes (it is then voided automatically, and never blocks or
+        captures after that time even before the background worker has run). Refused
+        with INSUFFICIENT_FUNDS like a debit. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CaptureHold(self, request, context):
+        """Captures a pending hold, fully or partially: posts a CAPTURE debit of the amount
+        (linked to the hold) and releases the rest. Refused with HOLD_NOT_PENDING after a
+        void, a capture or the hold's expiry, and with AMOUNT_EXCEEDS_HOLD above the held
+        amount. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidHold(self, request, context):
+        """Voids a pending hold: releases the whole amount, posts nothing. Refused with
+        HOLD_NOT_PENDING after a capture, a void or the hold's expiry. Idempotent by
+        request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundTransaction(self, request, context):
+        """Refunds a posted credit or debit (STANDARD or CAPTURE), fully or in parts: each
+        refund is a REFUND transaction in the opposite direction linked to the original,
+        and the original's refunded_amount and status follow. The refunds of a
+        transaction never total more than its amount (AMOUNT_EXCEEDS_REFUNDABLE).
+        Refunding a debit gives back credit to the lots it consumed. Idempotent by
+        request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTransfer(self, request, context):
+        """Moves credit from one account to another of the same tenant and currency, in one
+        atomic TRANSFER transaction whose reply carries both ending balances. Expiring
+        credit stays expiring: the destination receives lots with the same expiry times
+        as the source lots consumed. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportTransactions(self, request_iterator, context):
+        """Imports many transactions (backfills, history with past posting dates) over one
+        client stream: each message is a chunk of 1 to 1000 items, committed on its own as
+        an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
+        interrupted import is resumed by sending the same stream again: items already
+        committed are replayed, not posted twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTransaction(self, request, context):
         """Reads one transaction.
         """
@@ -89,7 +182,8 @@ class TransactionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTransactions(self, request, context):
-        """Lists transactions newest first, filtered by account, posting date and direction.
+        """Lists transactions newest first, filtered by account (a transfer is listed for
+        both of its accounts), posting date and direction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,6 +201,36 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.BatchCreateTransactions,
                     request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsResponse.SerializeToString,
+            ),
+            'CreateHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateHold,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CreateHoldRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.CreateHoldResponse.SerializeToString,
+            ),
+            'CaptureHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.CaptureHold,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CaptureHoldRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.CaptureHoldResponse.SerializeToString,
+            ),
+            'VoidHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidHold,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.VoidHoldRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.VoidHoldResponse.SerializeToString,
+            ),
+            'RefundTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundTransaction,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.RefundTransactionRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.RefundTransactionResponse.SerializeToString,
+            ),
+            'CreateTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTransfer,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.SerializeToString,
+            ),
+            'ImportTransactions': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportTransactions,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ImportTransactionsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.ImportTransactionsResponse.SerializeToString,
             ),
             'GetTransaction': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTransaction,
@@ -174,6 +298,168 @@ class TransactionService:
             '/ledger.v1.TransactionService/BatchCreateTransactions',
             ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsRequest.SerializeToString,
             ledger_dot_v1_dot_transaction__service__pb2.BatchCreateTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.TransactionService/CreateHold',
+            ledger_dot_v1_dot_transaction__service__pb2.CreateHoldRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.CreateHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaptureHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.TransactionService/CaptureHold',
+            ledger_dot_v1_dot_transaction__service__pb2.CaptureHoldRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.CaptureHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.TransactionService/VoidHold',
+            ledger_dot_v1_dot_transaction__service__pb2.VoidHoldRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.VoidHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.TransactionService/RefundTransaction',
+            ledger_dot_v1_dot_transaction__service__pb2.RefundTransactionRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.RefundTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.TransactionService/CreateTransfer',
+            ledger_dot_v1_dot_transaction__service__pb2.CreateTransferRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.CreateTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportTransactions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ledger.v1.TransactionService/ImportTransactions',
+            ledger_dot_v1_dot_transaction__service__pb2.ImportTransactionsRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.ImportTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,10 +45,51 @@ class TransactionServiceStub:
     its transaction or its error. Each item is idempotent by its own request_id, so a
     retried batch replays item by item.
     """
+    CreateHold: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]
+    """Places a hold: a pending debit that lowers the account's available balance but
+    not its posted one, until CaptureHold posts it, VoidHold cancels it, or its
+    expire_time passes (it is then voided automatically, and never blocks or
+    captures after that time even before the background worker has run). Refused
+    with INSUFFICIENT_FUNDS like a debit. Idempotent by request_id.
+    """
+    CaptureHold: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CaptureHoldRequest, _transaction_service_pb2.CaptureHoldResponse]
+    """Captures a pending hold, fully or partially: posts a CAPTURE debit of the amount
+    (linked to the hold) and releases the rest. Refused with HOLD_NOT_PENDING after a
+    void, a capture or the hold's expiry, and with AMOUNT_EXCEEDS_HOLD above the held
+    amount. Idempotent by request_id.
+    """
+    VoidHold: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.VoidHoldRequest, _transaction_service_pb2.VoidHoldResponse]
+    """Voids a pending hold: releases the whole amount, posts nothing. Refused with
+    HOLD_NOT_PENDING after a capture, a void or the hold's expiry. Idempotent by
+    request_id.
+    """
+    RefundTransaction: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.RefundTransactionRequest, _transaction_service_pb2.RefundTransactionResponse]
+    """Refunds a posted credit or debit (STANDARD or CAPTURE), fully or in parts: each
+    refund is a REFUND transaction in the opposite direction linked to the original,
+    and the original's refunded_amount and status follow. The refunds of a
+    transaction never total more than its amount (AMOUNT_EXCEEDS_REFUNDABLE).
+    Refunding a debit gives back credit to the lots it consumed. Idempotent by
+    request_id.
+    """
+    CreateTransfer: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransferRequest, _transaction_service_pb2.CreateTransferResponse]
+    """Moves credit from one account to another of the same tenant and currency, in one
+    atomic TRANSFER transaction whose reply carries both ending balances. Expiring
+    credit stays expiring: the destination receives lots with the same expiry times
+    as the source lots consumed. Idempotent by request_id.
+    """
+    ImportTransactions: _grpc.StreamUnaryMultiCallable[_transaction_service_pb2.ImportTransactionsRequest, _transaction_service_pb2.ImportTransactionsResponse]
+    """Imports many transactions (backfills, history with past posting dates) over one
+    client stream: each message is a chunk of 1 to 1000 items, committed on its own as
+    an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
+    interrupted import is resumed by sending the same stream again: items already
+    committed are replayed, not posted twice.
+    """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.GetTransactionRequest, _transaction_service_pb2.GetTransactionResponse]
     """Reads one transaction."""
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionsRequest, _transaction_service_pb2.ListTransactionsResponse]
-    """Lists transactions newest first, filtered by account, posting date and direction."""
+    """Lists transactions newest first, filtered by account (a transfer is listed for
+    both of its accounts), posting date and direction.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -67,10 +108,51 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     its transaction or its error. Each item is idempotent by its own request_id, so a
     retried batch replays item by item.
     """
+    CreateHold: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]  # type: ignore[assignment]
+    """Places a hold: a pending debit that lowers the account's available balance but
+    not its posted one, until CaptureHold posts it, VoidHold cancels it, or its
+    expire_time passes (it is then voided automatically, and never blocks or
+    captures after that time even before the background worker has run). Refused
+    with INSUFFICIENT_FUNDS like a debit. Idempotent by request_id.
+    """
+    CaptureHold: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CaptureHoldRequest, _transaction_service_pb2.CaptureHoldResponse]  # type: ignore[assignment]
+    """Captures a pending hold, fully or partially: posts a CAPTURE debit of the amount
+    (linked to the hold) and releases the rest. Refused with HOLD_NOT_PENDING after a
+    void, a capture or the hold's expiry, and with AMOUNT_EXCEEDS_HOLD above the held
+    amount. Idempotent by request_id.
+    """
+    VoidHold: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.VoidHoldRequest, _transaction_service_pb2.VoidHoldResponse]  # type: ignore[assignment]
+    """Voids a pending hold: releases the whole amount, posts nothing. Refused with
+    HOLD_NOT_PENDING after a capture, a void or the hold's expiry. Idempotent by
+    request_id.
+    """
+    RefundTransaction: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.RefundTransactionRequest, _transaction_service_pb2.RefundTransactionResponse]  # type: ignore[assignment]
+    """Refunds a posted credit or debit (STANDARD or CAPTURE), fully or in parts: each
+    refund is a REFUND transaction in the opposite direction linked to the original,
+    and the original's refunded_amount and status follow. The refunds of a
+    transaction never total more than its amount (AMOUNT_EXCEEDS_REFUNDABLE).
+    Refunding a debit gives back credit to the lots it consumed. Idempotent by
+    request_id.
+    """
+    CreateTransfer: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransferRequest, _transaction_service_pb2.CreateTransferResponse]  # type: ignore[assignment]
+    """Moves credit from one account to another of the same tenant and currency, in one
+    atomic TRANSFER transaction whose reply carries both ending balances. Expiring
+    credit stays expiring: the destination receives lots with the same expiry times
+    as the source lots consumed. Idempotent by request_id.
+    """
+    ImportTransactions: _aio.StreamUnaryMultiCallable[_transaction_service_pb2.ImportTransactionsRequest, _transaction_service_pb2.ImportTransactionsResponse]  # type: ignore[assignment]
+    """Imports many transactions (backfills, history with past posting dates) over one
+    client stream: each message is a chunk of 1 to 1000 items, committed on its own as
+    an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
+    interrupted import is resumed by sending the same stream again: items already
+    committed are replayed, not posted twice.
+    """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.GetTransactionRequest, _transaction_service_pb2.GetTransactionResponse]  # type: ignore[assignment]
     """Reads one transaction."""
     ListTransactions: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionsRequest, _transaction_service_pb2.ListTransactionsResponse]  # type: ignore[assignment]
-    """Lists transactions newest first, filtered by account, posting date and direction."""
+    """Lists transactions newest first, filtered by account (a transfer is listed for
+    both of its accounts), posting date and direction.
+    """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Posts credits and debits and reads the history of transactions."""
@@ -100,6 +182,81 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def CreateHold(
+        self,
+        request: _transaction_service_pb2.CreateHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.CreateHoldResponse, _abc.Awaitable[_transaction_service_pb2.CreateHoldResponse]]:
+        """Places a hold: a pending debit that lowers the account's available balance but
+        not its posted one, until CaptureHold posts it, VoidHold cancels it, or its
+        expire_time passes (it is then voided automatically, and never blocks or
+        captures after that time even before the background worker has run). Refused
+        with INSUFFICIENT_FUNDS like a debit. Idempotent by request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def CaptureHold(
+        self,
+        request: _transaction_service_pb2.CaptureHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.CaptureHoldResponse, _abc.Awaitable[_transaction_service_pb2.CaptureHoldResponse]]:
+        """Captures a pending hold, fully or partially: posts a CAPTURE debit of the amount
+        (linked to the hold) and releases the rest. Refused with HOLD_NOT_PENDING after a
+        void, a capture or the hold's expiry, and with AMOUNT_EXCEEDS_HOLD above the held
+        amount. Idempotent by request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidHold(
+        self,
+        request: _transaction_service_pb2.VoidHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.VoidHoldResponse, _abc.Awaitable[_transaction_service_pb2.VoidHoldResponse]]:
+        """Voids a pending hold: releases the whole amount, posts nothing. Refused with
+        HOLD_NOT_PENDING after a capture, a void or the hold's expiry. Idempotent by
+        request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def RefundTransaction(
+        self,
+        request: _transaction_service_pb2.RefundTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.RefundTransactionResponse, _abc.Awaitable[_transaction_service_pb2.RefundTransactionResponse]]:
+        """Refunds a posted credit or debit (STANDARD or CAPTURE), fully or in parts: each
+        refund is a REFUND transaction in the opposite direction linked to the original,
+        and the original's refunded_amount and status follow. The refunds of a
+        transaction never total more than its amount (AMOUNT_EXCEEDS_REFUNDABLE).
+        Refunding a debit gives back credit to the lots it consumed. Idempotent by
+        request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateTransfer(
+        self,
+        request: _transaction_service_pb2.CreateTransferRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.CreateTransferResponse, _abc.Awaitable[_transaction_service_pb2.CreateTransferResponse]]:
+        """Moves credit from one account to another of the same tenant and currency, in one
+        atomic TRANSFER transaction whose reply carries both ending balances. Expiring
+        credit stays expiring: the destination receives lots with the same expiry times
+        as the source lots consumed. Idempotent by request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportTransactions(
+        self,
+        request_iterator: _MaybeAsyncIterator[_transaction_service_pb2.ImportTransactionsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.ImportTransactionsResponse, _abc.Awaitable[_transaction_service_pb2.ImportTransactionsResponse]]:
+        """Imports many transactions (backfills, history with past posting dates) over one
+        client stream: each message is a chunk of 1 to 1000 items, committed on its own as
+        an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
+        interrupted import is resumed by sending the same stream again: items already
+        committed are replayed, not posted twice.
+        """
+
+    @_abc_1.abstractmethod
     def GetTransaction(
         self,
         request: _transaction_service_pb2.GetTransactionRequest,
@@ -113,6 +270,8 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _transaction_service_pb2.ListTransactionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_transaction_service_pb2.ListTransactionsResponse, _abc.Awaitable[_transaction_service_pb2.ListTransactionsResponse]]:
-        """Lists transactions newest first, filtered by account, posting date and direction."""
+        """Lists transactions newest first, filtered by account (a transfer is listed for
+        both of its accounts), posting date and direction.
+        """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

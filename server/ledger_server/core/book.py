@@ -1,0 +1,265 @@
+"""The accounts one write unit has locked, and how postings change them.
+
+A Book locks each account once, brings it up to date (expired holds released, expired
+credit lots written off) before anything reads its balance, keeps its balances as they
+change, records transactions with their balanced entries, and writes the balances back
+once at the end (flush)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ledger_server.core import lots
+from ledger_server.core.errors import Category, LedgerError, not_found
+from ledger_server.core.model import (
+    INT64_MAX,
+    INT64_MIN,
+    Direction,
+    Entry,
+    Lot,
+    LotUse,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+    TransactionType,
+)
+from ledger_server.core.ports import LockedBalance, WriteUnit
+
+# The tenant's counter-accounts: customer credits come from and debits return to
+# ISSUANCE; expired credit goes to EXPIRY.
+ISSUANCE = "issuance"
+EXPIRY = "expiry"
+
+
+@dataclass
+class Held:
+    """A locked account's balances as this unit changes them."""
+
+    id: str
+    currency: str
+    floor: int
+    status: str
+    posted: int
+    pending: int
+    expiring: int
+    last_posting_date: dt.date | None
+    updated_at: dt.datetime
+    dirty: bool = False
+
+    @classmethod
+    def of(cls, row: LockedBalance) -> Held:
+        return cls(
+            row.id,
+            row.currency,
+            row.balance_floor,
+            row.status,
+            row.posted,
+            row.pending,
+            row.expiring,
+            row.last_posting_date,
+            row.updated_at,
+        )
+
+    @property
+    def available(self) -> int:
+        return self.posted - self.pending
+
+
+class Book:
+    def __init__(self, w: WriteUnit, tenant_id: str, now: dt.datetime) -> None:
+        self.w = w
+        self.tenant_id = tenant_id
+        # The unit's time. Never before the last change of an account it locked, so
+        # that every account's entries are in the same order by time and by seq.
+        self.now = now
+        self._held: dict[str, Held] = {}
+        self.lots_expired = 0
+        self.holds_voided = 0
+
+    # -- locking ----------------------------------------------------------------------
+
+    def customer(self, account_id: str) -> Held:
+        """Lock a customer account (once per unit), up to date as of now."""
+        held = self._held.get(account_id)
+        if held is None:
+            row = self.w.lock_customer_account(self.tenant_id, account_id)
+            if row is None:
+                raise not_found("account", f"accounts/{account_id}")
+            held = self._held[account_id] = Held.of(row)
+            self.now = max(self.now, held.updated_at)
+            self._release_expired_holds(held)
+            self._expire_lots(held)
+        return held
+
+    def counter(self, currency: str, purpose: str) -> Held:
+        """Lock one of the tenant's counter-account shards for `currency`."""
+        row = self.w.lock_counter_account(self.tenant_id, currency, purpose, self.now)
+        held = self._held.get(row.id)
+        if held is None:
+            held = self._held[row.id] = Held.of(row)
+        return held
+
+    # -- recording --------------------------------------------------------------------
+
+    def record(
+        self, txn: Transaction, legs: Sequence[tuple[Held, int]], posting_date: dt.date
+    ) -> Transaction:
+        """Insert `txn` with one entry per leg (signed amounts summing to zero), and
+        return it with its ending balances filled in."""
+        assert sum(amount for _, amount in legs) == 0, "unbalanced legs"
+        after = {held.id: held.posted + amount for held, amount in legs}
+        if not all(INT64_MIN <= posted <= INT64_MAX for posted in after.values()):
+            raise LedgerError(
+                Category.FAILED_PRECONDITION,
+                "BALANCE_OVERFLOW",
+                "the posting would take a balance outside the int64 range",
+                metadata={"account": f"accounts/{txn.account_id}"},
+            )
+        entries = []
+        for held, amount in legs:
+            held.posted += amount
+            held.dirty = True
+            if held.id in (txn.account_id, txn.counterparty_id):
+                entries.append(self._customer_entry(held, amount, posting_date))
+            else:
+                entries.append(Entry(held.id, amount, held.posted))
+        ending = self._held[txn.account_id].posted
+        counter_ending = self._held[txn.counterparty_id].posted if txn.counterparty_id else 0
+        txn = replace(txn, ending_balance=ending, counterparty_ending_balance=counter_ending)
+        self.w.insert_transaction(txn, entries)
+        return txn
+
+    def _customer_entry(self, held: Held, amount: int, posting_date: dt.date) -> Entry:
+        """A customer leg, with its balance as of its posting date. A backdated leg
+        (a backfill) also moves the date balances of the legs dated after it."""
+        if held.last_posting_date is None or posting_date >= held.last_posting_date:
+            held.last_posting_date = posting_date
+            date_balance = held.posted
+        else:
+            date_balance = self.w.date_balance_before(held.id, posting_date) + amount
+            self.w.shift_date_balances(held.id, posting_date, amount)
+        return Entry(held.id, amount, held.posted, posting_date, date_balance)
+
+    def new_transaction(
+        self,
+        account: Held,
+        direction: Direction,
+        amount: int,
+        type_: TransactionType,
+        *,
+        kind: TransactionKind = TransactionKind.ADJUSTMENT,
+        status: TransactionStatus = TransactionStatus.POSTED,
+        **fields: object,
+    ) -> Transaction:
+        """A transaction of this unit (balances are filled in by record)."""
+        values: dict[str, object] = {
+            "description": "",
+            "posting_date": self.now.date(),
+            "external_id": "",
+            "metadata": {},
+            **fields,
+        }
+        return Transaction(
+            id=str(uuid.uuid4()),
+            tenant_id=self.tenant_id,
+            account_id=account.id,
+            direction=direction,
+            amount=amount,
+            currency=account.currency,
+            kind=kind,
+            status=status,
+            ending_balance=0,
+            created_at=self.now,
+            updated_at=self.now,
+            type=type_,
+            **values,  # type: ignore[arg-type]
+        )
+
+    def set_state(self, txn: Transaction, **changes: object) -> Transaction:
+        """Change a hold's or a refunded transaction's status and amounts."""
+        txn = replace(txn, updated_at=self.now, **changes)  # type: ignore[arg-type]
+        self.w.update_transaction_state(
+            txn.id, txn.status, refunded=txn.refunded_amount, captured=txn.captured_amount, now=self.now
+        )
+        return txn
+
+    # -- credit lots ------------------------------------------------------------------
+
+    def grant(self, held: Held, transaction_id: str, new_lots: Sequence[tuple[dt.datetime, int]]) -> None:
+        """Credit that expires: lots on `held` created by `transaction_id`."""
+        if new_lots:
+            self.w.insert_lots(self.tenant_id, held.id, transaction_id, new_lots, self.now)
+            held.expiring += sum(amount for _, amount in new_lots)
+            held.dirty = True
+
+    def take(self, held: Held, amount: int, transaction_id: str, prefer: str = "") -> list[tuple[Lot, int]]:
+        """A debit of `amount` by `transaction_id` consumes `held`'s lots first."""
+        if held.expiring <= 0:
+            return []
+        taken = lots.consume(self.w.open_lots(held.id), amount, prefer)
+        if taken:
+            self.w.set_lot_remainders([(lot.seq, lot.remaining - n) for lot, n in taken])
+            self.w.insert_lot_uses(transaction_id, [LotUse(lot.seq, n, 0) for lot, n in taken])
+            held.expiring -= sum(n for _, n in taken)
+            held.dirty = True
+        return taken
+
+    def give_back(self, held: Held, original: Transaction, amount: int) -> None:
+        """A refund of `amount` of the debit `original` returns credit to the lots it
+        consumed. Credit returned to a lot that has expired since is written off again
+        at once: it would have expired unspent."""
+        uses = self.w.lot_uses(original.id)
+        back = lots.restore(uses, original.amount, original.refunded_amount, amount)
+        if back:
+            self.w.add_to_lots(back)
+            self.w.add_restored(original.id, back)
+            held.expiring += sum(n for _, n in back)
+            held.dirty = True
+            self._expire_lots(held)
+
+    # -- expiry -----------------------------------------------------------------------
+
+    def _release_expired_holds(self, held: Held) -> None:
+        if held.pending <= 0:
+            return
+        for hold in self.w.expired_holds(held.id, self.now):
+            held.pending -= hold.amount
+            held.dirty = True
+            self.set_state(hold, status=TransactionStatus.VOIDED)
+            self.holds_voided += 1
+
+    def _expire_lots(self, held: Held) -> None:
+        """Write off the unspent remainder of every lot of `held` past its expiry."""
+        if held.expiring <= 0:
+            return
+        for lot in self.w.open_lots(held.id):
+            if lot.expires_at > self.now:
+                break  # soonest first: the rest are live
+            counter = self.counter(held.currency, EXPIRY)
+            txn = self.new_transaction(
+                held,
+                Direction.DEBIT,
+                lot.remaining,
+                TransactionType.EXPIRY,
+                description="expired credit",
+                related_id=lot.transaction_id,
+            )
+            self.record(txn, [(held, -lot.remaining), (counter, lot.remaining)], self.now.date())
+            self.w.set_lot_remainders([(lot.seq, 0)])
+            held.expiring -= lot.remaining
+            self.lots_expired += 1
+
+    def flush(self) -> None:
+        for held in self._held.values():
+            if held.dirty:
+                self.w.set_balances(
+                    held.id,
+                    posted=held.posted,
+                    pending=held.pending,
+                    expiring=held.expiring,
+                    last_posting_date=held.last_posting_date,
+                    now=self.now,
+                )
