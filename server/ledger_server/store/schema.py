@@ -83,7 +83,7 @@ transactions = Table(
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(16), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(24), nullable=False),
     Column("description", Text, nullable=False),
     Column("posting_date", Date, nullable=False),
     # NULL when the caller gave none: unique per tenant only when present.

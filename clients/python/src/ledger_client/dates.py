@@ -1,12 +1,15 @@
-"""Conversion between :class:`datetime.date` and ``google.type.Date`` (posting dates)."""
+"""Conversion between :class:`datetime.date` and ``google.type.Date`` (posting dates), and
+between aware :class:`datetime.datetime` and ``google.protobuf.Timestamp`` (expiry times,
+``as of`` times, create and update times)."""
 
 from __future__ import annotations
 
 import datetime
 
+from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 
-__all__ = ["date_from_proto", "date_to_proto"]
+__all__ = ["date_from_proto", "date_to_proto", "datetime_from_proto", "timestamp_to_proto"]
 
 
 def date_to_proto(value: datetime.date) -> date_pb2.Date:
@@ -31,3 +34,26 @@ def date_from_proto(value: date_pb2.Date) -> datetime.date | None:
     if value.year == 0 or value.month == 0 or value.day == 0:
         raise ValueError(f"not a full date: year={value.year} month={value.month} day={value.day}")
     return datetime.date(value.year, value.month, value.day)
+
+
+def timestamp_to_proto(value: datetime.datetime) -> timestamp_pb2.Timestamp:
+    """An aware :class:`datetime.datetime` as a ``google.protobuf.Timestamp``.
+
+    A naive datetime is refused (ValueError): the ledger compares instants, and a naive
+    value would be read as UTC on one machine and as local time on another. Pass
+    ``datetime.datetime.now(datetime.timezone.utc)`` or attach a ``tzinfo``.
+    """
+    if not isinstance(value, datetime.datetime):
+        raise TypeError(f"expected an aware datetime.datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("expected an aware datetime (with a tzinfo such as datetime.timezone.utc)")
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(datetime.timezone.utc))
+    return ts
+
+
+def datetime_from_proto(value: timestamp_pb2.Timestamp) -> datetime.datetime:
+    """The aware UTC :class:`datetime.datetime` of a ``google.protobuf.Timestamp``
+    (``txn.create_time``, ``txn.expire_time``...). An unset message field reads as the
+    Unix epoch: check ``msg.HasField("expire_time")`` first where that matters."""
+    return value.ToDatetime(tzinfo=datetime.timezone.utc)

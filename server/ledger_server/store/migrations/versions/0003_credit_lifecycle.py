@@ -24,6 +24,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("expiring", sa.BigInteger, nullable=False, server_default="0"))
         batch.add_column(sa.Column("last_posting_date", sa.Date))
     with op.batch_alter_table("transactions") as batch:
+        batch.alter_column(
+            "status", type_=sa.String(24), existing_type=sa.String(16), existing_nullable=False
+        )
         batch.add_column(sa.Column("type", sa.String(16), nullable=False, server_default="standard"))
         batch.add_column(sa.Column("expires_at", sa.BigInteger))
         batch.add_column(sa.Column("counterparty_account_id", sa.String(36)))
@@ -141,6 +144,9 @@ def downgrade() -> None:
             "type",
         ):
             batch.drop_column(column)
+        batch.alter_column(
+            "status", type_=sa.String(16), existing_type=sa.String(24), existing_nullable=False
+        )
     with op.batch_alter_table("accounts") as batch:
         batch.drop_column("last_posting_date")
         batch.drop_column("expiring")
