@@ -1,0 +1,344 @@
+"""The lifecycle RPCs over a real socket with the generated stubs (what grpcurl and every
+client language see), on SQLite and Postgres: translation both ways, replays, errors
+with details, the client-streaming import, balances as of, VerifyLedger, and the
+`expire` and `verify` commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from google.type import date_pb2
+from grpc_status import rpc_status
+from ledger.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    transaction_pb2,
+    transaction_service_pb2_grpc,
+)
+from ledger.v1 import transaction_service_pb2 as pb
+from ledger_client import LedgerClient
+from sqlalchemy import Engine, text
+
+from ledger_server.core.admin import Admin
+
+USD = "USD"
+
+
+class Api:
+    """The three services' stubs, authenticated as tenant acme's admin token."""
+
+    def __init__(self, channel: grpc.Channel, token: str) -> None:
+        self.auth = (("authorization", f"Bearer {token}"),)
+        self.tx = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+        self.accounts = account_service_pb2_grpc.AccountServiceStub(channel)
+        self.admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+
+    def __call__(self, rpc: Any, request: Any) -> Any:
+        return rpc(request, metadata=self.auth, timeout=10)
+
+
+@pytest.fixture
+def api(client: LedgerClient, token: str) -> Api:
+    return Api(client.channel, token)
+
+
+def rid() -> str:
+    return str(uuid.uuid4())
+
+
+def funded(client: LedgerClient, amount: int) -> str:
+    account = client.create_account(currency=USD).name
+    client.credit(account, amount, USD)
+    return account
+
+
+def refusal(api: Api, rpc: Any, request: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    with pytest.raises(grpc.RpcError) as info:
+        api(rpc, request)
+    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        error = error_details_pb2.ErrorInfo()
+        if detail.Unpack(error):
+            return info.value.code(), error.reason, dict(error.metadata)  # type: ignore[attr-defined]
+    raise AssertionError("no ErrorInfo")
+
+
+def test_hold_capture_and_void_over_grpc(api: Api, client: LedgerClient) -> None:
+    account = funded(client, 1000)
+    expires = Timestamp()
+    expires.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    request = pb.CreateHoldRequest(
+        hold=transaction_pb2.Transaction(
+            account=account, amount=300, currency="usd", description="checkout 42", expire_time=expires
+        ),
+        request_id=rid(),
+    )
+    hold = api(api.tx.CreateHold, request).hold
+    assert api(api.tx.CreateHold, request).hold == hold  # replayed, not a second hold
+    assert hold.type == transaction_pb2.TRANSACTION_TYPE_HOLD
+    assert hold.status == transaction_pb2.TRANSACTION_STATUS_PENDING
+    assert hold.expire_time == expires
+    balance = client.get_account(account).balance
+    assert (balance.posted, balance.pending, balance.available) == (1000, 300, 700)
+    captured = api(api.tx.CaptureHold, pb.CaptureHoldRequest(name=hold.name, amount=120, request_id=rid()))
+    assert captured.hold.status == transaction_pb2.TRANSACTION_STATUS_CAPTURED
+    assert captured.hold.captured_amount == 120
+    assert captured.capture.related_transaction == hold.name
+    assert captured.capture.description == "checkout 42"
+    assert captured.capture.ending_balance == 880
+    code, reason, meta = refusal(api, api.tx.VoidHold, pb.VoidHoldRequest(name=hold.name, request_id=rid()))
+    assert (code, reason, meta["status"]) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "HOLD_NOT_PENDING",
+        "captured",
+    )
+    other = api(
+        api.tx.CreateHold,
+        pb.CreateHoldRequest(hold=transaction_pb2.Transaction(account=account, amount=5, currency=USD)),
+    ).hold
+    voided = api(api.tx.VoidHold, pb.VoidHoldRequest(name=other.name)).hold
+    assert voided.status == transaction_pb2.TRANSACTION_STATUS_VOIDED
+    assert client.get_account(account).balance.available == 880
+
+
+def test_hold_and_capture_refusals_name_their_fields(api: Api, client: LedgerClient) -> None:
+    account = funded(client, 10)
+    credit_hold = pb.CreateHoldRequest(
+        hold=transaction_pb2.Transaction(
+            account=account, amount=1, currency=USD, direction=transaction_pb2.DIRECTION_CREDIT
+        )
+    )
+    assert refusal(api, api.tx.CreateHold, credit_hold)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+    )
+    capture = pb.CaptureHoldRequest(name="transactions/nope", amount=-1)
+    assert refusal(api, api.tx.CaptureHold, capture)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+    )
+    missing = pb.CaptureHoldRequest(name=f"transactions/{uuid.uuid4()}")
+    assert refusal(api, api.tx.CaptureHold, missing)[:2] == (
+        grpc.StatusCode.NOT_FOUND,
+        "TRANSACTION_NOT_FOUND",
+    )
+    past = Timestamp(seconds=1)
+    expired = pb.CreateHoldRequest(
+        hold=transaction_pb2.Transaction(account=account, amount=1, currency=USD, expire_time=past)
+    )
+    assert refusal(api, api.tx.CreateHold, expired)[1] == "INVALID_REQUEST"
+    assert client.get_account(account).balance.pending == 0
+
+
+def test_refund_over_grpc_links_and_replays(api: Api, client: LedgerClient) -> None:
+    account = funded(client, 1000)
+    spent = client.debit(account, 400, USD)
+    request = pb.RefundTransactionRequest(
+        name=spent.name, amount=100, description="returned item", metadata={"rma": "7"}, request_id=rid()
+    )
+    first = api(api.tx.RefundTransaction, request)
+    assert api(api.tx.RefundTransaction, request) == first
+    assert first.refund.type == transaction_pb2.TRANSACTION_TYPE_REFUND
+    assert first.refund.related_transaction == spent.name
+    assert (first.refund.direction, first.refund.amount) == (transaction_pb2.DIRECTION_CREDIT, 100)
+    assert dict(first.refund.metadata) == {"rma": "7"}
+    assert first.original.status == transaction_pb2.TRANSACTION_STATUS_PARTIALLY_REFUNDED
+    assert first.original.refunded_amount == 100
+    too_much = pb.RefundTransactionRequest(name=spent.name, amount=301)
+    code, reason, meta = refusal(api, api.tx.RefundTransaction, too_much)
+    assert (code, reason, meta["refundable"]) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "AMOUNT_EXCEEDS_REFUNDABLE",
+        "300",
+    )
+    rest = api(api.tx.RefundTransaction, pb.RefundTransactionRequest(name=spent.name))
+    assert rest.original.status == transaction_pb2.TRANSACTION_STATUS_REFUNDED
+    assert client.get_account(account).balance.posted == 1000
+
+
+def test_transfer_over_grpc(api: Api, client: LedgerClient) -> None:
+    company, member = funded(client, 500), client.create_account(currency=USD).name
+    request = pb.CreateTransferRequest(
+        transfer=transaction_pb2.Transaction(
+            account=company,
+            counterparty_account=member,
+            amount=200,
+            currency=USD,
+            description="monthly allowance",
+        ),
+        request_id=rid(),
+    )
+    moved = api(api.tx.CreateTransfer, request).transfer
+    assert api(api.tx.CreateTransfer, request).transfer == moved
+    assert moved.type == transaction_pb2.TRANSACTION_TYPE_TRANSFER
+    assert (moved.account, moved.counterparty_account) == (company, member)
+    assert (moved.ending_balance, moved.counterparty_ending_balance) == (300, 200)
+    assert [t.name for t in client.iter_transactions(account=member)] == [moved.name]
+    self_transfer = pb.CreateTransferRequest(
+        transfer=transaction_pb2.Transaction(
+            account=company, counterparty_account=company, amount=1, currency=USD
+        )
+    )
+    assert refusal(api, api.tx.CreateTransfer, self_transfer)[1] == "INVALID_REQUEST"
+
+
+def chunks(items: list[pb.CreateTransactionRequest], size: int) -> Iterator[pb.ImportTransactionsRequest]:
+    for i in range(0, len(items), size):
+        yield pb.ImportTransactionsRequest(requests=items[i : i + size])
+
+
+def test_import_commits_in_chunks_and_resumes_by_request_id(api: Api, client: LedgerClient) -> None:
+    account = client.create_account(currency=USD).name
+    items = [
+        pb.CreateTransactionRequest(
+            transaction=transaction_pb2.Transaction(
+                account=account,
+                direction=transaction_pb2.DIRECTION_CREDIT,
+                amount=i + 1,
+                currency=USD,
+                posting_date=date_pb2.Date(year=2020, month=1, day=1 + i % 28),
+            ),
+            request_id=rid(),
+        )
+        for i in range(25)
+    ]
+    items[7].transaction.currency = "EUR"  # refused on its own; the rest go in
+    items[9].request_id = ""  # an import item needs a request_id
+    first = api(api.tx.ImportTransactions, chunks(items[:15], 4))
+    assert (first.posted_count, first.replayed_count, first.failed_count) == (13, 0, 2)
+    assert first.results[7].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert first.results[9].HasField("error")
+    # The whole import again, as after a broken stream: the first 15 replay.
+    again = api(api.tx.ImportTransactions, chunks(items, 10))
+    assert (again.posted_count, again.replayed_count, again.failed_count) == (10, 13, 2)
+    assert again.results[3].transaction == first.results[3].transaction
+    total = sum(i + 1 for i in range(25)) - 8 - 10
+    assert client.get_account(account).balance.posted == total
+    empty = refusal(api, api.tx.ImportTransactions, iter([pb.ImportTransactionsRequest()]))
+    assert (empty[1], empty[2]["chunk_index"]) == ("INVALID_REQUEST", "0")
+
+
+def test_balance_as_of_over_grpc(api: Api, client: LedgerClient) -> None:
+    account = client.create_account(currency=USD).name
+    client.credit(account, 100, USD, posting_date=dt.date(2024, 3, 1))
+    client.debit(account, 30, USD, posting_date=dt.date(2024, 2, 1))  # backdated
+    by_date = account_service_pb2.GetAccountBalanceRequest(
+        name=account, as_of_posting_date=date_pb2.Date(year=2024, month=2, day=15)
+    )
+    assert api(api.accounts.GetAccountBalance, by_date).posted == -30
+    now = Timestamp()
+    now.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+    by_time = account_service_pb2.GetAccountBalanceRequest(name=account, as_of_time=now)
+    assert api(api.accounts.GetAccountBalance, by_time).posted == 70
+    neither = account_service_pb2.GetAccountBalanceRequest(name=account)
+    assert refusal(api, api.accounts.GetAccountBalance, neither)[1] == "INVALID_REQUEST"
+
+
+def test_expiring_credit_shows_in_the_account_balance(api: Api, client: LedgerClient) -> None:
+    account = client.create_account(currency=USD).name
+    client.credit(account, 100, USD)
+    expires = Timestamp()
+    expires.FromDatetime(dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
+    request = pb.CreateTransactionRequest(
+        transaction=transaction_pb2.Transaction(
+            account=account,
+            direction=transaction_pb2.DIRECTION_CREDIT,
+            amount=40,
+            currency=USD,
+            expire_time=expires,
+        )
+    )
+    assert api(api.tx.CreateTransaction, request).transaction.expire_time == expires
+    balance = client.get_account(account).balance
+    assert (balance.posted, balance.expiring, balance.permanent) == (140, 40, 100)
+    assert [(e.amount, e.expire_time) for e in balance.next_expirations] == [(40, expires)]
+
+
+def test_verify_ledger_needs_admin_and_reports_clean(
+    api: Api, client: LedgerClient, admin: Admin, engine: Engine, database_url: str
+) -> None:
+    account = funded(client, 10)
+    report = api(api.admin.VerifyLedger, admin_service_pb2.VerifyLedgerRequest())
+    assert list(report.violations) == []
+    assert report.transactions_checked == 1 and report.accounts_checked >= 2
+    _, writer = admin.create_token("acme", "writer", ["transactions:write", "accounts:read"])
+    limited = Api(client.channel, writer)
+    assert (
+        refusal(limited, limited.admin.VerifyLedger, admin_service_pb2.VerifyLedgerRequest())[1]
+        == "MISSING_SCOPE"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE accounts SET posted = posted + 1 WHERE id = :id"), {"id": account.split("/")[1]}
+        )
+    broken = api(api.admin.VerifyLedger, admin_service_pb2.VerifyLedgerRequest())
+    assert {(v.check, v.resource) for v in broken.violations} == {("account_balance", account)}
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ledger_server.cli",
+            "verify",
+            "--tenant",
+            "acme",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert cli.returncode == 1, cli.stderr
+    assert f"account_balance: {account}" in cli.stdout
+
+
+def test_expire_command_writes_off_expired_credit(api: Api, client: LedgerClient, database_url: str) -> None:
+    account = client.create_account(currency=USD).name
+    client.credit(account, 10, USD)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    expires = Timestamp()
+    expires.FromDatetime(soon)
+    request = pb.CreateTransactionRequest(
+        transaction=transaction_pb2.Transaction(
+            account=account,
+            direction=transaction_pb2.DIRECTION_CREDIT,
+            amount=5,
+            currency=USD,
+            expire_time=expires,
+        )
+    )
+    api(api.tx.CreateTransaction, request)
+    time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 0.05)  # until the lot expires
+    run = subprocess.run(
+        [sys.executable, "-m", "ledger_server.cli", "expire", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "lots expired: 1" in run.stdout
+    history = list(client.iter_transactions(account=account))
+    assert history[0].type == transaction_pb2.TRANSACTION_TYPE_EXPIRY
+    assert client.get_account(account).balance.posted == 10
+    verify = subprocess.run(
+        [sys.executable, "-m", "ledger_server.cli", "verify", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout
