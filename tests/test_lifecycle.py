@@ -65,18 +65,23 @@ def open_account(ledger: Ledger, currency: str = "USD", floor: int = 0) -> Accou
 
 
 def credit(
-    ledger: Ledger, account: Account, amount: int, expires: dt.datetime | None = None, **kw: object
+    ledger: Ledger,
+    account: Account,
+    amount: int,
+    expires: dt.datetime | None = None,
+    posting_date: dt.date | None = None,
 ) -> Transaction:
-    cmd = NewTransaction(account.id, Direction.CREDIT, amount, account.currency, expires_at=expires, **kw)  # type: ignore[arg-type]
+    cmd = NewTransaction(
+        account.id, Direction.CREDIT, amount, account.currency, posting_date=posting_date, expires_at=expires
+    )
     txn = ledger.post_transaction(T, cmd)
     assert isinstance(txn, Transaction)
     return txn
 
 
-def debit(ledger: Ledger, account: Account, amount: int, **kw: object) -> Transaction:
-    txn = ledger.post_transaction(
-        T, NewTransaction(account.id, Direction.DEBIT, amount, account.currency, **kw)
-    )  # type: ignore[arg-type]
+def debit(ledger: Ledger, account: Account, amount: int, posting_date: dt.date | None = None) -> Transaction:
+    cmd = NewTransaction(account.id, Direction.DEBIT, amount, account.currency, posting_date=posting_date)
+    txn = ledger.post_transaction(T, cmd)
     assert isinstance(txn, Transaction)
     return txn
 
@@ -90,7 +95,7 @@ def hold(ledger: Ledger, account: Account, amount: int, expires: dt.datetime | N
 
 
 def capture(ledger: Ledger, held: Transaction, amount: int = 0) -> Capture:
-    result = ledger.capture_hold(T, held.id, amount=amount, description="")
+    result = ledger.capture_hold(T, held.id, amount=amount, cmd=NewTransaction("", None, 0, ""))
     assert isinstance(result, Capture)
     return result
 
@@ -448,10 +453,9 @@ def test_balance_as_of_a_time_and_a_posting_date_including_backfills(
 def test_lifecycle_mutations_replay_by_request_id(book: Ledger) -> None:
     account, other = open_account(book), open_account(book)
     credit(book, account, 1000)
-    rendered: list[Transaction] = []
 
     def idem(request_id: str, fingerprint: bytes = b"a") -> Idempotency[Transaction]:
-        return Idempotency(request_id, fingerprint, lambda t: rendered.append(t) or t.id.encode())
+        return Idempotency(request_id, fingerprint, lambda t: t.id.encode())
 
     rid = "7c6b8c1e-8a8e-4a55-9a55-0a4d6d5b7e10"
     cmd = NewTransaction(account.id, None, 10, "USD", counterparty_id=other.id)

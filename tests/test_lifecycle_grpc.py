@@ -67,12 +67,12 @@ def funded(client: LedgerClient, amount: int) -> str:
 def refusal(api: Api, rpc: Any, request: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     with pytest.raises(grpc.RpcError) as info:
         api(rpc, request)
-    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    status = rpc_status.from_call(info.value)
     assert status is not None
     for detail in status.details:
         error = error_details_pb2.ErrorInfo()
         if detail.Unpack(error):
-            return info.value.code(), error.reason, dict(error.metadata)  # type: ignore[attr-defined]
+            return info.value.code(), error.reason, dict(error.metadata)
     raise AssertionError("no ErrorInfo")
 
 
@@ -342,3 +342,22 @@ def test_expire_command_writes_off_expired_credit(api: Api, client: LedgerClient
         check=False,
     )
     assert verify.returncode == 0, verify.stdout
+
+
+def test_a_capture_and_a_refund_are_created_by_their_own_callers(
+    api: Api, client: LedgerClient, admin: Admin
+) -> None:
+    account = funded(client, 100)
+    hold = api(
+        api.tx.CreateHold,
+        pb.CreateHoldRequest(hold=transaction_pb2.Transaction(account=account, amount=40, currency=USD)),
+    ).hold
+    _, secret = admin.create_token("acme", "settlement-job", ["transactions:write"])
+    settlement = Api(client.channel, secret)
+    capture = settlement(settlement.tx.CaptureHold, pb.CaptureHoldRequest(name=hold.name)).capture
+    assert capture.creator.token_name == "settlement-job"
+    assert hold.creator.token_name != "settlement-job"
+    refund = settlement(
+        settlement.tx.RefundTransaction, pb.RefundTransactionRequest(name=capture.name)
+    ).refund
+    assert refund.creator.token_name == "settlement-job"

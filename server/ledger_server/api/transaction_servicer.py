@@ -60,6 +60,22 @@ def _command(
     )
 
 
+def _details(
+    caller: Caller, description: str, external_id: str = "", metadata: dict[str, str] | None = None
+) -> NewTransaction:
+    """What a capture or refund takes from its request besides the amount."""
+    return NewTransaction(
+        account_id="",
+        direction=None,
+        amount=0,
+        currency="",
+        description=description,
+        external_id=external_id,
+        metadata=metadata or {},
+        creator=Creator(caller.token_id, caller.token_name),
+    )
+
+
 def _held(hold: Transaction) -> pb.CreateHoldResponse:
     return pb.CreateHoldResponse(hold=transaction_pb(hold))
 
@@ -136,15 +152,16 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
     def CaptureHold(
         self, request: pb.CaptureHoldRequest, context: grpc.ServicerContext
     ) -> pb.CaptureHoldResponse:
+        caller = current_caller()
         v = Violations()
         responder = Responder(_captured, pb.CaptureHoldResponse.FromString)
         idem = responder.idempotency("CaptureHold", request, v)
         hold_id = parse_name(v, "name", request.name, "transactions")
         outcome = self._ledger.capture_hold(
-            tenant_of_call(),
+            caller.tenant_id,
             hold_id,
             amount=request.amount,
-            description=request.description,
+            cmd=_details(caller, request.description),
             idem=idem,
             violations=v,
         )
@@ -165,16 +182,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         responder = Responder(_refunded, pb.RefundTransactionResponse.FromString)
         idem = responder.idempotency("RefundTransaction", request, v)
         original_id = parse_name(v, "name", request.name, "transactions")
-        details = NewTransaction(
-            account_id="",
-            direction=None,
-            amount=request.amount,
-            currency="",
-            description=request.description,
-            external_id=request.external_id,
-            metadata=dict(request.metadata),
-            creator=Creator(caller.token_id, caller.token_name),
-        )
+        details = _details(caller, request.description, request.external_id, dict(request.metadata))
         outcome = self._ledger.refund(
             caller.tenant_id, original_id, amount=request.amount, cmd=details, idem=idem, violations=v
         )

@@ -285,20 +285,21 @@ class Ledger:
         hold_id: str,
         *,
         amount: int,
-        description: str,
+        cmd: NewTransaction,
         idem: Idempotency[ops.Capture] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> ops.Capture | Replay:
+        """Capture `amount` of a hold; cmd carries the capture's description and creator."""
         v = check.Violations(violations)
         if amount < 0:
             v.add("amount", "must be 0 (all of the hold) or a positive number of minor units")
-        check.check_text(v, "description", description, check.MAX_DESCRIPTION)
+        check.check_text(v, "description", cmd.description, check.MAX_DESCRIPTION)
         account_id = self._account_of(tenant_id, hold_id, v)
         return self._write(
             tenant_id,
             account_id,
             idem,
-            lambda book: ops.capture(book, account_id, hold_id, amount, description),
+            lambda book: ops.capture(book, account_id, hold_id, amount, cmd),
         )
 
     def void_hold(

@@ -70,8 +70,9 @@ def hold(book: Book, cmd: NewTransaction) -> Transaction:
     return book.record(txn, [], cmd.posting_date or book.now.date())
 
 
-def capture(book: Book, account_id: str, hold_id: str, amount: int, description: str) -> Capture:
-    """Post `amount` (0: all) of a pending hold as a CAPTURE debit; release the rest."""
+def capture(book: Book, account_id: str, hold_id: str, amount: int, details: NewTransaction) -> Capture:
+    """Post `amount` (0: all) of a pending hold as a CAPTURE debit; release the rest.
+    `details` carries the capture's description and creator (the capturing caller)."""
     account = book.customer(account_id)  # releases the hold first if it has expired
     held = _pending_hold(book, hold_id)
     amount = amount or held.amount
@@ -93,9 +94,9 @@ def capture(book: Book, account_id: str, hold_id: str, amount: int, description:
         amount,
         TransactionType.CAPTURE,
         kind=held.kind,
-        description=description or held.description,
+        description=details.description or held.description,
         metadata=held.metadata,
-        creator=held.creator,
+        creator=details.creator,
         related_id=held.id,
     )
     txn = book.record(txn, [(account, -amount), (counter, amount)], book.now.date())

@@ -10,6 +10,8 @@ distribution.
 """
 
 from .client import (
+    MAX_IMPORT_CHUNK,
+    CreditOptions,
     DirectionLike,
     KindLike,
     LedgerClient,
@@ -17,14 +19,23 @@ from .client import (
     new_request_id,
     transaction_request,
 )
-from .dates import date_from_proto, date_to_proto
+from .conventions import (
+    check_length,
+    from_signed_amount,
+    signed_transaction_request,
+    to_signed_amount,
+    to_signed_balance,
+)
+from .dates import date_from_proto, date_to_proto, datetime_from_proto, timestamp_to_proto
 from .errors import ERROR_DOMAIN, FieldViolation, LedgerError, Reason
 from .money import exponent, from_minor, is_iso_currency, register_unit, to_minor
 from .retry import RETRYABLE_CODES, RetryPolicy
 
 __all__ = [
     "ERROR_DOMAIN",
+    "MAX_IMPORT_CHUNK",
     "RETRYABLE_CODES",
+    "CreditOptions",
     "DirectionLike",
     "FieldViolation",
     "KindLike",
@@ -33,13 +44,20 @@ __all__ = [
     "Reason",
     "RetryPolicy",
     "TransactionOptions",
+    "check_length",
     "date_from_proto",
     "date_to_proto",
+    "datetime_from_proto",
     "exponent",
     "from_minor",
+    "from_signed_amount",
     "is_iso_currency",
     "new_request_id",
     "register_unit",
+    "signed_transaction_request",
+    "timestamp_to_proto",
     "to_minor",
+    "to_signed_amount",
+    "to_signed_balance",
     "transaction_request",
 ]

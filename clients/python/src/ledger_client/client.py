@@ -1,11 +1,12 @@
-"""A typed, synchronous client for the ledger.v1 AccountService and TransactionService."""
+"""A typed, synchronous client for the ledger.v1 AccountService, TransactionService and
+AdminService."""
 
 from __future__ import annotations
 
 import datetime
 import math
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias, TypedDict, TypeVar
 
@@ -14,17 +15,31 @@ from ledger.v1 import (
     account_pb2,
     account_service_pb2,
     account_service_pb2_grpc,
+    admin_service_pb2,
+    admin_service_pb2_grpc,
     transaction_pb2,
     transaction_service_pb2,
     transaction_service_pb2_grpc,
 )
 from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
 
-from .dates import date_to_proto
+from .dates import date_to_proto, timestamp_to_proto
 from .errors import LedgerError
 from .retry import RetryPolicy, call_with_retry
 
-__all__ = ["DirectionLike", "KindLike", "LedgerClient", "new_request_id"]
+__all__ = [
+    "MAX_IMPORT_CHUNK",
+    "CreditOptions",
+    "DirectionLike",
+    "KindLike",
+    "LedgerClient",
+    "TransactionOptions",
+    "new_request_id",
+    "transaction_request",
+]
+
+#: The most items one ImportTransactions chunk (and one batch) may carry.
+MAX_IMPORT_CHUNK = 1000
 
 #: A transaction direction: ``transaction_pb2.DIRECTION_CREDIT`` / ``DIRECTION_DEBIT`` or
 #: the strings ``"credit"`` / ``"debit"`` (any case; ``"DIRECTION_CREDIT"`` also works).
@@ -45,14 +60,19 @@ def transaction_request(
     posting_date: datetime.date | None = None,
     external_id: str = "",
     metadata: Mapping[str, str] | None = None,
+    expire_time: datetime.datetime | None = None,
     request_id: str | None = None,
 ) -> transaction_service_pb2.CreateTransactionRequest:
     """A CreateTransactionRequest (with a request_id: a new UUID unless given), for
-    :meth:`LedgerClient.batch_create_transactions`; arguments as for
+    :meth:`LedgerClient.batch_create_transactions` and
+    :meth:`LedgerClient.import_transactions`; arguments as for
     :meth:`LedgerClient.create_transaction`."""
+    resolved = _direction(direction)
+    if expire_time is not None and resolved != transaction_pb2.DIRECTION_CREDIT:
+        raise ValueError("only a credit can expire: expire_time needs direction credit")
     transaction = transaction_pb2.Transaction(
         account=account,
-        direction=_direction(direction),
+        direction=resolved,
         amount=_check_amount(amount),
         currency=currency,
         kind=_kind(kind),
@@ -61,6 +81,8 @@ def transaction_request(
     )
     if posting_date is not None:
         transaction.posting_date.CopyFrom(date_to_proto(posting_date))
+    if expire_time is not None:
+        transaction.expire_time.CopyFrom(timestamp_to_proto(expire_time))
     if metadata:
         transaction.metadata.update(metadata)
     return transaction_service_pb2.CreateTransactionRequest(
@@ -79,6 +101,13 @@ class TransactionOptions(TypedDict, total=False):
     metadata: Mapping[str, str] | None
     request_id: str | None
     timeout: float | None
+
+
+class CreditOptions(TransactionOptions, total=False):
+    """The optional arguments of :meth:`LedgerClient.credit`: those of a debit plus
+    ``expire_time``, when the credit lot expires (an aware datetime in the future)."""
+
+    expire_time: datetime.datetime | None
 
 
 _C = TypeVar("_C", bound="LedgerClient")
@@ -238,6 +267,7 @@ class LedgerClient:
         self._closed = False
         self._accounts = account_service_pb2_grpc.AccountServiceStub(channel)
         self._transactions = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+        self._admin = admin_service_pb2_grpc.AdminServiceStub(channel)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -283,14 +313,33 @@ class LedgerClient:
         timeout: float | None,
         request_id: str | None = None,
     ) -> _Resp:
+        def attempt(remaining: float) -> _Resp:
+            return rpc(request, timeout=remaining, metadata=self._metadata)
+
+        return self._retrying(attempt, timeout=timeout, request_id=request_id)
+
+    def _call_stream(
+        self,
+        rpc: grpc.StreamUnaryMultiCallable[_Req, _Resp],
+        messages: Sequence[_Req],
+        *,
+        timeout: float | None,
+    ) -> _Resp:
+        """A client-streaming call; every attempt sends the whole of ``messages`` again."""
+
+        def attempt(remaining: float) -> _Resp:
+            return rpc(iter(messages), timeout=remaining, metadata=self._metadata)
+
+        return self._retrying(attempt, timeout=timeout, request_id=None)
+
+    def _retrying(
+        self, attempt: Callable[[float], _Resp], *, timeout: float | None, request_id: str | None
+    ) -> _Resp:
         attempts = 0
 
         def count(number: int) -> None:
             nonlocal attempts
             attempts = number
-
-        def attempt(remaining: float) -> _Resp:
-            return rpc(request, timeout=remaining, metadata=self._metadata)
 
         budget = self._timeout if timeout is None else timeout
         try:
@@ -327,6 +376,28 @@ class LedgerClient:
         """Read one account (``accounts/{id}``) with its current balances."""
         request = account_service_pb2.GetAccountRequest(name=name)
         return self._call(self._accounts.GetAccount, request, timeout=timeout).account
+
+    def get_balance_as_of(
+        self,
+        account: str,
+        *,
+        time: datetime.datetime | None = None,
+        posting_date: datetime.date | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """The posted balance of ``account`` in minor units as of a moment or a date; pass
+        exactly one. ``time`` (an aware datetime): after every transaction the ledger had
+        recorded by then. ``posting_date``: after every transaction whose posting date is
+        on or before it (backfills count on the day they are dated). 0 before the first."""
+        if (time is None) == (posting_date is None):
+            raise ValueError("pass exactly one of time= and posting_date=")
+        request = account_service_pb2.GetAccountBalanceRequest(name=account)
+        if time is not None:
+            request.as_of_time.CopyFrom(timestamp_to_proto(time))
+        else:
+            assert posting_date is not None
+            request.as_of_posting_date.CopyFrom(date_to_proto(posting_date))
+        return self._call(self._accounts.GetAccountBalance, request, timeout=timeout).posted
 
     def list_accounts(
         self,
@@ -376,13 +447,16 @@ class LedgerClient:
         posting_date: datetime.date | None = None,
         external_id: str = "",
         metadata: Mapping[str, str] | None = None,
+        expire_time: datetime.datetime | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> transaction_pb2.Transaction:
         """Post a credit or debit of ``amount`` minor units on ``account``
         (``accounts/{id}``). ``kind`` defaults to ADJUSTMENT and ``posting_date`` to
-        today (UTC) on the server. Returns the posted transaction; its
-        ``ending_balance`` is the account's posted balance right after it."""
+        today (UTC) on the server. ``expire_time`` (credits only, an aware datetime in
+        the future) makes the credit expiring: what is unspent then is written off.
+        Returns the posted transaction; its ``ending_balance`` is the account's posted
+        balance right after it."""
         request = transaction_request(
             account=account,
             direction=direction,
@@ -393,6 +467,7 @@ class LedgerClient:
             posting_date=posting_date,
             external_id=external_id,
             metadata=metadata,
+            expire_time=expire_time,
             request_id=request_id,
         )
         response = self._call(
@@ -428,10 +503,10 @@ class LedgerClient:
         return list(self._call(self._transactions.BatchCreateTransactions, request, timeout=timeout).results)
 
     def credit(
-        self, account: str, amount: int, currency: str, **options: Unpack[TransactionOptions]
+        self, account: str, amount: int, currency: str, **options: Unpack[CreditOptions]
     ) -> transaction_pb2.Transaction:
         """Add ``amount`` minor units to ``account``: :meth:`create_transaction` with
-        direction credit."""
+        direction credit (optionally expiring at ``expire_time``)."""
         return self.create_transaction(
             account=account,
             direction=transaction_pb2.DIRECTION_CREDIT,
@@ -453,6 +528,172 @@ class LedgerClient:
             currency=currency,
             **options,
         )
+
+    def create_hold(
+        self,
+        account: str,
+        amount: int,
+        currency: str,
+        *,
+        description: str = "",
+        external_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        expire_time: datetime.datetime | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> transaction_pb2.Transaction:
+        """Reserve ``amount`` minor units of ``account``: a pending debit (type HOLD,
+        status PENDING) that lowers the available balance but not the posted one until
+        :meth:`capture_hold`, :meth:`void_hold` or its ``expire_time`` (then it lapses,
+        voided). Raises :class:`LedgerError` INSUFFICIENT_FUNDS like a debit."""
+        request_id = _check_request_id(request_id)
+        hold = transaction_pb2.Transaction(
+            account=account,
+            direction=transaction_pb2.DIRECTION_DEBIT,
+            amount=_check_amount(amount),
+            currency=currency,
+            description=description,
+            external_id=external_id,
+        )
+        if expire_time is not None:
+            hold.expire_time.CopyFrom(timestamp_to_proto(expire_time))
+        if metadata:
+            hold.metadata.update(metadata)
+        request = transaction_service_pb2.CreateHoldRequest(hold=hold, request_id=request_id)
+        response = self._call(self._transactions.CreateHold, request, timeout=timeout, request_id=request_id)
+        return response.hold
+
+    def capture_hold(
+        self,
+        hold_name: str,
+        *,
+        amount: int = 0,
+        description: str = "",
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> transaction_service_pb2.CaptureHoldResponse:
+        """Post ``amount`` minor units (0, the default: all) of the pending hold
+        ``hold_name`` (``transactions/{id}``) as a CAPTURE debit and release the rest.
+        Returns the ``hold`` (now CAPTURED, with ``captured_amount``) and the posted
+        ``capture``. Raises HOLD_NOT_PENDING after a void, capture or lapse, and
+        AMOUNT_EXCEEDS_HOLD above the held amount."""
+        request_id = _check_request_id(request_id)
+        request = transaction_service_pb2.CaptureHoldRequest(
+            name=hold_name, amount=_check_amount(amount), description=description, request_id=request_id
+        )
+        return self._call(self._transactions.CaptureHold, request, timeout=timeout, request_id=request_id)
+
+    def void_hold(
+        self, hold_name: str, *, request_id: str | None = None, timeout: float | None = None
+    ) -> transaction_pb2.Transaction:
+        """Cancel the pending hold ``hold_name``: its whole amount is available again and
+        nothing is posted. Returns the hold, now VOIDED."""
+        request_id = _check_request_id(request_id)
+        request = transaction_service_pb2.VoidHoldRequest(name=hold_name, request_id=request_id)
+        return self._call(self._transactions.VoidHold, request, timeout=timeout, request_id=request_id).hold
+
+    def refund(
+        self,
+        transaction_name: str,
+        *,
+        amount: int = 0,
+        description: str = "",
+        external_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> transaction_service_pb2.RefundTransactionResponse:
+        """Refund ``amount`` minor units (0, the default: all that is left) of the posted
+        transaction ``transaction_name`` (a STANDARD credit or debit, or a CAPTURE): a
+        REFUND in the opposite direction. Returns the ``refund`` and the ``original`` with
+        its new ``refunded_amount`` and status (PARTIALLY_REFUNDED, then REFUNDED).
+        Raises NOT_REFUNDABLE or AMOUNT_EXCEEDS_REFUNDABLE."""
+        request_id = _check_request_id(request_id)
+        request = transaction_service_pb2.RefundTransactionRequest(
+            name=transaction_name,
+            amount=_check_amount(amount),
+            description=description,
+            external_id=external_id,
+            request_id=request_id,
+        )
+        if metadata:
+            request.metadata.update(metadata)
+        return self._call(
+            self._transactions.RefundTransaction, request, timeout=timeout, request_id=request_id
+        )
+
+    def transfer(
+        self,
+        source: str,
+        destination: str,
+        amount: int,
+        currency: str,
+        *,
+        description: str = "",
+        posting_date: datetime.date | None = None,
+        external_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> transaction_pb2.Transaction:
+        """Move ``amount`` minor units from ``source`` to ``destination`` (same tenant
+        and currency) in one atomic TRANSFER. Expiring credit stays expiring, with the
+        same expiry times. The result's ``ending_balance`` is the source's posted balance
+        after it, ``counterparty_ending_balance`` the destination's."""
+        request_id = _check_request_id(request_id)
+        transfer = transaction_pb2.Transaction(
+            account=source,
+            counterparty_account=destination,
+            direction=transaction_pb2.DIRECTION_DEBIT,
+            amount=_check_amount(amount),
+            currency=currency,
+            description=description,
+            external_id=external_id,
+        )
+        if posting_date is not None:
+            transfer.posting_date.CopyFrom(date_to_proto(posting_date))
+        if metadata:
+            transfer.metadata.update(metadata)
+        request = transaction_service_pb2.CreateTransferRequest(transfer=transfer, request_id=request_id)
+        return self._call(
+            self._transactions.CreateTransfer, request, timeout=timeout, request_id=request_id
+        ).transfer
+
+    def import_transactions(
+        self,
+        requests: Iterable[transaction_service_pb2.CreateTransactionRequest],
+        *,
+        chunk_size: int = 500,
+        timeout: float | None = None,
+    ) -> transaction_service_pb2.ImportTransactionsResponse:
+        """Stream many transactions (backfills, past posting dates) in chunks of
+        ``chunk_size`` (1 to 1000) items; each chunk is committed on its own as an
+        independent batch. Every request must carry its own request_id (build them with
+        :func:`transaction_request`, and keep the ids to resume an interrupted import):
+        one without raises ValueError before anything is sent. The requests are kept in
+        memory, so a call that fails with UNAVAILABLE is retried by sending the whole
+        stream again: the items already committed are replayed, not posted twice.
+
+        Returns one result per item in order (``transaction`` or ``error``) with
+        ``posted_count``, ``replayed_count`` and ``failed_count``."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+            raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
+        if not 1 <= chunk_size <= MAX_IMPORT_CHUNK:
+            raise ValueError(f"chunk_size must be between 1 and {MAX_IMPORT_CHUNK}, got {chunk_size}")
+        chunks: list[transaction_service_pb2.ImportTransactionsRequest] = []
+        for index, item in enumerate(requests):
+            if not isinstance(item, transaction_service_pb2.CreateTransactionRequest):
+                raise TypeError(f"item {index} is a {type(item).__name__}, not a CreateTransactionRequest")
+            if not item.request_id:
+                raise ValueError(
+                    f"item {index} has no request_id: an import is resumed by its request ids "
+                    "(transaction_request() gives each one)"
+                )
+            _check_request_id(item.request_id)
+            if not chunks or len(chunks[-1].requests) == chunk_size:
+                chunks.append(transaction_service_pb2.ImportTransactionsRequest())
+            chunks[-1].requests.append(item)
+        return self._call_stream(self._transactions.ImportTransactions, chunks, timeout=timeout)
 
     def get_transaction(self, name: str, *, timeout: float | None = None) -> transaction_pb2.Transaction:
         """Read one transaction (``transactions/{id}``)."""
@@ -512,6 +753,15 @@ class LedgerClient:
             token = _next_token(token, page.next_page_token)
             if not token:
                 return
+
+    # -- AdminService ------------------------------------------------------------------
+
+    def verify_ledger(self, *, timeout: float | None = None) -> admin_service_pb2.VerifyLedgerResponse:
+        """Audit the token's tenant online (needs the ``admin`` scope): every invariant
+        of the ledger is checked and every violation returned; ``violations`` is empty
+        on a consistent ledger."""
+        request = admin_service_pb2.VerifyLedgerRequest()
+        return self._call(self._admin.VerifyLedger, request, timeout=timeout)
 
 
 def _next_token(current: str, following: str) -> str:

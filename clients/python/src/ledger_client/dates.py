@@ -11,6 +11,9 @@ from google.type import date_pb2
 
 __all__ = ["date_from_proto", "date_to_proto", "datetime_from_proto", "timestamp_to_proto"]
 
+# datetime.UTC needs Python 3.11; the client supports 3.10.
+_UTC = datetime.timezone.utc  # noqa: UP017
+
 
 def date_to_proto(value: datetime.date) -> date_pb2.Date:
     """A full calendar date as a ``google.type.Date``.
@@ -48,7 +51,7 @@ def timestamp_to_proto(value: datetime.datetime) -> timestamp_pb2.Timestamp:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("expected an aware datetime (with a tzinfo such as datetime.timezone.utc)")
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.astimezone(datetime.timezone.utc))
+    ts.FromDatetime(value.astimezone(_UTC))
     return ts
 
 
@@ -56,4 +59,4 @@ def datetime_from_proto(value: timestamp_pb2.Timestamp) -> datetime.datetime:
     """The aware UTC :class:`datetime.datetime` of a ``google.protobuf.Timestamp``
     (``txn.create_time``, ``txn.expire_time``...). An unset message field reads as the
     Unix epoch: check ``msg.HasField("expire_time")`` first where that matters."""
-    return value.ToDatetime(tzinfo=datetime.timezone.utc)
+    return value.ToDatetime(tzinfo=_UTC)

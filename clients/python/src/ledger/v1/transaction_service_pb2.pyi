@@ -332,8 +332,8 @@ class CreateHoldRequest(_message.Message):
     @_builtins.property
     def hold(self) -> _transaction_pb2.Transaction:
         """The hold: account, amount and currency are required; direction must be unset or
-        DEBIT; description, external_id, metadata and expire_time are optional; other
-        fields are ignored.
+        DEBIT; kind (inherited by its capture), description, posting_date, external_id,
+        metadata and expire_time are optional; output-only fields are ignored.
         """
 
     def __init__(
@@ -389,7 +389,10 @@ class CaptureHoldRequest(_message.Message):
     amount: _builtins.int
     """How much to capture, in minor units: 1 up to the held amount. 0 captures all of it."""
     description: _builtins.str
-    """Description of the capture transaction. Optional; at most 1000 characters."""
+    """Description of the capture transaction. Optional (default: the hold's); at most
+    1000 characters. The capture's creator is the caller of CaptureHold; its kind and
+    metadata are the hold's.
+    """
     request_id: _builtins.str
     """Idempotency key, as for CreateTransaction."""
     def __init__(

@@ -1,0 +1,373 @@
+"""Stateful property test: random sequences of every operation (credits with and without
+expiry, debits, holds, captures, voids, refunds, transfers, atomic batches, the expiry
+worker and time passing) against an in-memory model of the rules. After every step the
+ledger's balances, expiring/permanent split, statuses and amounts match the model, and
+VerifyLedger finds nothing wrong. On SQLite and Postgres."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import Engine
+
+from ledger_server.core.admin import Admin
+from ledger_server.core.errors import LedgerError
+from ledger_server.core.ledger import BatchItem, Ledger
+from ledger_server.core.model import Account, Direction, NewAccount, NewTransaction, Transaction
+from ledger_server.core.operations import Capture, Refund
+from ledger_server.store.sql_store import SqlStore
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+FLOORS = [0, 0, -100]
+_tenants = itertools.count()
+
+
+@dataclass
+class MLot:
+    order: int  # creation order (the store's seq)
+    expires: dt.datetime
+    remaining: int
+    source: str  # the transaction that created it
+
+
+@dataclass
+class MAccount:
+    floor: int
+    permanent: int = 0
+    lots: list[MLot] = field(default_factory=list)
+    holds: dict[str, tuple[int, dt.datetime | None]] = field(default_factory=dict)  # pending holds
+
+    def sweep(self, now: dt.datetime) -> None:
+        """What every write does first: lapsed holds released, expired lots written off."""
+        self.holds = {h: (a, e) for h, (a, e) in self.holds.items() if e is None or e > now}
+        self.lots = [lot for lot in self.lots if lot.expires > now and lot.remaining > 0]
+
+    @property
+    def expiring(self) -> int:
+        return sum(lot.remaining for lot in self.lots)
+
+    @property
+    def posted(self) -> int:
+        return self.permanent + self.expiring
+
+    @property
+    def pending(self) -> int:
+        return sum(a for a, _ in self.holds.values())
+
+    def take(self, amount: int, prefer: str = "") -> list[tuple[MLot, int]]:
+        taken = []
+        left = amount
+        for lot in sorted(self.lots, key=lambda x: (x.source != prefer, x.expires, x.order)):
+            n = min(lot.remaining, left)
+            if n:
+                lot.remaining -= n
+                taken.append((lot, n))
+                left -= n
+        self.permanent -= left
+        self.lots = [lot for lot in self.lots if lot.remaining > 0]
+        return taken
+
+
+@dataclass
+class MTxn:
+    account: int
+    direction: Direction
+    amount: int
+    refundable: bool
+    refunded: int = 0
+    uses: list[tuple[MLot, int, int]] = field(default_factory=list)  # lot, taken, restored
+    status: str = "posted"
+    captured: int = 0
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    engine: Engine  # set by the test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = SqlStore(self.engine)
+        self.now = START
+        self.ledger = Ledger(self.store, lambda: self.now)
+        self.tenant = f"model-{next(_tenants)}"
+        Admin(self.store).create_tenant(self.tenant, "")
+        self.order = itertools.count()
+        self.accounts: list[str] = []
+        self.model: list[MAccount] = []
+        self.txns: dict[str, MTxn] = {}
+        self.holds: dict[str, MTxn] = {}
+
+    def teardown(self) -> None:
+        self.store.close()
+
+    @initialize()
+    def open_accounts(self) -> None:
+        for floor in FLOORS:
+            made = self.ledger.create_account(self.tenant, NewAccount("model", "USD", floor))
+            assert isinstance(made, Account)
+            self.accounts.append(made.id)
+            self.model.append(MAccount(floor))
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _m(self, i: int) -> MAccount:
+        m = self.model[i]
+        m.sweep(self.now)
+        return m
+
+    def _expect(self, expected: str | None, call: object, *args: object, **kw: object) -> object:
+        try:
+            result = call(*args, **kw)  # type: ignore[operator]
+        except LedgerError as err:
+            assert err.reason == expected, f"refused with {err.reason}, model expected {expected}"
+            return None
+        assert expected is None, f"accepted, model expected {expected}"
+        return result
+
+    def _lot(self, m: MAccount, expires: dt.datetime, amount: int, source: str) -> None:
+        m.lots.append(MLot(next(self.order), expires, amount, source))
+
+    # -- rules ------------------------------------------------------------------------
+
+    @rule(i=st.integers(0, 2), amount=st.integers(1, 500), days=st.none() | st.integers(1, 6))
+    def credit(self, i: int, amount: int, days: int | None) -> None:
+        expires = None if days is None else self.now + dt.timedelta(days=days)
+        m = self._m(i)
+        cmd = NewTransaction(self.accounts[i], Direction.CREDIT, amount, "USD", expires_at=expires)
+        txn = self.ledger.post_transaction(self.tenant, cmd)
+        assert isinstance(txn, Transaction)
+        if expires is None:
+            m.permanent += amount
+        else:
+            self._lot(m, expires, amount, txn.id)
+        self.txns[txn.id] = MTxn(i, Direction.CREDIT, amount, refundable=True)
+
+    def _debit_outcome(self, m: MAccount, amount: int) -> str | None:
+        return None if m.posted - m.pending - amount >= m.floor else "INSUFFICIENT_FUNDS"
+
+    @rule(i=st.integers(0, 2), amount=st.integers(1, 700))
+    def debit(self, i: int, amount: int) -> None:
+        m = self._m(i)
+        expected = self._debit_outcome(m, amount)
+        cmd = NewTransaction(self.accounts[i], Direction.DEBIT, amount, "USD")
+        txn = self._expect(expected, self.ledger.post_transaction, self.tenant, cmd)
+        if isinstance(txn, Transaction):
+            uses = [(lot, n, 0) for lot, n in m.take(amount)]
+            self.txns[txn.id] = MTxn(i, Direction.DEBIT, amount, refundable=True, uses=uses)
+
+    @rule(i=st.integers(0, 2), amount=st.integers(1, 400), hours=st.none() | st.integers(1, 72))
+    def hold(self, i: int, amount: int, hours: int | None) -> None:
+        expires = None if hours is None else self.now + dt.timedelta(hours=hours)
+        m = self._m(i)
+        expected = self._debit_outcome(m, amount)
+        cmd = NewTransaction(self.accounts[i], None, amount, "USD", expires_at=expires)
+        txn = self._expect(expected, self.ledger.create_hold, self.tenant, cmd)
+        if isinstance(txn, Transaction):
+            m.holds[txn.id] = (amount, expires)
+            self.holds[txn.id] = MTxn(i, Direction.DEBIT, amount, refundable=False, status="pending")
+
+    def _hold_status(self, h: str, t: MTxn) -> str:
+        if t.status == "pending" and h not in self._m(t.account).holds:
+            return "voided"  # lapsed
+        return t.status
+
+    @precondition(lambda self: self.holds)
+    @rule(data=st.data(), part=st.integers(0, 450))
+    def capture(self, data: st.DataObject, part: int) -> None:
+        h = data.draw(st.sampled_from(list(self.holds)))
+        t = self.holds[h]
+        m = self._m(t.account)
+        status = self._hold_status(h, t)
+        amount = part or t.amount
+        if status != "pending":
+            expected: str | None = "HOLD_NOT_PENDING"
+        elif amount > t.amount:
+            expected = "AMOUNT_EXCEEDS_HOLD"
+        else:
+            expected = None if m.posted - (m.pending - t.amount) - amount >= m.floor else "INSUFFICIENT_FUNDS"
+        result = self._expect(
+            expected,
+            self.ledger.capture_hold,
+            self.tenant,
+            h,
+            amount=part,
+            cmd=NewTransaction("", None, 0, ""),
+        )
+        if isinstance(result, Capture):
+            del m.holds[h]
+            t.status, t.captured = "captured", amount
+            uses = [(lot, n, 0) for lot, n in m.take(amount)]
+            self.txns[result.capture.id] = MTxn(
+                t.account, Direction.DEBIT, amount, refundable=True, uses=uses
+            )
+
+    @precondition(lambda self: self.holds)
+    @rule(data=st.data())
+    def void(self, data: st.DataObject) -> None:
+        h = data.draw(st.sampled_from(list(self.holds)))
+        t = self.holds[h]
+        m = self._m(t.account)
+        expected = None if self._hold_status(h, t) == "pending" else "HOLD_NOT_PENDING"
+        if self._expect(expected, self.ledger.void_hold, self.tenant, h) is not None:
+            del m.holds[h]
+            t.status = "voided"
+
+    @precondition(lambda self: self.txns)
+    @rule(data=st.data(), part=st.integers(0, 600))
+    def refund(self, data: st.DataObject, part: int) -> None:
+        original = data.draw(st.sampled_from(list(self.txns)))
+        t = self.txns[original]
+        m = self._m(t.account)
+        left = t.amount - t.refunded
+        amount = part or left
+        if not t.refundable:
+            expected: str | None = "NOT_REFUNDABLE"
+        elif left == 0 or amount > left:
+            expected = "AMOUNT_EXCEEDS_REFUNDABLE"
+        elif t.direction is Direction.CREDIT:
+            expected = self._debit_outcome(m, amount)
+        else:
+            expected = None
+        details = NewTransaction("", None, part, "")
+        result = self._expect(expected, self.ledger.refund, self.tenant, original, amount=part, cmd=details)
+        if not isinstance(result, Refund):
+            return
+        if t.direction is Direction.CREDIT:
+            m.take(amount, prefer=original)
+        else:
+            self._give_back(m, t, amount)
+        t.refunded += amount
+        t.status = "refunded" if t.refunded == t.amount else "partially_refunded"
+        self.txns[result.refund.id] = MTxn(t.account, Direction.CREDIT, amount, refundable=False)
+
+    def _give_back(self, m: MAccount, t: MTxn, amount: int) -> None:
+        permanent_part = t.amount - sum(n for _, n, _ in t.uses)
+        to_permanent = max(0, min(amount, permanent_part - min(t.refunded, permanent_part)))
+        m.permanent += to_permanent
+        left = amount - to_permanent
+        ordered = sorted(range(len(t.uses)), key=lambda k: (t.uses[k][0].expires, t.uses[k][0].order))
+        for k in reversed(ordered):
+            lot, taken, restored = t.uses[k]
+            give = min(taken - restored, left)
+            if give:
+                t.uses[k] = (lot, taken, restored + give)
+                lot.remaining += give
+                left -= give
+                if lot.expires > self.now and all(x is not lot for x in m.lots):
+                    m.lots.append(lot)
+        assert left == 0
+
+    @rule(a=st.integers(0, 2), b=st.integers(0, 2), amount=st.integers(1, 500))
+    def transfer(self, a: int, b: int, amount: int) -> None:
+        source, destination = self._m(a), self._m(b)
+        expected = "INVALID_REQUEST" if a == b else self._debit_outcome(source, amount)
+        cmd = NewTransaction(self.accounts[a], None, amount, "USD", counterparty_id=self.accounts[b])
+        txn = self._expect(expected, self.ledger.transfer, self.tenant, cmd)
+        if isinstance(txn, Transaction):
+            by_expiry: dict[dt.datetime, int] = {}
+            for lot, n in source.take(amount):
+                by_expiry[lot.expires] = by_expiry.get(lot.expires, 0) + n
+            moved_permanent = amount - sum(by_expiry.values())
+            destination.permanent += moved_permanent
+            for expires, n in sorted(by_expiry.items()):
+                self._lot(destination, expires, n, txn.id)
+            self.txns[txn.id] = MTxn(a, Direction.DEBIT, amount, refundable=False)
+
+    @rule(
+        items=st.lists(
+            st.tuples(st.integers(0, 2), st.sampled_from(Direction), st.integers(1, 400)),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def atomic_batch(self, items: list[tuple[int, Direction, int]]) -> None:
+        # Simulated on the side: the batch applies entirely or not at all.
+        trial = {i: (self._m(i).posted, self._m(i).pending) for i in range(3)}
+        expected = None
+        for i, direction, amount in items:
+            posted, pending = trial[i]
+            posted += amount if direction is Direction.CREDIT else -amount
+            if direction is Direction.DEBIT and posted - pending < self.model[i].floor:
+                expected = "INSUFFICIENT_FUNDS"
+                break
+            trial[i] = (posted, pending)
+        batch = [BatchItem(NewTransaction(self.accounts[i], d, n, "USD")) for i, d, n in items]
+        results = self._expect(expected, self.ledger.post_batch, self.tenant, batch, True)
+        if isinstance(results, list):
+            for (i, direction, amount), txn in zip(items, results, strict=True):
+                assert isinstance(txn, Transaction)
+                m = self.model[i]
+                if direction is Direction.CREDIT:
+                    m.permanent += amount
+                    self.txns[txn.id] = MTxn(i, direction, amount, refundable=True)
+                else:
+                    uses = [(lot, n, 0) for lot, n in m.take(amount)]
+                    self.txns[txn.id] = MTxn(i, direction, amount, refundable=True, uses=uses)
+
+    @rule(hours=st.sampled_from([1, 6, 24, 50]))
+    def time_passes(self, hours: int) -> None:
+        self.now += dt.timedelta(hours=hours)
+
+    @rule()
+    def expire(self) -> None:
+        self.ledger.expire_due()
+        for i in range(3):
+            self._m(i)
+
+    # -- checks ---------------------------------------------------------------------
+
+    @invariant()
+    def balances_match_the_model(self) -> None:
+        for i, account_id in enumerate(self.accounts):
+            m = self._m(i)
+            a = self.ledger.get_account(self.tenant, account_id)
+            got = (a.posted, a.pending, a.available, a.expiring, a.permanent)
+            want = (m.posted, m.pending, m.posted - m.pending, m.expiring, m.permanent)
+            assert got == want, f"account {i}: ledger {got}, model {want}"
+            lots = sorted(m.lots, key=lambda x: x.expires)
+            expected_next: dict[dt.datetime, int] = {}
+            for lot in lots:
+                expected_next[lot.expires] = expected_next.get(lot.expires, 0) + lot.remaining
+            assert [(e.expires_at, e.amount) for e in a.next_expirations] == sorted(expected_next.items())[
+                :10
+            ]
+
+    @invariant()
+    def statuses_match_the_model(self) -> None:
+        for h, t in self.holds.items():
+            txn = self.ledger.get_transaction(self.tenant, h)
+            assert (txn.status.value, txn.captured_amount) == (self._hold_status(h, t), t.captured)
+        for txn_id, t in self.txns.items():
+            if t.refundable:
+                txn = self.ledger.get_transaction(self.tenant, txn_id)
+                assert (txn.status.value, txn.refunded_amount) == (t.status, t.refunded)
+
+    @invariant()
+    def verify_ledger_is_clean(self) -> None:
+        if self.accounts:
+            assert self.ledger.verify(self.tenant).violations == []
+
+
+def test_every_operation_matches_the_model(engine: Engine) -> None:
+    LedgerMachine.engine = engine
+    run_state_machine_as_test(  # type: ignore[no-untyped-call]
+        LedgerMachine,
+        settings=settings(
+            max_examples=int(os.environ.get("LEDGER_STATEFUL_EXAMPLES", "25")),
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )
