@@ -34,7 +34,7 @@ from ledger_server.core.model import (
     TransactionStatus,
 )
 from ledger_server.core.ports import LockedBalance, StoredResponse
-from ledger_server.store.engine import WRITE
+from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.group_commit import GroupCommitter
 from ledger_server.store.hot_sql import sql
 from ledger_server.store.schema import (
@@ -71,6 +71,7 @@ class SqlStore:
         self._writers = 1 if engine.dialect.name == "sqlite" else (writers or 4)
         self._max_batch = max_batch
         self._committer: GroupCommitter | None = None  # started by the first write()
+        self._probe: Engine | None = None  # ping()'s engine of one connection, made by the first ping
         self._lock = threading.Lock()
 
     @contextmanager
@@ -109,7 +110,13 @@ class SqlStore:
         return 0 if self._committer is None else self._committer.queued()
 
     def ping(self) -> None:
-        with _translated(), self.engine.connect() as conn:
+        """On a connection of its own: a pool that calls keep busy is load, not an outage,
+        and must not make the health probe wait for a connection."""
+        with self._lock:
+            if self._probe is None:
+                self._probe = make_engine(self.engine.url.render_as_string(hide_password=False), pool_size=1)
+            probe = self._probe
+        with _translated(), probe.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
@@ -117,6 +124,9 @@ class SqlStore:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
+            if self._probe is not None:
+                self._probe.dispose()
+                self._probe = None
         self.engine.dispose()
 
 
