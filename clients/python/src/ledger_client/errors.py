@@ -42,6 +42,7 @@ class Reason:
     TOKEN_EXPIRED: Final = "TOKEN_EXPIRED"
     TOKEN_REVOKED: Final = "TOKEN_REVOKED"
     MISSING_SCOPE: Final = "MISSING_SCOPE"
+    DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True, slots=True)

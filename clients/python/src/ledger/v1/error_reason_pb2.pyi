@@ -74,6 +74,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: the token lacks the scope the method needs; metadata
     `required_scope` names it.
     """
+    ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 20
+    """DEADLINE_EXCEEDED: the call's deadline passed before its database work could
+    finish (e.g. while it waited for a row lock); nothing of it was applied. Retry with
+    the same request_id and a longer deadline.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -133,5 +138,10 @@ ERROR_REASON_TOKEN_REVOKED: ErrorReason.ValueType  # 18
 ERROR_REASON_MISSING_SCOPE: ErrorReason.ValueType  # 19
 """PERMISSION_DENIED: the token lacks the scope the method needs; metadata
 `required_scope` names it.
+"""
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 20
+"""DEADLINE_EXCEEDED: the call's deadline passed before its database work could
+finish (e.g. while it waited for a row lock); nothing of it was applied. Retry with
+the same request_id and a longer deadline.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
