@@ -39,7 +39,7 @@ class LedgerServer:
     def __init__(self, ledger: Ledger, authenticator: Authenticator, settings: Settings) -> None:
         self._interceptor = CallInterceptor(authenticator, required_scopes(LEDGER_SERVICES))
         self._ledger = ledger
-        self._probe_seconds = settings.health_probe_seconds
+        self._probe_seconds = max(settings.health_probe_seconds, 0.05)  # 0 would spin
         self._probe_stop = threading.Event()
         self._probe: threading.Thread | None = None
         self._health_lock = threading.Lock()  # orders the probe's reports and stop()
