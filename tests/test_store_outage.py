@@ -1,17 +1,21 @@
-"""A database outage answers UNAVAILABLE (retryable), never INTERNAL, and the server
-recovers by itself when the database comes back."""
+"""A database outage answers UNAVAILABLE (retryable), never INTERNAL, health says
+NOT_SERVING meanwhile, and the server recovers by itself when the database comes back."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
 
-from ledger_server.api.server import LedgerServer
+from ledger_server.api.server import LEDGER_SERVICES, LedgerServer
 from ledger_server.core.admin import Admin
 from ledger_server.core.auth import ADMIN, Authenticator
 from ledger_server.core.errors import StoreUnavailable
@@ -71,3 +75,76 @@ def test_outage_answers_unavailable_then_recovers_without_restart(pg_url: str) -
     finally:
         server.stop(0)
         store.close()
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def health_of(port: int) -> set[int]:
+    """The statuses health reports for the server as a whole and each ledger service."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return {
+            stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            for service in ["", *LEDGER_SERVICES]
+        }
+
+
+def wait_for_health(port: int, status: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while (seen := health_of(port)) != {status}:
+        assert time.monotonic() < deadline, f"health still {seen}, expected {status}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def probed_server(pg_url: str, **settings: object) -> Iterator[tuple[LedgerServer, str]]:
+    """A server whose health probe pings every 50 ms, and an admin token of a new tenant."""
+    engine = make_engine(pg_url, pool_size=4)
+    store = SqlStore(engine)
+    tenant = f"health-{uuid.uuid4().hex[:8]}"
+    Admin(store).create_tenant(tenant, "")
+    token = Admin(store).create_token(tenant, "health-test", [ADMIN])[1]
+    server = LedgerServer(
+        Ledger(store),
+        Authenticator(store, cache_seconds=60),
+        server_settings(health_probe_seconds=0.05, **settings),
+    )
+    server.start()
+    try:
+        yield server, token
+    finally:
+        server.stop(0)
+        store.close()
+
+
+def test_health_is_not_serving_during_an_outage_and_serving_after(pg_url: str) -> None:
+    with (
+        probed_server(pg_url) as (server, token),
+        LedgerClient(f"127.0.0.1:{server.port}", token=token, timeout=20.0, max_attempts=1) as client,
+    ):
+        account = client.create_account(currency="USD")
+        assert health_of(server.port) == {SERVING}
+        with database_down(pg_url):
+            wait_for_health(server.port, NOT_SERVING)
+            with pytest.raises(LedgerError) as info:
+                client.credit(account.name, 5, "USD")
+            assert info.value.code == grpc.StatusCode.UNAVAILABLE
+            assert info.value.reason == "STORE_UNAVAILABLE"
+            assert health_of(server.port) == {NOT_SERVING}
+        wait_for_health(server.port, SERVING)  # by itself: nothing restarted
+        assert client.credit(account.name, 5, "USD").ending_balance == 5
+
+
+def test_health_stays_not_serving_once_shutdown_began(pg_url: str) -> None:
+    with probed_server(pg_url, drain_seconds=3.0) as (server, _):
+        stopping = threading.Thread(target=server.stop)
+        with database_down(pg_url):
+            wait_for_health(server.port, NOT_SERVING)
+            stopping.start()  # drains for 3 s: health answers, but must not recover
+        for _ in range(10):  # twenty probe periods with the database back
+            assert health_of(server.port) == {NOT_SERVING}
+            time.sleep(0.05)
+        stopping.join(30)
+        assert not stopping.is_alive()

@@ -88,6 +88,13 @@ OPTIONS = [
         float,
         "how often expired credit lots are written off and lapsed holds released (0: never; see `expire`)",
     ),
+    Option(
+        "--health-probe-seconds",
+        "LEDGER_HEALTH_PROBE_SECONDS",
+        "1",
+        float,
+        "how often the server pings its database; health says NOT_SERVING while it does not answer",
+    ),
     Option("--tls-cert", "LEDGER_TLS_CERT", "", str, "PEM certificate chain: serve TLS instead of plaintext"),
     Option("--tls-key", "LEDGER_TLS_KEY", "", str, "PEM private key of --tls-cert"),
     Option(
@@ -114,6 +121,7 @@ class Settings:
     max_message_bytes: int
     token_cache_seconds: float = 2.0
     expiry_seconds: float = 30.0
+    health_probe_seconds: float = 1.0
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""

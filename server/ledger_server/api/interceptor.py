@@ -1,6 +1,7 @@
 """One server interceptor for every RPC: authenticates the caller of ledger methods,
-turns domain errors into rich gRPC statuses, and writes one structured log line per call
-(method, code, duration). Request contents and tokens are never logged."""
+hands the call's deadline to the store (core/deadline.py), turns domain errors into rich
+gRPC statuses, and writes one structured log line per call (method, code, duration).
+Request contents and tokens are never logged."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from grpc_status import rpc_status
 from ledger_server.api.caller import reset_caller, set_caller
 from ledger_server.api.errors import CODES, ledger_status, status_of, unavailable
 from ledger_server.core.auth import Authenticator, require_scope
-from ledger_server.core.errors import LedgerError, StoreUnavailable
+from ledger_server.core.deadline import reset_deadline, set_deadline
+from ledger_server.core.errors import DeadlineExceeded, LedgerError, StoreUnavailable
 
 log = logging.getLogger("ledger.rpc")
+# gRPC reports "no deadline" as a remaining time of centuries.
+NO_DEADLINE = 365 * 24 * 3600.0
 
 
 class ShuttingDown(Exception):
@@ -51,7 +55,7 @@ class CallInterceptor(grpc.ServerInterceptor):
 
         @contextmanager
         def around(context: grpc.ServicerContext) -> Iterator[None]:
-            with _observed(method, context), self._authorized(scope, context):
+            with _observed(method, context), _deadline_of(context), self._authorized(scope, context):
                 yield
 
         if handler.unary_unary:
@@ -99,6 +103,16 @@ def _streaming(around: Around, behavior: Behavior) -> Behavior:
 
 
 @contextmanager
+def _deadline_of(context: grpc.ServicerContext) -> Iterator[None]:
+    left: float | None = context.time_remaining()
+    token = set_deadline(None if left is None or left > NO_DEADLINE else time.monotonic() + left)
+    try:
+        yield
+    finally:
+        reset_deadline(token)
+
+
+@contextmanager
 def _observed(method: str, context: grpc.ServicerContext) -> Iterator[None]:
     start = time.perf_counter()
     code = grpc.StatusCode.OK
@@ -131,6 +145,14 @@ def _answer(
     if isinstance(exc, ShuttingDown):
         return grpc.StatusCode.UNAVAILABLE, unavailable(
             "SHUTTING_DOWN", "the server is shutting down; retry, with the same request_id"
+        )
+    if isinstance(exc, DeadlineExceeded):
+        log.warning("deadline exceeded in the store", extra={"method": method, "error": str(exc)})
+        return grpc.StatusCode.DEADLINE_EXCEEDED, status_of(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "DEADLINE_EXCEEDED",
+            "the call's deadline passed before its database work finished; nothing was applied: "
+            "retry with the same request_id and a longer deadline",
         )
     if isinstance(exc, StoreUnavailable):
         log.warning("store unavailable", extra={"method": method, "error": str(exc)})

@@ -1,9 +1,11 @@
 """The gRPC server: ledger services behind the call interceptor, plus the standard health
-and reflection services, with explicit message-size and concurrency limits."""
+and reflection services, with explicit message-size and concurrency limits. Health follows
+the database: a probe thread pings it and reports NOT_SERVING while it does not answer."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +28,7 @@ from ledger_server.api.scopes import required_scopes
 from ledger_server.api.transaction_servicer import TransactionServicer
 from ledger_server.config import Settings
 from ledger_server.core.auth import Authenticator
+from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
 
 log = logging.getLogger("ledger.server")
@@ -38,6 +41,13 @@ LEDGER_SERVICES = [ACCOUNT_SERVICE, TRANSACTION_SERVICE, ADMIN_SERVICE]
 class LedgerServer:
     def __init__(self, ledger: Ledger, authenticator: Authenticator, settings: Settings) -> None:
         self._interceptor = CallInterceptor(authenticator, required_scopes(LEDGER_SERVICES))
+        self._ledger = ledger
+        self._probe_seconds = max(settings.health_probe_seconds, 0.05)  # 0 would spin
+        self._probe_stop = threading.Event()
+        self._probe: threading.Thread | None = None
+        self._health_lock = threading.Lock()  # orders the probe's reports and stop()
+        self._store_up = True
+        self._stopping = False
         self._drain_seconds = settings.drain_seconds
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
@@ -71,18 +81,57 @@ class LedgerServer:
 
     def start(self) -> None:
         self._server.start()
-        for service in ["", *LEDGER_SERVICES]:
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._probe = threading.Thread(target=self._probe_store, name="health-probe", daemon=True)
+        self._probe.start()
 
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING and refuse new calls with UNAVAILABLE for the drain period
         (so that load balancers move away), then stop, giving in-flight calls the grace
         period."""
-        self.health.enter_graceful_shutdown()
+        with self._health_lock:  # from now on the probe reports nothing
+            self._stopping = True
+            self._probe_stop.set()
+            self.health.enter_graceful_shutdown()
         self._interceptor.drain()
         if grace is None:  # a real shutdown, not a test's stop(0)
             time.sleep(self._drain_seconds)
         self._server.stop(self._grace if grace is None else grace).wait()
+        if self._probe is not None:
+            # A ping is bounded by the connect timeout; the thread is a daemon regardless.
+            self._probe.join(timeout=10)
+            if self._probe.is_alive():
+                log.warning("health probe did not stop")
+
+    def _probe_store(self) -> None:
+        """Every --health-probe-seconds, ping the database: NOT_SERVING while it does not
+        answer, SERVING again once it does (never once stop() has begun)."""
+        while not self._probe_stop.wait(self._probe_seconds):
+            error = ""
+            try:
+                self._ledger.ping()
+            except StoreUnavailable as exc:
+                error = str(exc) or type(exc).__name__
+            except Exception as exc:  # whatever it is, the store did not answer
+                error = f"{type(exc).__name__}: {exc}"
+            self._report_store(error)
+
+    def _report_store(self, error: str) -> None:
+        with self._health_lock:
+            up = not error
+            if self._stopping or up == self._store_up:
+                return
+            self._store_up = up
+            if up:
+                log.info("store reachable again; health SERVING")
+                self._set_health(health_pb2.HealthCheckResponse.SERVING)
+            else:
+                log.warning("store unreachable; health NOT_SERVING", extra={"error": error})
+                self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for service in ["", *LEDGER_SERVICES]:
+            self.health.set(service, status)
 
 
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:

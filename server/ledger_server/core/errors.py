@@ -67,5 +67,10 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or is too busy; the caller may retry."""
 
 
+class DeadlineExceeded(Exception):
+    """The call's deadline passed before its database work could finish (a timeout of the
+    database, or its turn came too late); nothing of it was applied."""
+
+
 class WriteConflict(Exception):
     """A concurrent writer won a race (unique key, deadlock, serialization); retry the unit."""

@@ -97,6 +97,10 @@ class Ledger:
             raise RuntimeError("database has no page token secret: run `ledger-server migrate`")
         self._tokens = PageTokens(bytes.fromhex(secret))
 
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers (the health probe)."""
+        self._store.ping()
+
     # -- accounts ---------------------------------------------------------------------
 
     def create_account(

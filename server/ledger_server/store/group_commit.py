@@ -6,13 +6,19 @@ them one after another in one transaction, and acknowledges them only after the 
 has succeeded -- so an acknowledged write is as durable as with a commit per request,
 and no request waits on a database lock held by another writer of this process. Units
 are routed to writers by key (the account they post to), so one account's postings are
-always serialized by the same writer and never contend across writers."""
+always serialized by the same writer and never contend across writers.
+
+A unit carries its call's deadline (read in the caller's thread: context variables do not
+cross threads). Its writer refuses it unrun once that has passed, and otherwise bounds its
+statements and lock waits by it (the unit's savepoint hook); a timeout fails that unit
+alone, rolled back to its savepoint, and the rest of the batch goes on."""
 
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,17 +26,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from ledger_server.core.errors import StoreUnavailable
+from ledger_server.core.deadline import current_deadline
+from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable
 from ledger_server.store.engine import WRITE
 
 T = TypeVar("T")
 log = logging.getLogger("ledger.store")
 Work = Callable[[Any], Any]
+Translate = Callable[[BaseException, "float | None"], BaseException]
 
 
 @dataclass
 class _Job:
     work: Work
+    deadline: float | None  # time.monotonic() seconds, or None
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
@@ -44,7 +53,7 @@ class GroupCommitter:
         self,
         engine: Engine,
         make_unit: Callable[[Any], Any],
-        translate: Callable[[BaseException], BaseException],
+        translate: Translate,
         writers: int,
         max_batch: int = 256,
     ) -> None:
@@ -64,7 +73,8 @@ class GroupCommitter:
     def run_many(self, works: Sequence[tuple[str, Callable[[Any], T]]]) -> list[T | BaseException]:
         """Queue every (key, work) at once, so that they share commits; each one's result
         or exception once all are settled."""
-        jobs = [_Job(work) for _, work in works]
+        deadline = current_deadline()
+        jobs = [_Job(work, deadline) for _, work in works]
         for (key, _), job in zip(works, jobs, strict=True):
             self._writers[zlib.crc32(key.encode()) % len(self._writers)].jobs.put(job)
         for job in jobs:
@@ -91,7 +101,7 @@ class _Writer(threading.Thread):
         self,
         engine: Engine,
         make_unit: Callable[[Any], Any],
-        translate: Callable[[BaseException], BaseException],
+        translate: Translate,
         max_batch: int,
         name: str,
     ) -> None:
@@ -129,15 +139,18 @@ class _Writer(threading.Thread):
                 with conn.begin():
                     unit = self._make_unit(conn)
                     for job in batch:
-                        unit.savepoint()
+                        if job.deadline is not None and time.monotonic() >= job.deadline:
+                            job.error = DeadlineExceeded("deadline passed before the unit's turn: not run")
+                            continue
+                        unit.savepoint(job.deadline)
                         try:
                             job.result = job.work(unit)
                         except Exception as exc:  # this request fails alone
                             unit.rollback_to_savepoint()
-                            job.error = self._translate(exc)
+                            job.error = self._translate(exc, job.deadline)
                         unit.release_savepoint()
         except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch is known to be durable
-            error = self._translate(exc)
+            error = self._translate(exc, None)
             if not isinstance(error, StoreUnavailable):
                 log.exception("group commit failed")
                 error = StoreUnavailable(f"commit failed: {type(exc).__name__}")

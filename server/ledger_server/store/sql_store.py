@@ -1,6 +1,12 @@
 """The store: SQL for the core's ports, with database failures translated into the
-core's two retryable outcomes (WriteConflict: re-run the unit; StoreUnavailable: tell
-the caller to retry)."""
+core's retryable outcomes (WriteConflict: re-run the unit; StoreUnavailable: tell the
+caller to retry; DeadlineExceeded: the call's deadline ran out first).
+
+On Postgres each unit's statements and lock waits are bounded by its call's deadline
+(core/deadline.py): reads set `statement_timeout` and `lock_timeout` for their
+transaction; group-committed writes set them inside each unit's savepoint, and reset
+them to the caps when it is released, so that one unit's short deadline never cuts a
+later unit or the shared commit."""
 
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, Row, func, insert, or_, select, text, union, update
 from sqlalchemy import exc as sa_exc
 
-from ledger_server.core.errors import StoreUnavailable, WriteConflict
+from ledger_server.core.deadline import current_deadline, remaining
+from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable, WriteConflict
 from ledger_server.core.model import (
     INT64_MIN,
     Account,
@@ -37,7 +44,7 @@ from ledger_server.core.model import (
     TransactionType,
 )
 from ledger_server.core.ports import AccountAudit, BrokenLink, LockedBalance, StoredResponse
-from ledger_server.store.engine import WRITE
+from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.group_commit import GroupCommitter
 from ledger_server.store.hot_sql import sql
 from ledger_server.store.schema import (
@@ -54,6 +61,15 @@ T = TypeVar("T")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # Postgres SQLSTATEs after which re-running the whole unit is the right answer.
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# statement_timeout (query_canceled) and lock_timeout (lock_not_available) fired.
+TIMEOUT_SQLSTATES = {"57014", "55P03"}
+# Bounds of one statement and of one lock wait, in seconds: the call's remaining time,
+# but at least MIN_DB_TIMEOUT (0 would mean no limit to Postgres) and at most the caps,
+# which also bound calls without a deadline: a row lock held elsewhere cannot hold a
+# writer's whole batch for longer than MAX_LOCK_WAIT.
+MIN_DB_TIMEOUT = 0.05
+MAX_LOCK_WAIT = 5.0
+MAX_STATEMENT = 30.0
 CUSTOMER, SYSTEM = "customer", "system"
 
 
@@ -76,12 +92,16 @@ class SqlStore:
         self._writers = 1 if engine.dialect.name == "sqlite" else (writers or 4)
         self._max_batch = max_batch
         self._committer: GroupCommitter | None = None  # started by the first write()
+        self._probe: Engine | None = None  # ping()'s engine of one connection, made by the first ping
         self._lock = threading.Lock()
 
     @contextmanager
     def reading(self) -> Iterator[SqlUnit]:
-        with _translated(), self.engine.connect() as conn, conn.begin():
-            yield SqlUnit(conn, self.counter_shards)
+        deadline = current_deadline()
+        with _translated(deadline), self.engine.connect() as conn, conn.begin():
+            unit = SqlUnit(conn, self.counter_shards)
+            unit.bound(deadline)
+            yield unit
 
     @contextmanager
     def snapshot(self) -> Iterator[SqlUnit]:
@@ -124,7 +144,13 @@ class SqlStore:
         return 0 if self._committer is None else self._committer.queued()
 
     def ping(self) -> None:
-        with _translated(), self.engine.connect() as conn:
+        """On a connection of its own: a pool that calls keep busy is load, not an outage,
+        and must not make the health probe wait for a connection."""
+        with self._lock:
+            if self._probe is None:
+                self._probe = make_engine(self.engine.url.render_as_string(hide_password=False), pool_size=1)
+            probe = self._probe
+        with _translated(), probe.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
@@ -132,16 +158,27 @@ class SqlStore:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
+            if self._probe is not None:
+                self._probe.dispose()
+                self._probe = None
         self.engine.dispose()
 
 
-def translate(exc: BaseException) -> BaseException:
-    """Database failures as the core's retryable outcomes; anything else unchanged."""
+def translate(exc: BaseException, deadline: float | None = None) -> BaseException:
+    """Database failures as the core's retryable outcomes; anything else unchanged. A
+    timeout is DeadlineExceeded when the unit's deadline ran out, else StoreUnavailable
+    (a cap fired: the database is too contended)."""
     if isinstance(exc, sa_exc.IntegrityError):
         return WriteConflict(str(exc.orig))
     if isinstance(exc, sa_exc.DBAPIError):
-        if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate in RETRYABLE_SQLSTATES:
             return WriteConflict(str(exc.orig))
+        if sqlstate in TIMEOUT_SQLSTATES:
+            left = remaining(deadline)
+            if left is not None and left <= MIN_DB_TIMEOUT:
+                return DeadlineExceeded(f"deadline passed during database work ({type(exc.orig).__name__})")
+            return StoreUnavailable(f"database timeout ({type(exc.orig).__name__}): too contended")
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or exc.connection_invalidated:
             return StoreUnavailable(type(exc.orig).__name__)
     if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
@@ -149,12 +186,23 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def _bounds(deadline: float | None) -> str:
+    """SET LOCAL statements that bound the rest of the transaction by `deadline`."""
+    left = remaining(deadline)
+    lock = MAX_LOCK_WAIT if left is None else min(max(left, MIN_DB_TIMEOUT), MAX_LOCK_WAIT)
+    statement = MAX_STATEMENT if left is None else min(max(left, MIN_DB_TIMEOUT), MAX_STATEMENT)
+    return (
+        f"SET LOCAL statement_timeout = {round(statement * 1000)}; "
+        f"SET LOCAL lock_timeout = {round(lock * 1000)}"
+    )
+
+
 @contextmanager
-def _translated() -> Iterator[None]:
+def _translated(deadline: float | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        translated = translate(exc)
+        translated = translate(exc, deadline)
         if translated is exc:
             raise
         raise translated from exc
@@ -357,14 +405,26 @@ class SqlUnit:
 
     # -- group commit hooks (see group_commit.py) ----------------------------------------
 
-    def savepoint(self) -> None:
-        self._execute("SAVEPOINT unit")
+    # On Postgres the timeouts ride along in the same round trip (no parameters: psycopg
+    # sends the statements as one simple query). SET LOCAL inside a savepoint outlives its
+    # release, hence the reset to the caps there; a rollback to it undoes it by itself.
+
+    def savepoint(self, deadline: float | None = None) -> None:
+        self._execute("SAVEPOINT unit" + self._bounds(deadline))
 
     def rollback_to_savepoint(self) -> None:
         self._execute("ROLLBACK TO SAVEPOINT unit")
 
     def release_savepoint(self) -> None:
-        self._execute("RELEASE SAVEPOINT unit")
+        self._execute("RELEASE SAVEPOINT unit" + self._bounds(None))
+
+    def bound(self, deadline: float | None) -> None:
+        """Bound the rest of this transaction's statements and lock waits by `deadline`."""
+        if self._dialect == "postgresql":
+            self._execute(_bounds(deadline))
+
+    def _bounds(self, deadline: float | None) -> str:
+        return "; " + _bounds(deadline) if self._dialect == "postgresql" else ""
 
     def _run(self, name: str, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
         return self._execute(sql(self._dialect, name), params)

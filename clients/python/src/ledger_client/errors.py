@@ -47,6 +47,7 @@ class Reason:
     NOT_A_HOLD: Final = "NOT_A_HOLD"
     NOT_REFUNDABLE: Final = "NOT_REFUNDABLE"
     AMOUNT_EXCEEDS_REFUNDABLE: Final = "AMOUNT_EXCEEDS_REFUNDABLE"
+    DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True, slots=True)

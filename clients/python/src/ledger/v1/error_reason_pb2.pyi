@@ -90,6 +90,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: the refund is above what is left to refund of the original;
     metadata `refundable` says how much is.
     """
+    ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 25
+    """DEADLINE_EXCEEDED: the call's deadline passed before its database work could
+    finish (e.g. while it waited for a row lock); nothing of it was applied. Retry with
+    the same request_id and a longer deadline.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -165,5 +170,10 @@ CAPTURE transactions can (refund a transfer by transferring back).
 ERROR_REASON_AMOUNT_EXCEEDS_REFUNDABLE: ErrorReason.ValueType  # 24
 """FAILED_PRECONDITION: the refund is above what is left to refund of the original;
 metadata `refundable` says how much is.
+"""
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 25
+"""DEADLINE_EXCEEDED: the call's deadline passed before its database work could
+finish (e.g. while it waited for a row lock); nothing of it was applied. Retry with
+the same request_id and a longer deadline.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
