@@ -497,3 +497,20 @@ def test_verify_ledger_finds_a_deliberately_corrupted_row(
     assert check in {v.check for v in report.violations}, report.violations
     assert any(account.id in v.resource or v.resource.startswith("transactions/") for v in report.violations)
     assert report.accounts_checked >= 2 and report.transactions_checked == 4
+
+
+def test_one_account_that_cannot_expire_does_not_stop_the_others(
+    book: Ledger, clock: Clock, engine: Engine
+) -> None:
+    broken, fine = open_account(book), open_account(book)
+    credit(book, broken, 10, expires=START + DAY)
+    credit(book, fine, 10, expires=START + DAY)
+    with engine.begin() as conn:  # corrupt: writing off 10 more would overflow int64
+        conn.execute(
+            text("UPDATE accounts SET posted = -9223372036854775800 WHERE id = :id"), {"id": broken.id}
+        )
+    clock.advance(DAY)
+    report = book.expire_due(limit=1)
+    assert (report.accounts, report.lots_expired, report.failed) == (1, 1, 1)
+    assert book.get_account(T, fine.id).posted == 0
+    assert "account_balance" in {v.check for v in book.verify(T).violations}

@@ -113,9 +113,9 @@ def expire(args: argparse.Namespace) -> int:
     store.close()
     print(
         f"accounts: {report.accounts}, lots expired: {report.lots_expired}, "
-        f"holds voided: {report.holds_voided}"
+        f"holds voided: {report.holds_voided}, failed: {report.failed}"
     )
-    return 0
+    return 1 if report.failed else 0
 
 
 def verify(args: argparse.Namespace) -> int:

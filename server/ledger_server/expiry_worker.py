@@ -41,12 +41,13 @@ class ExpiryWorker:
             except Exception:  # keep the worker alive; the next round retries
                 log.exception("expiry failed")
                 continue
-            if report.accounts:
+            if report.accounts or report.failed:
                 log.info(
                     "expired",
                     extra={
                         "accounts": report.accounts,
                         "lots_expired": report.lots_expired,
                         "holds_voided": report.holds_voided,
+                        "failed": report.failed,
                     },
                 )

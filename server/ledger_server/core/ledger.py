@@ -41,6 +41,8 @@ R = TypeVar("R")
 MAX_BATCH_ITEMS = 1000
 # The routing key of every unit that locks several accounts (atomic batches, transfers).
 MULTI_ACCOUNT = "multi-account"
+# Rounds of expire_due (each up to `limit` accounts) before it leaves the rest to the next run.
+MAX_EXPIRY_ROUNDS = 100
 # Re-runs of a write unit that lost a race before giving up with UNAVAILABLE.
 MAX_WRITE_ATTEMPTS = 5
 PAGE_TOKEN_SECRET = "page_token_secret"
@@ -85,6 +87,7 @@ class ExpiryReport:
     accounts: int = 0
     lots_expired: int = 0
     holds_voided: int = 0
+    failed: int = 0  # accounts whose sweep was refused (see VerifyLedger)
 
 
 class Ledger:
@@ -378,18 +381,29 @@ class Ledger:
         this: every write brings its accounts up to date first, and reads exclude
         expired credit and holds."""
         report = ExpiryReport()
-        while True:
+        failed: set[tuple[str, str]] = set()  # refused once: not tried again in this run
+        for _ in range(MAX_EXPIRY_ROUNDS):  # bounded, whatever stays due
+            asked = limit + len(failed)
             with self._store.reading() as r:
-                due = r.due_for_expiry(self._clock(), limit)
+                due = r.due_for_expiry(self._clock(), asked)
             for tenant_id, account_id in due:
-                swept = self._retrying(account_id, self._sweeping(tenant_id, account_id))
-                report = ExpiryReport(
-                    report.accounts + 1,
-                    report.lots_expired + swept.lots_expired,
-                    report.holds_voided + swept.holds_voided,
+                if (tenant_id, account_id) in failed:
+                    continue
+                try:
+                    swept = self._retrying(account_id, self._sweeping(tenant_id, account_id))
+                except LedgerError:  # one broken account must not keep the others from expiring
+                    failed.add((tenant_id, account_id))
+                    report = replace(report, failed=len(failed))
+                    continue
+                report = replace(
+                    report,
+                    accounts=report.accounts + 1,
+                    lots_expired=report.lots_expired + swept.lots_expired,
+                    holds_voided=report.holds_voided + swept.holds_voided,
                 )
-            if len(due) < limit:
-                return report
+            if len(due) < asked:
+                break
+        return report
 
     def _sweeping(self, tenant_id: str, account_id: str) -> Callable[[WriteUnit], ExpiryReport]:
         def unit(w: WriteUnit) -> ExpiryReport:
