@@ -12,7 +12,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
-from ledger.v1 import account_service_pb2, transaction_service_pb2  # noqa: F401  (registers the services)
+from ledger.v1 import (  # noqa: F401  (registers the services)
+    account_service_pb2,
+    admin_service_pb2,
+    transaction_service_pb2,
+)
 
 from ledger_server.api.server import LedgerServer
 from ledger_server.config import OPTIONS
@@ -55,25 +59,64 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         "GetAccount",
         "ListTransactions",
         "CreateTransaction",
+        "CreateHold",
+        "CaptureHold",
+        "RefundTransaction",
+        "CreateTransaction",
+        "CreateAccount",
+        "CreateTransfer",
+        "GetAccountBalance",
+        "VerifyLedger",
     ]
+    ids: dict[str, str] = {}  # placeholder -> id, filled from replies as the walkthrough goes
+
+    def run(method: str, body: str, headers: list[tuple[str, str]]) -> Any:
+        for placeholder, value in ids.items():
+            body = body.replace(placeholder, value)
+        return invoke(channel, method, body, headers)
+
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        (create_method, create_body, headers), *rest = calls
-        account = invoke(channel, create_method, create_body, headers).account
-        account_id = account.name.split("/")[1]
-
-        def run(method: str, body: str, headers: list[tuple[str, str]]) -> Any:
-            return invoke(channel, method, body.replace("<ACCOUNT_ID>", account_id), headers)
-
-        *ok_calls, failing = rest
-        replies = [run(*call) for call in ok_calls]
-        assert [r.transaction.ending_balance for r in replies[:2]] == [2500, 1250]
-        assert replies[2].account.balance.available == 1250
-        assert len(replies[3].transactions) == 2
-        assert run(*ok_calls[0]) == replies[0]  # run again: same request_id, same reply
-        with pytest.raises(grpc.RpcError) as info:
-            run(*failing)
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "exceeds the available balance 1250" in (info.value.details() or "")
+        replies: list[Any] = []
+        for i, call in enumerate(calls):
+            if i == 5:  # the walkthrough's deliberate error
+                with pytest.raises(grpc.RpcError) as info:
+                    run(*call)
+                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert "exceeds the available balance 1250" in (info.value.details() or "")
+                replies.append(None)
+                continue
+            replies.append(run(*call))
+            if i == 0:
+                ids["<ACCOUNT_ID>"] = replies[0].account.name.split("/")[1]
+            elif i == 2:
+                ids["<DEBIT_ID>"] = replies[2].transaction.name.split("/")[1]
+            elif i == 6:
+                ids["<HOLD_ID>"] = replies[6].hold.name.split("/")[1]
+            elif i == 10:
+                ids["<OTHER_ACCOUNT_ID>"] = replies[10].account.name.split("/")[1]
+        assert [r.transaction.ending_balance for r in replies[1:3]] == [2500, 1250]
+        assert replies[3].account.balance.available == 1250
+        assert len(replies[4].transactions) == 2
+        assert run(*calls[1]) == replies[1]  # run again: same request_id, same reply
+        assert (replies[7].hold.captured_amount, replies[7].capture.ending_balance) == (300, 950)
+        assert replies[8].original.refunded_amount == 250
+        assert (replies[11].transfer.ending_balance, replies[11].transfer.counterparty_ending_balance) == (
+            2100,
+            100,
+        )
+        assert replies[12].posted == -1250
+        assert list(replies[13].violations) == []
+        account = invoke(
+            channel,
+            "ledger.v1.AccountService/GetAccount",
+            f'{{"name": "accounts/{ids["<ACCOUNT_ID>"]}"}}',
+            calls[0][2],
+        ).account
+        assert (account.balance.posted, account.balance.expiring, account.balance.permanent) == (
+            2100,
+            900,
+            1200,
+        )
 
 
 def test_python_example_runs(
