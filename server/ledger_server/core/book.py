@@ -17,6 +17,7 @@ from ledger_server.core.errors import Category, LedgerError, not_found
 from ledger_server.core.model import (
     INT64_MAX,
     INT64_MIN,
+    Creator,
     Direction,
     Entry,
     Lot,
@@ -152,16 +153,16 @@ class Book:
         *,
         kind: TransactionKind = TransactionKind.ADJUSTMENT,
         status: TransactionStatus = TransactionStatus.POSTED,
-        **fields: object,
+        description: str = "",
+        posting_date: dt.date | None = None,
+        external_id: str = "",
+        metadata: dict[str, str] | None = None,
+        creator: Creator | None = None,
+        expires_at: dt.datetime | None = None,
+        counterparty_id: str = "",
+        related_id: str = "",
     ) -> Transaction:
         """A transaction of this unit (balances are filled in by record)."""
-        values: dict[str, object] = {
-            "description": "",
-            "posting_date": self.now.date(),
-            "external_id": "",
-            "metadata": {},
-            **fields,
-        }
         return Transaction(
             id=str(uuid.uuid4()),
             tenant_id=self.tenant_id,
@@ -175,12 +176,32 @@ class Book:
             created_at=self.now,
             updated_at=self.now,
             type=type_,
-            **values,  # type: ignore[arg-type]
+            description=description,
+            posting_date=posting_date or self.now.date(),
+            external_id=external_id,
+            metadata=metadata or {},
+            creator=creator,
+            expires_at=expires_at,
+            counterparty_id=counterparty_id,
+            related_id=related_id,
         )
 
-    def set_state(self, txn: Transaction, **changes: object) -> Transaction:
+    def set_state(
+        self,
+        txn: Transaction,
+        status: TransactionStatus,
+        *,
+        refunded: int | None = None,
+        captured: int | None = None,
+    ) -> Transaction:
         """Change a hold's or a refunded transaction's status and amounts."""
-        txn = replace(txn, updated_at=self.now, **changes)  # type: ignore[arg-type]
+        txn = replace(
+            txn,
+            status=status,
+            refunded_amount=txn.refunded_amount if refunded is None else refunded,
+            captured_amount=txn.captured_amount if captured is None else captured,
+            updated_at=self.now,
+        )
         self.w.update_transaction_state(
             txn.id, txn.status, refunded=txn.refunded_amount, captured=txn.captured_amount, now=self.now
         )
@@ -228,7 +249,7 @@ class Book:
         for hold in self.w.expired_holds(held.id, self.now):
             held.pending -= hold.amount
             held.dirty = True
-            self.set_state(hold, status=TransactionStatus.VOIDED)
+            self.set_state(hold, TransactionStatus.VOIDED)
             self.holds_voided += 1
 
     def _expire_lots(self, held: Held) -> None:

@@ -101,7 +101,7 @@ def capture(book: Book, account_id: str, hold_id: str, amount: int, details: New
     )
     txn = book.record(txn, [(account, -amount), (counter, amount)], book.now.date())
     book.take(account, amount, txn.id)
-    return Capture(book.set_state(held, status=TransactionStatus.CAPTURED, captured_amount=amount), txn)
+    return Capture(book.set_state(held, TransactionStatus.CAPTURED, captured=amount), txn)
 
 
 def void(book: Book, account_id: str, hold_id: str) -> Transaction:
@@ -110,7 +110,7 @@ def void(book: Book, account_id: str, hold_id: str) -> Transaction:
     held = _pending_hold(book, hold_id)
     account.pending -= held.amount
     account.dirty = True
-    return book.set_state(held, status=TransactionStatus.VOIDED)
+    return book.set_state(held, TransactionStatus.VOIDED)
 
 
 def refund(book: Book, account_id: str, original_id: str, amount: int, cmd: NewTransaction) -> Refund:
@@ -165,7 +165,7 @@ def refund(book: Book, account_id: str, original_id: str, amount: int, cmd: NewT
     status = (
         TransactionStatus.REFUNDED if refunded == original.amount else TransactionStatus.PARTIALLY_REFUNDED
     )
-    return Refund(txn, book.set_state(original, status=status, refunded_amount=refunded))
+    return Refund(txn, book.set_state(original, status, refunded=refunded))
 
 
 def transfer(book: Book, cmd: NewTransaction) -> Transaction:
@@ -206,7 +206,7 @@ def _from_command(
         kind=cmd.kind,
         status=status,
         description=cmd.description,
-        posting_date=cmd.posting_date or book.now.date(),
+        posting_date=cmd.posting_date,
         external_id=cmd.external_id,
         metadata=cmd.metadata,
         creator=cmd.creator,
