@@ -493,3 +493,21 @@ def test_verify_ledger_finds_a_deliberately_corrupted_row(
     assert check in {v.check for v in report.violations}, report.violations
     assert any(account.id in v.resource or v.resource.startswith("transactions/") for v in report.violations)
     assert report.accounts_checked >= 2 and report.transactions_checked == 4
+
+
+def test_counter_shard_entries_stay_in_time_order_across_replicas(engine: Engine) -> None:
+    """Two replicas whose clocks are a second apart (or one whose unit read the clock and
+    then waited a second on a row lock -- what the bank test's faults provoke) post to the
+    same counter-account shard. A shard's entries must stay in the same order by time
+    and by seq, as a customer account's do, or VerifyLedger's running-balance chain (and
+    every "as of" query ordered by time) sees a healthy ledger as broken."""
+    store = SqlStore(engine, counter_shards=1)  # one shard: both postings use it
+    try:
+        ahead = Ledger(store, Clock(START + dt.timedelta(seconds=1)))
+        behind = Ledger(store, Clock(START))
+        first, second = open_account(ahead), open_account(behind)
+        credit(ahead, first, 100)
+        credit(behind, second, 50)
+        assert verify(store, T).violations == []
+    finally:
+        store.close()
