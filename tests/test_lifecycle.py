@@ -74,9 +74,8 @@ def credit(
 
 
 def debit(ledger: Ledger, account: Account, amount: int, **kw: object) -> Transaction:
-    txn = ledger.post_transaction(
-        T, NewTransaction(account.id, Direction.DEBIT, amount, account.currency, **kw)
-    )  # type: ignore[arg-type]
+    cmd = NewTransaction(account.id, Direction.DEBIT, amount, account.currency, **kw)  # type: ignore[arg-type]
+    txn = ledger.post_transaction(T, cmd)
     assert isinstance(txn, Transaction)
     return txn
 
@@ -450,8 +449,12 @@ def test_lifecycle_mutations_replay_by_request_id(book: Ledger) -> None:
     credit(book, account, 1000)
     rendered: list[Transaction] = []
 
+    def render(t: Transaction) -> bytes:
+        rendered.append(t)
+        return t.id.encode()
+
     def idem(request_id: str, fingerprint: bytes = b"a") -> Idempotency[Transaction]:
-        return Idempotency(request_id, fingerprint, lambda t: rendered.append(t) or t.id.encode())
+        return Idempotency(request_id, fingerprint, render)
 
     rid = "7c6b8c1e-8a8e-4a55-9a55-0a4d6d5b7e10"
     cmd = NewTransaction(account.id, None, 10, "USD", counterparty_id=other.id)

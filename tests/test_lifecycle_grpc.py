@@ -67,12 +67,12 @@ def funded(client: LedgerClient, amount: int) -> str:
 def refusal(api: Api, rpc: Any, request: Any) -> tuple[grpc.StatusCode, str, dict[str, str]]:
     with pytest.raises(grpc.RpcError) as info:
         api(rpc, request)
-    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    status = rpc_status.from_call(info.value)
     assert status is not None
     for detail in status.details:
         error = error_details_pb2.ErrorInfo()
         if detail.Unpack(error):
-            return info.value.code(), error.reason, dict(error.metadata)  # type: ignore[attr-defined]
+            return info.value.code(), error.reason, dict(error.metadata)
     raise AssertionError("no ErrorInfo")
 
 
