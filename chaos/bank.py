@@ -74,6 +74,7 @@ class BankConfig:
     replay_sample: int = -1  # acknowledged mutations replayed at the end (-1: all)
     seed: int = 0
     servers: int = 0  # default: 2 on Postgres, 1 on SQLite
+    keep_database: bool = False  # leave the fresh Postgres database for a post-mortem
 
 
 @dataclass
@@ -246,7 +247,9 @@ class BankRun:
             self.caller.close()
         for s in self.servers:
             s.kill9()
-        if self.database is not None:
+        if self.database is not None and self.cfg.keep_database:
+            print(f"kept the database: {self.database.url}", flush=True)
+        elif self.database is not None:
             try:
                 self.database.drop()
             except Exception as exc:
@@ -307,7 +310,7 @@ def run_workers(
             call_budget=cfg.call_budget,
             max_attempts=cfg.max_attempts,
         )
-        proc = ctx.Process(target=run_worker, args=(wcfg, counters), name=f"bank-worker-{i}")
+        proc = ctx.Process(target=run_worker, args=(wcfg, counters), name=f"bank-worker-{i}", daemon=True)
         proc.start()
         procs.append((wcfg, proc))
     # Bound: the workload, then the open holds' resolution, then start-up slack.
@@ -375,6 +378,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="var/chaos", help="logs and records go to WORKDIR/<backend>/")
     p.add_argument("--json", default="", help="write the summaries here as JSON")
     p.add_argument("--database-url", default="", help="use this database instead of a fresh one")
+    p.add_argument("--keep-database", action="store_true", help="do not drop the fresh Postgres database")
     return p
 
 
@@ -409,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             call_budget=args.call_budget,
             replay_sample=args.replay_sample,
             seed=seed,
+            keep_database=args.keep_database,
         )
         print(
             f"bank test on {backend} (seed {seed}): {cfg.workers} workers, up to {cfg.seconds:.0f}s",
