@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///var/ledger.db
 
-.PHONY: setup proto proto-check run test lint fmt clean bench
+.PHONY: setup proto proto-check run test lint fmt clean bench chaos
 
 setup: $(STAMP)
 
@@ -37,6 +37,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev,bench]'
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The bank test under faults (README "Fault testing"): SQLite, then Postgres with two
+# servers; kill -9, SIGTERM, SIGSTOP and Postgres restarts. 3-4 minutes, loopback only;
+# summary in chaos/results/latest.json, logs in var/chaos/. Exit 1 on any anomaly.
+# CHAOS_ARGS passes options through, e.g. `make chaos CHAOS_ARGS="--backend postgres --seconds 300"`.
+chaos: $(STAMP)
+	timeout -s INT 1800 $(PY) -m chaos.bank --pg-restart --seconds 75 --ops 100000 --fault-interval 3 \
+		--attempt-timeout 2 --call-budget 8 \
+		--workdir var/chaos --json chaos/results/latest.json $(CHAOS_ARGS)
 
 lint: proto-check
 	$(BIN)/ruff check .

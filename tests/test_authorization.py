@@ -124,9 +124,11 @@ def fill(message: Any, world: World, names_account: bool) -> None:
             getattr(message, field.name).CopyFrom(
                 transaction_pb2.Transaction(
                     account=world.account,
-                    direction=transaction_pb2.DIRECTION_DEBIT
-                    if field.name == "transaction"
-                    else transaction_pb2.DIRECTION_UNSPECIFIED,
+                    direction=(
+                        transaction_pb2.DIRECTION_DEBIT
+                        if field.name == "transaction"
+                        else transaction_pb2.DIRECTION_UNSPECIFIED
+                    ),
                     amount=1,
                     currency="USD",
                     counterparty_account=NOBODY if field.name == "transfer" else "",

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
@@ -28,6 +30,7 @@ from ledger_server.core.model import (
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.store.sql_store import SqlStore
 from tests.support import invariant_violations
+from tests.test_server_process import holding_account_lock
 
 T = DEFAULT_TENANT
 START = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -514,3 +517,81 @@ def test_one_account_that_cannot_expire_does_not_stop_the_others(
     assert (report.accounts, report.lots_expired, report.failed) == (1, 1, 1)
     assert book.get_account(T, fine.id).posted == 0
     assert "account_balance" in {v.check for v in book.verify(T).violations}
+
+
+def test_counter_shard_entries_stay_in_time_order_across_replicas(engine: Engine) -> None:
+    """Two replicas whose clocks are a second apart (or one whose unit read the clock and
+    then waited a second on a row lock -- what the bank test's faults provoke) post to the
+    same counter-account shard. A shard's entries must stay in the same order by time
+    and by seq, as a customer account's do, or VerifyLedger's running-balance chain (and
+    every "as of" query ordered by time) sees a healthy ledger as broken."""
+    store = SqlStore(engine, counter_shards=1)  # one shard: both postings use it
+    try:
+        ahead = Ledger(store, Clock(START + dt.timedelta(seconds=1)))
+        behind = Ledger(store, Clock(START))
+        first, second = open_account(ahead), open_account(behind)
+        credit(ahead, first, 100)
+        credit(behind, second, 50)
+        assert verify(store, T).violations == []
+    finally:
+        store.close()
+
+
+def test_a_retry_racing_its_first_attempt_replays_instead_of_refusing(
+    engine: Engine, database_url: str
+) -> None:
+    """A client's first attempt waits on a row lock (its replica is slow or paused); the
+    client times out and retries the same request_id on another replica, which checks
+    the request_id (not seen yet) and queues on the same lock. Whichever goes second
+    must replay the first's response -- not refuse the request because the first
+    already changed the state (here: "hold is captured"). Found by the bank test."""
+    replicas = [SqlStore(engine), SqlStore(engine)]  # two servers: two writers, two connections
+    try:
+        ledgers = [Ledger(store) for store in replicas]
+        account = open_account(ledgers[0])
+        credit(ledgers[0], account, 100)
+        held = hold(ledgers[0], account, 60)
+        request_id = "4f0e6f4e-3a51-4d8e-9d1e-6c2b7a8e9f01"
+        results: list[object] = []
+
+        def capture_via(ledger: Ledger) -> None:
+            idem = Idempotency[Capture](request_id, b"capture", lambda c: c.capture.id.encode())
+            try:
+                results.append(
+                    ledger.capture_hold(T, held.id, amount=0, cmd=NewTransaction("", None, 0, ""), idem=idem)
+                )
+            except LedgerError as err:
+                results.append(err)
+
+        with holding_account_lock(database_url, account.id):
+            attempts = [threading.Thread(target=capture_via, args=(ledger,)) for ledger in ledgers]
+            for attempt in attempts:
+                attempt.start()
+            wait_for_lock_waiters(database_url, 2)
+        for attempt in attempts:
+            attempt.join(30)
+        assert not [r for r in results if isinstance(r, LedgerError)], results
+        assert sorted(type(r).__name__ for r in results) == ["Capture", "Replay"]
+        assert verify(replicas[0], T).violations == []
+    finally:
+        for store in replicas:
+            store.close()
+
+
+def wait_for_lock_waiters(database_url: str, count: int, timeout: float = 10) -> None:
+    """Until `count` sessions wait on a lock (Postgres); SQLite's writers wait in BEGIN
+    IMMEDIATE before reading anything, so a moment is enough there."""
+    if database_url.startswith("sqlite"):
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as pg:
+        while time.monotonic() < deadline:
+            row = pg.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} sessions waited on the lock within {timeout}s")

@@ -101,6 +101,9 @@ class Book:
         held = self._held.get(row.id)
         if held is None:
             held = self._held[row.id] = Held.of(row)
+            # A shard is shared by every replica and writer: its entries, too, must be in
+            # the same order by time and by seq.
+            self.now = max(self.now, held.updated_at)
         return held
 
     # -- recording --------------------------------------------------------------------

@@ -468,7 +468,16 @@ class Ledger:
                         raise _request_id_reused(idem.request_id)
                     return Replay(stored.response)
             book = Book(w, tenant_id, self._clock())
-            result = op(book)
+            try:
+                result = op(book)
+            except LedgerError:
+                # The same request (a client's retry, sent to another replica) may have
+                # committed while this unit waited for a row lock, after the lookup above:
+                # then this refusal answers the state that request left. Start over, to
+                # replay its response instead (the store rolls this unit back first).
+                if idem is not None and w.find_response(tenant_id, idem.request_id) is not None:
+                    raise WriteConflict(f"request {idem.request_id} committed concurrently") from None
+                raise
             book.flush()
             if idem is not None:
                 w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), book.now)

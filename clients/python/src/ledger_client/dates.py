@@ -12,7 +12,7 @@ from google.type import date_pb2
 __all__ = ["date_from_proto", "date_to_proto", "datetime_from_proto", "timestamp_to_proto"]
 
 # datetime.UTC needs Python 3.11; the client supports 3.10.
-_UTC = datetime.timezone.utc  # noqa: UP017
+_UTC = datetime.timezone.utc
 
 
 def date_to_proto(value: datetime.date) -> date_pb2.Date:

@@ -1,0 +1,1 @@
+"""Fault testing: the bank workload (`python -m chaos.bank`) against real servers."""
