@@ -38,11 +38,15 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev,bench]'
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-# The bank test under faults (README "Fault testing"): SQLite, then Postgres with two
-# servers; kill -9, SIGTERM, SIGSTOP and Postgres restarts. 3-4 minutes, loopback only;
-# summary in chaos/results/latest.json, logs in var/chaos/. Exit 1 on any anomaly.
-# CHAOS_ARGS passes options through, e.g. `make chaos CHAOS_ARGS="--backend postgres --seconds 300"`.
+# The fault suite (README "Fault testing"): first the fuzzer with CHAOS_FUZZ_EXAMPLES random
+# requests per RPC and database (the normal suite runs 25 fixed ones), then the bank test:
+# SQLite, then Postgres with two servers; kill -9, SIGTERM, SIGSTOP and Postgres restarts.
+# About 7 minutes, loopback only; summary in chaos/results/latest.json, logs in var/chaos/.
+# Exit 1 on any anomaly. CHAOS_ARGS passes options through to the bank test, e.g.
+# `make chaos CHAOS_ARGS="--backend postgres --seconds 300"`.
+CHAOS_FUZZ_EXAMPLES ?= 200
 chaos: $(STAMP)
+	LEDGER_FUZZ_EXAMPLES=$(CHAOS_FUZZ_EXAMPLES) PATH=$(BIN):$$PATH $(PY) -m pytest tests/test_fuzz.py -q
 	timeout -s INT 1800 $(PY) -m chaos.bank --pg-restart --seconds 75 --ops 100000 --fault-interval 3 \
 		--attempt-timeout 2 --call-budget 8 \
 		--workdir var/chaos --json chaos/results/latest.json $(CHAOS_ARGS)
