@@ -231,16 +231,27 @@ class Ledger:
         account_ids = sorted({c.account_id for c in cmds})
 
         def all_or_none(w: WriteUnit) -> list[Transaction | Replay]:
-            for account_id in account_ids:  # one lock order for every batch: no deadlock between them
-                if w.lock_customer_account(tenant_id, account_id) is None:
-                    break  # the item naming it is refused below
-            results = []
-            for i, (item, cmd) in enumerate(zip(items, cmds, strict=True)):
-                unit = self._unit(tenant_id, item.idem, self._posting(tenant_id, cmd))
+            # One Book for the whole batch: each account is locked (in one order for every
+            # batch: no deadlock between them) and written back once, not once per item.
+            book = Book(w, tenant_id, self._clock())
+            for account_id in account_ids:
                 try:
-                    results.append(unit(w))
+                    book.customer(account_id)
+                except LedgerError:
+                    break  # no such account: the item naming it is refused below
+            results: list[Transaction | Replay] = []
+            for i, (item, cmd) in enumerate(zip(items, cmds, strict=True)):
+                try:
+                    replay = self._replay(w, tenant_id, item.idem)
+                    if replay is not None:
+                        results.append(replay)
+                        continue
+                    txn = ops.post(book, cmd)
                 except LedgerError as err:
                     raise _for_item(err, i) from err
+                self._remember(w, tenant_id, item.idem, txn, book.now)
+                results.append(txn)
+            book.flush()
             return results
 
         # Every unit that locks several accounts goes through one writer: they never wait on
@@ -250,7 +261,9 @@ class Ledger:
     def _checked(
         self, cmd: NewTransaction, violations: Sequence[FieldViolation], field: str = "transaction"
     ) -> NewTransaction:
-        cmd = replace(cmd, currency=check.normalize_currency(cmd.currency))
+        currency = check.normalize_currency(cmd.currency)
+        if currency != cmd.currency:
+            cmd = replace(cmd, currency=currency)
         v = check.Violations(violations)
         if not cmd.account_id:
             v.add(f"{field}.account", "required")
@@ -461,12 +474,9 @@ class Ledger:
         seen, refused when that request_id named another request."""
 
         def unit(w: WriteUnit) -> T | Replay:
-            if idem is not None:
-                stored = w.find_response(tenant_id, idem.request_id)
-                if stored is not None:
-                    if stored.fingerprint != idem.fingerprint:
-                        raise _request_id_reused(idem.request_id)
-                    return Replay(stored.response)
+            replay = self._replay(w, tenant_id, idem)
+            if replay is not None:
+                return replay
             book = Book(w, tenant_id, self._clock())
             try:
                 result = op(book)
@@ -479,11 +489,29 @@ class Ledger:
                     raise WriteConflict(f"request {idem.request_id} committed concurrently") from None
                 raise
             book.flush()
-            if idem is not None:
-                w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), book.now)
+            self._remember(w, tenant_id, idem, result, book.now)
             return result
 
         return unit
+
+    @staticmethod
+    def _replay(w: WriteUnit, tenant_id: str, idem: Idempotency[T] | None) -> Replay | None:
+        """The stored response of an earlier request with this request_id, if any."""
+        if idem is None:
+            return None
+        stored = w.find_response(tenant_id, idem.request_id)
+        if stored is None:
+            return None
+        if stored.fingerprint != idem.fingerprint:
+            raise _request_id_reused(idem.request_id)
+        return Replay(stored.response)
+
+    @staticmethod
+    def _remember(
+        w: WriteUnit, tenant_id: str, idem: Idempotency[T] | None, result: T, now: dt.datetime
+    ) -> None:
+        if idem is not None:
+            w.save_response(tenant_id, idem.request_id, idem.fingerprint, idem.render(result), now)
 
     def _retrying(self, key: str, unit: Callable[[WriteUnit], R]) -> R:
         for _ in range(MAX_WRITE_ATTEMPTS):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, func, insert, or_, select, text, union, update
+from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, text, union, union_all, update
 from sqlalchemy import exc as sa_exc
 
 from ledger_server.core.deadline import current_deadline, remaining
@@ -270,18 +270,28 @@ class SqlUnit:
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
     ) -> Page[Transaction]:
         t = transactions.c
-        q = select(transactions).where(t.tenant_id == tenant_id)
-        if flt.account_id:  # a transfer is in the history of both its accounts
-            q = q.where(or_(t.account_id == flt.account_id, t.counterparty_account_id == flt.account_id))
-        if flt.date_from:
-            q = q.where(t.posting_date >= flt.date_from)
-        if flt.date_to:
-            q = q.where(t.posting_date <= flt.date_to)
-        if flt.direction:
-            q = q.where(t.direction == flt.direction.value)
-        if before is not None:
-            q = q.where(t.seq < before)
-        rows = self._conn.execute(q.order_by(t.seq.desc()).limit(limit + 1)).all()
+
+        def newest(*where: Any) -> Select[Any]:
+            q = select(transactions).where(t.tenant_id == tenant_id, *where)
+            if flt.date_from:
+                q = q.where(t.posting_date >= flt.date_from)
+            if flt.date_to:
+                q = q.where(t.posting_date <= flt.date_to)
+            if flt.direction:
+                q = q.where(t.direction == flt.direction.value)
+            if before is not None:
+                q = q.where(t.seq < before)
+            return q.order_by(t.seq.desc()).limit(limit + 1)
+
+        if not flt.account_id:
+            rows = self._conn.execute(newest()).all()
+        else:
+            # A transfer is in the history of both its accounts. Two index range scans
+            # merged, not one OR (which SQLite answers by scanning the tenant's history).
+            own = newest(t.account_id == flt.account_id).subquery()
+            peer = newest(t.counterparty_account_id == flt.account_id).subquery()
+            both = union_all(select(own), select(peer)).subquery()
+            rows = self._conn.execute(select(both).order_by(both.c.seq.desc()).limit(limit + 1)).all()
         return _page(rows, limit, _transaction)
 
     def open_lots(self, account_id: str) -> list[Lot]:
