@@ -1,7 +1,8 @@
-"""The ledger: the rules for opening accounts and posting transactions.
+"""The ledger's entry point: it checks commands, makes mutations idempotent, routes
+them to write units, and reads. The rules of each mutation are in operations.py.
 
 Every mutation runs in one store write unit: the idempotency record, the account row
-locks, the transaction, its balanced entries and the new balances commit together or
+locks, the transactions, their balanced entries and the new balances commit together or
 not at all. A unit that loses a race (WriteConflict) is re-run from the start."""
 
 from __future__ import annotations
