@@ -25,7 +25,7 @@ from ledger.v1 import (
     transaction_service_pb2,
     transaction_service_pb2_grpc,
 )
-from ledger_client import LedgerClient, LedgerError
+from ledger_client import LedgerClient
 from sqlalchemy import Engine, text
 
 from ledger_server.api.server import LedgerServer
@@ -186,7 +186,9 @@ def test_calls_whose_responses_are_never_read_do_not_stop_other_clients(
         still_serves(server.port, token)
 
 
-def stalled_calls(port: int, count: int, stack: ExitStack, timeout: float | None) -> list[Any]:
+def stalled_calls(
+    port: int, count: int, stack: ExitStack, timeout: float | None, method: str = HEALTH_CHECK
+) -> list[Any]:
     """`count` calls that send their headers but never their request message."""
     never = threading.Event()
     stack.callback(never.set)
@@ -198,7 +200,7 @@ def stalled_calls(port: int, count: int, stack: ExitStack, timeout: float | None
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stack.callback(channel.close)
-    call: Any = channel.stream_unary(HEALTH_CHECK)
+    call: Any = channel.stream_unary(method)
     calls: list[Any] = [call.future(no_request(), timeout=timeout) for _ in range(count)]
     for stalled in calls:
         stack.callback(stalled.cancel)
@@ -209,9 +211,8 @@ def stalled_calls(port: int, count: int, stack: ExitStack, timeout: float | None
 def test_calls_that_never_send_their_request_do_not_stop_other_clients(
     ledger: Ledger, store: SqlStore, token: str
 ) -> None:
-    """gRPC's threaded server waits for a unary call's request in a worker thread: such
-    calls hold a worker each until their deadline. Fewer than --workers of them leave
-    the rest serving; once their deadline passes, every worker is free again."""
+    """The event loop waits for a call's request, not a worker: request-less calls end at
+    their deadline, and leave the server serving meanwhile and after."""
     workers = 8
     with running(ledger, store, workers=workers) as server, ExitStack() as stack:
         calls = stalled_calls(server.port, workers - 3, stack, timeout=3.0)
@@ -226,24 +227,23 @@ def test_calls_that_never_send_their_request_do_not_stop_other_clients(
 
 
 @sqlite_only
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known limitation: as many request-less calls without a deadline as --workers "
-    "hold every worker of gRPC's threaded server (each waits for its request message in "
-    "a worker); bounded by the calls' deadlines only. Needs grpc.aio or a buffering proxy.",
-)
-def test_as_many_request_less_calls_as_workers_starve_the_server(
-    ledger: Ledger, store: SqlStore, token: str
+@pytest.mark.parametrize("method", [HEALTH_CHECK, "/ledger.v1.TransactionService/CreateTransaction"])
+def test_many_more_request_less_calls_than_workers_do_not_starve_the_server(
+    ledger: Ledger, store: SqlStore, token: str, method: str
 ) -> None:
+    """Calls without a deadline that send their headers and never their request: with
+    gRPC's threaded server each held a worker, and --workers of them froze the server.
+    Here the event loop waits for their requests: eight times --workers of them, on a
+    health method and on a ledger one, and every other client is still served."""
     workers = 4
     with running(ledger, store, workers=workers) as server, ExitStack() as stack:
-        stalled_calls(server.port, workers + 2, stack, timeout=None)
-        time.sleep(0.5)  # let them reach the workers
-        try:
-            still_serves(server.port, token)
-        except (grpc.RpcError, LedgerError) as exc:
-            raise AssertionError(f"starved: {exc}") from exc
+        calls = stalled_calls(server.port, 8 * workers, stack, timeout=None, method=method)
+        time.sleep(0.5)  # give them time to take workers, were they to
+        still_serves(server.port, token)
+        assert not any(c.done() for c in calls)  # still waiting for their requests
+        for c in calls:
+            c.cancel()
+        still_serves(server.port, token)
 
 
 # -- clients that go away mid-call ------------------------------------------------------

@@ -1,7 +1,11 @@
-"""One server interceptor for every RPC: authenticates the caller of ledger methods,
-hands the call's deadline to the store (core/deadline.py), turns domain errors into rich
-gRPC statuses, and writes one structured log line per call (method, code, duration).
-Request contents and tokens are never logged."""
+"""What wraps every RPC's behavior: authenticates the caller of ledger methods, hands the
+call's deadline to the store (core/deadline.py), turns domain errors into rich gRPC
+statuses, and writes one structured log line per call (method, code, duration). Request
+contents and tokens are never logged.
+
+The wrapped behaviors stay synchronous: the server (api/server.py) wraps every method
+handler once, when it is registered, and runs the result in its worker threads
+(api/aio_bridge.py), each call in a Context of its own."""
 
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ class ShuttingDown(Exception):
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
-class CallInterceptor(grpc.ServerInterceptor):
+class CallInterceptor:
     def __init__(self, authenticator: Authenticator, scopes: dict[str, str]) -> None:
         self._authenticator = authenticator
         self._scopes = scopes  # method path -> scope; methods not in it (health, reflection) are open
@@ -46,11 +50,8 @@ class CallInterceptor(grpc.ServerInterceptor):
         self._draining = True
 
     # Handlers are gRPC's namedtuples (hence _replace); the stubs type them loosely.
-    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
+    def wrap(self, method: str, handler: Any) -> Any:
+        """`handler` of the method at path `method`, with each behavior wrapped."""
         scope = self._scopes.get(method)
 
         @contextmanager

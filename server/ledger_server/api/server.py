@@ -1,16 +1,24 @@
 """The gRPC server: ledger services behind the call interceptor, plus the standard health
 and reflection services, with explicit message-size and concurrency limits. Health follows
-the database: a probe thread pings it and reports NOT_SERVING while it does not answer."""
+the database: a probe thread pings it and reports NOT_SERVING while it does not answer.
+
+It is a grpc.aio server on the process's event loop thread (api/aio_bridge.py): the loop
+reads every request, and a call's synchronous behavior runs in one of --workers threads
+only once its request has arrived, so calls that never send theirs hold no worker. The
+public API stays synchronous."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
+import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from ledger.v1 import (
@@ -21,6 +29,7 @@ from ledger.v1 import (
 
 from ledger_server.api.account_servicer import AccountServicer
 from ledger_server.api.admin_servicer import AdminServicer
+from ledger_server.api.aio_bridge import asynchronous, run_on_loop
 from ledger_server.api.interceptor import CallInterceptor
 from ledger_server.api.reflection import DocumentedReflectionServicer
 from ledger_server.api.registration import add_servicer
@@ -49,9 +58,22 @@ class LedgerServer:
         self._store_up = True
         self._stopping = False
         self._drain_seconds = settings.drain_seconds
-        self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-            interceptors=[self._interceptor],
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc")
+        credentials = _tls_credentials(settings)
+        self.tls = credentials is not None
+        try:
+            self._server, self.port = run_on_loop(self._build(settings, credentials))
+        except BaseException:
+            self._pool.shutdown(wait=False)
+            raise
+        self._grace = settings.grace_seconds
+
+    async def _build(
+        self, settings: Settings, credentials: grpc.ServerCredentials | None
+    ) -> tuple[grpc.aio.Server, int]:
+        """The grpc.aio server, made on the loop (it takes the running loop for its own)."""
+        server = grpc.aio.server(
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -60,27 +82,31 @@ class LedgerServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        add_servicer(self._server, ACCOUNT_SERVICE, AccountServicer(ledger))
-        add_servicer(self._server, TRANSACTION_SERVICE, TransactionServicer(ledger))
-        add_servicer(self._server, ADMIN_SERVICE, AdminServicer(ledger))
-        self.health = health.HealthServicer(experimental_non_blocking=True)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            DocumentedReflectionServicer([*LEDGER_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]),
-            self._server,
-        )
-        credentials = _tls_credentials(settings)
-        self.tls = credentials is not None
-        if credentials is None:
-            self.port = self._server.add_insecure_port(settings.listen)
-        else:
-            self.port = self._server.add_secure_port(settings.listen, credentials)
-        if not self.port:
-            raise OSError(f"cannot listen on {settings.listen}")
-        self._grace = settings.grace_seconds
+        try:
+            registry: Any = _Registry(server, self._interceptor, self._pool)  # as a grpc.Server
+            add_servicer(registry, ACCOUNT_SERVICE, AccountServicer(self._ledger))
+            add_servicer(registry, TRANSACTION_SERVICE, TransactionServicer(self._ledger))
+            add_servicer(registry, ADMIN_SERVICE, AdminServicer(self._ledger))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, registry)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                DocumentedReflectionServicer(
+                    [*LEDGER_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]
+                ),
+                registry,
+            )
+            if credentials is None:
+                port = server.add_insecure_port(settings.listen)
+            else:
+                port = server.add_secure_port(settings.listen, credentials)
+            if not port:
+                raise OSError(f"cannot listen on {settings.listen}")
+        except BaseException:
+            await server.stop(None)
+            raise
+        return server, port
 
     def start(self) -> None:
-        self._server.start()
+        run_on_loop(self._server.start())
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._probe = threading.Thread(target=self._probe_store, name="health-probe", daemon=True)
         self._probe.start()
@@ -96,7 +122,9 @@ class LedgerServer:
         self._interceptor.drain()
         if grace is None:  # a real shutdown, not a test's stop(0)
             time.sleep(self._drain_seconds)
-        self._server.stop(self._grace if grace is None else grace).wait()
+        run_on_loop(self._server.stop(self._grace if grace is None else grace))
+        # Calls cut short by the grace period may leave their workers running: not waited for.
+        self._pool.shutdown(wait=False)
         if self._probe is not None:
             # A ping is bounded by the connect timeout; the thread is a daemon regardless.
             self._probe.join(timeout=10)
@@ -132,6 +160,45 @@ class LedgerServer:
     def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for service in ["", *LEDGER_SERVICES]:
             self.health.set(service, status)
+
+
+class _Registry:
+    """Stands for the grpc.aio server where servicers are added (by add_servicer and the
+    generated add_*_to_server functions): each handler is wrapped once, by the call
+    interceptor and then for the thread pool, and handed over."""
+
+    def __init__(
+        self, server: grpc.aio.Server, interceptor: CallInterceptor, pool: ThreadPoolExecutor
+    ) -> None:
+        self._server = server
+        self._interceptor = interceptor
+        self._pool = pool
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        return asynchronous(self._interceptor.wrap(method, handler), self._pool)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        )
+
+    def add_generic_rpc_handlers(self, generic_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers([_Wrapped(g, self.wrap) for g in generic_handlers])
+
+
+class _Wrapped(grpc.GenericRpcHandler):
+    """A generic handler whose handlers are wrapped as they are looked up (the methods
+    registered by name, all of ours, never get here)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Any) -> None:
+        self._inner = inner
+        self._wrap = wrap
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._inner.service(details)
+        return None if handler is None else self._wrap(details.method, handler)
 
 
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:

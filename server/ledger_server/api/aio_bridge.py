@@ -1,0 +1,290 @@
+"""Synchronous gRPC behaviors served by a grpc.aio server.
+
+The servicers stay synchronous (the core blocks on group commits), but the server is
+grpc.aio's: its event loop reads every request, so a call that sends its headers and never
+its request message waits on the loop and holds no thread. Only once a unary call's
+request has arrived does its behavior run, in a worker of the thread pool.
+
+`asynchronous(handler, pool, loop)` turns a method handler of synchronous behaviors into
+one of coroutine / async generator behaviors with the same (de)serializers. Each call runs
+in a fresh contextvars.Context, entered in whichever worker runs a step of it, so context
+variables set by one step (the caller, the deadline) are seen by the next and never leak
+into other calls. The behaviors get a `SyncContext`, a grpc.ServicerContext for a worker
+thread: codes, details, trailing metadata and aborts are recorded there and applied to
+the grpc.aio context on the loop once the step has returned.
+
+One event loop serves every LedgerServer of the process (`shared_loop`): grpc.aio anchors
+its completion queue to the loop it first runs on, so that loop must outlive them all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import grpc.aio
+
+T = TypeVar("T")
+Metadata = tuple[tuple[str, str | bytes], ...]
+_END = object()  # the end of a stream, where an iterator would raise StopIteration
+
+
+# -- the one event loop ----------------------------------------------------------------
+
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def shared_loop() -> asyncio.AbstractEventLoop:
+    """The process's grpc.aio event loop, running in a daemon thread from its first use."""
+    global _loop  # noqa: PLW0603 -- one per process, by design
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="grpc-aio-loop", daemon=True).start()
+            started.wait()
+            _loop = loop
+        return _loop
+
+
+def _forget_loop() -> None:  # a forked child has the loop object but not its thread
+    global _loop  # noqa: PLW0603
+    _loop = None
+
+
+os.register_at_fork(after_in_child=_forget_loop)
+
+
+def run_on_loop(coroutine: Any, timeout: float | None = None) -> Any:
+    """Run a coroutine on the shared loop from any other thread and return its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, shared_loop()).result(timeout)
+
+
+# -- the context a synchronous behavior sees ------------------------------------------
+
+
+class _Aborted(Exception):
+    """Raised in a worker by SyncContext.abort; the loop then sends the status."""
+
+
+class SyncContext:
+    """The grpc.ServicerContext of a synchronous behavior running in a worker thread.
+    Reads go to the grpc.aio context; writes are recorded and applied by `settle` on the
+    loop, like the threaded server's context they take effect when the behavior ends."""
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._context = context
+        self._loop = loop
+        self._code: grpc.StatusCode | None = None
+        self._details: str | None = None
+        self._trailing: Metadata | None = None
+        self._aborted = False
+
+    # What the behaviors read.
+    def invocation_metadata(self) -> Any:
+        return self._context.invocation_metadata() or ()
+
+    def time_remaining(self) -> float | None:
+        return self._context.time_remaining()
+
+    def peer(self) -> str:
+        return self._context.peer()
+
+    def peer_identities(self) -> Iterable[bytes] | None:
+        return self._context.peer_identities()
+
+    def peer_identity_key(self) -> str | None:
+        return self._context.peer_identity_key()
+
+    def auth_context(self) -> Any:
+        return self._context.auth_context()
+
+    def is_active(self) -> bool:
+        return not self._context.done()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """`callback` runs (on the loop) once the call has ended, whichever way."""
+        self._context.add_done_callback(lambda _: callback())  # type: ignore[arg-type]
+        return True
+
+    # What the behaviors write.
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def details(self) -> str | None:
+        return self._details
+
+    def set_trailing_metadata(self, trailing_metadata: Metadata) -> None:
+        self._trailing = tuple(trailing_metadata)
+
+    def trailing_metadata(self) -> Metadata | None:
+        return self._trailing
+
+    def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
+        self._code, self._details, self._aborted = code, details, True
+        raise _Aborted(f"{code.name}: {details}")
+
+    def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        self.set_trailing_metadata(status.trailing_metadata)
+        self.abort(status.code, status.details)
+
+    def send_initial_metadata(self, initial_metadata: Metadata) -> None:
+        asyncio.run_coroutine_threadsafe(
+            self._context.send_initial_metadata(initial_metadata), self._loop
+        ).result()
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        self._context.set_compression(compression)
+
+    def disable_next_message_compression(self) -> None:
+        self._context.disable_next_message_compression()
+
+    async def settle(self) -> None:
+        """On the loop, after a step: hand what the behavior set to grpc.aio; an abort
+        sends its status now (and raises grpc.aio's AbortError, which ends the call)."""
+        if self._trailing is not None:
+            self._context.set_trailing_metadata(self._trailing)
+        if self._aborted:
+            assert self._code is not None
+            await self._context.abort(self._code, self._details or "", self._trailing or ())
+        if self._code is not None:
+            self._context.set_code(self._code)
+        if self._details is not None:
+            self._context.set_details(self._details)
+
+
+# -- synchronous behaviors as coroutines ------------------------------------------------
+
+
+class _Call:
+    """One call's worker side: its Context, entered by every step in the pool."""
+
+    def __init__(self, pool: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.context = contextvars.Context()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        return self.pool.submit(self.context.run, fn, *args)
+
+    async def step(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, *args), loop=self.loop)
+
+
+def _next(iterator: Iterator[T]) -> T | object:
+    return next(iterator, _END)
+
+
+class _Requests(Iterator[Any]):
+    """The synchronous request iterator of a client-streaming call: each message is read
+    by the loop while the worker waits for it."""
+
+    def __init__(self, requests: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._requests = requests
+        self._loop = loop
+
+    async def _read(self) -> Any:
+        try:
+            return await anext(self._requests)
+        except StopAsyncIteration:
+            return _END
+
+    def __next__(self) -> Any:
+        message = asyncio.run_coroutine_threadsafe(self._read(), self._loop).result()
+        if message is _END:
+            raise StopIteration
+        return message
+
+
+def _unary_response(behavior: Callable[..., Any], streaming_requests: bool, pool: ThreadPoolExecutor) -> Any:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        sync = SyncContext(context, loop)
+        argument = _Requests(request, loop) if streaming_requests else request
+        response = None
+        with contextlib.suppress(_Aborted):  # settle() sends the status
+            response = await _Call(pool, loop).step(behavior, argument, sync)
+        await sync.settle()
+        return response
+
+    return call
+
+
+def _stream_response(behavior: Callable[..., Any], streaming_requests: bool, pool: ThreadPoolExecutor) -> Any:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        sync = SyncContext(context, loop)
+        worker = _Call(pool, loop)
+        argument = _Requests(request, loop) if streaming_requests else request
+        responses: Iterator[Any] | None = None
+        pending: Future[Any] | None = None
+        try:
+            responses = iter(await worker.step(behavior, argument, sync))
+            while True:
+                pending = worker.submit(_next, responses)
+                response = await asyncio.wrap_future(pending, loop=loop)
+                pending = None
+                if response is _END:
+                    responses = None
+                    break
+                yield response
+        except _Aborted:
+            responses = None
+        finally:
+            if responses is not None:  # the call ended early (cancelled, or the server stopped)
+                _close_later(worker, responses, pending)
+        await sync.settle()
+
+    return call
+
+
+def _close_later(worker: _Call, responses: Iterator[Any], pending: Future[Any] | None) -> None:
+    """Close a response generator that a worker may still be advancing: once that step
+    is over, so that its `finally` blocks run in the call's Context."""
+    close = getattr(responses, "close", None)
+    if close is None:
+        return
+
+    def submit(_: object = None) -> None:
+        try:
+            worker.submit(close)
+        except RuntimeError:  # the pool is shut down: close it right here
+            worker.context.run(close)
+
+    if pending is None or pending.done():
+        submit()
+    else:
+        pending.add_done_callback(submit)
+
+
+def asynchronous(
+    handler: grpc.RpcMethodHandler[Any, Any], pool: ThreadPoolExecutor
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The handler with each synchronous behavior run in `pool` by a coroutine."""
+    h: Any = handler  # gRPC's namedtuple; the stubs type it loosely
+    if h.unary_unary:
+        return h._replace(unary_unary=_unary_response(h.unary_unary, False, pool))  # type: ignore[no-any-return]
+    if h.stream_unary:
+        return h._replace(stream_unary=_unary_response(h.stream_unary, True, pool))  # type: ignore[no-any-return]
+    if h.unary_stream:
+        return h._replace(unary_stream=_stream_response(h.unary_stream, False, pool))  # type: ignore[no-any-return]
+    return h._replace(stream_stream=_stream_response(h.stream_stream, True, pool))  # type: ignore[no-any-return]
