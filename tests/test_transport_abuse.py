@@ -5,6 +5,7 @@ serving everyone else and never leaves a posting half-applied."""
 
 from __future__ import annotations
 
+import queue
 import socket
 import struct
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ledger.v1 import (
     account_pb2,
     account_service_pb2,
@@ -243,6 +245,34 @@ def test_many_more_request_less_calls_than_workers_do_not_starve_the_server(
         assert not any(c.done() for c in calls)  # still waiting for their requests
         for c in calls:
             c.cancel()
+        still_serves(server.port, token)
+
+
+@sqlite_only
+def test_open_watch_and_reflection_streams_hold_no_worker(
+    ledger: Ledger, store: SqlStore, token: str
+) -> None:
+    """Health Watch and reflection need no token and stay open as long as the client
+    likes: served on the event loop, four times --workers of each leave every worker free."""
+    workers = 4
+    with running(ledger, store, workers=workers) as server, ExitStack() as stack:
+        channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+        health = health_pb2_grpc.HealthStub(channel)
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        # Deadlines only so that a server that did tie up workers fails this test, not hangs it.
+        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=20) for _ in range(4 * workers)]
+        for watch in watches:
+            stack.callback(watch.cancel)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # open, and waiting
+        streams = []
+        for _ in range(4 * workers):
+            requests: queue.Queue[reflection_pb2.ServerReflectionRequest | None] = queue.Queue()
+            requests.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+            stream = reflect.ServerReflectionInfo(iter(requests.get, None), timeout=20)
+            stack.callback(requests.put, None)
+            stack.callback(stream.cancel)
+            assert next(stream).list_services_response.service  # answered; the stream stays open
+            streams.append(stream)
         still_serves(server.port, token)
 
 

@@ -58,7 +58,9 @@ class LedgerServer:
         self._store_up = True
         self._stopping = False
         self._drain_seconds = settings.drain_seconds
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        # Health and reflection are asyncio-native: an open Watch or reflection stream (both
+        # need no token) waits on the event loop and holds no worker thread.
+        self.health = health.aio.HealthServicer()
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc")
         credentials = _tls_credentials(settings)
         self.tls = credentials is not None
@@ -87,12 +89,12 @@ class LedgerServer:
             add_servicer(registry, ACCOUNT_SERVICE, AccountServicer(self._ledger))
             add_servicer(registry, TRANSACTION_SERVICE, TransactionServicer(self._ledger))
             add_servicer(registry, ADMIN_SERVICE, AdminServicer(self._ledger))
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, registry)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
             reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
                 DocumentedReflectionServicer(
                     [*LEDGER_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]
                 ),
-                registry,
+                server,
             )
             if credentials is None:
                 port = server.add_insecure_port(settings.listen)
@@ -118,7 +120,7 @@ class LedgerServer:
         with self._health_lock:  # from now on the probe reports nothing
             self._stopping = True
             self._probe_stop.set()
-            self.health.enter_graceful_shutdown()
+            run_on_loop(self.health.enter_graceful_shutdown())
         self._interceptor.drain()
         if grace is None:  # a real shutdown, not a test's stop(0)
             time.sleep(self._drain_seconds)
@@ -159,7 +161,7 @@ class LedgerServer:
 
     def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for service in ["", *LEDGER_SERVICES]:
-            self.health.set(service, status)
+            run_on_loop(self.health.set(service, status))
 
 
 class _Registry:
