@@ -38,6 +38,7 @@ from tests.support import invariant_violations, server_settings
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+CREATE_TRANSACTION = "/ledger.v1.TransactionService/CreateTransaction"
 
 
 @contextmanager
@@ -200,7 +201,8 @@ def stalled_calls(
         return
         yield b""
 
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    # A connection of its own: channels in one process otherwise share connections.
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
     stack.callback(channel.close)
     call: Any = channel.stream_unary(method)
     calls: list[Any] = [call.future(no_request(), timeout=timeout) for _ in range(count)]
@@ -246,6 +248,21 @@ def test_many_more_request_less_calls_than_workers_do_not_starve_the_server(
         for c in calls:
             c.cancel()
         still_serves(server.port, token)
+
+
+@sqlite_only
+def test_one_connection_cannot_take_every_call_slot(ledger: Ledger, store: SqlStore, token: str) -> None:
+    """Request-less calls hold no thread, but they do hold a call slot until their
+    deadline. One connection gets at most --max-streams-per-connection of them, so it
+    cannot fill --max-concurrent-rpcs: here 64 calls on one connection, 8 streams each."""
+    with (
+        running(ledger, store, max_concurrent_rpcs=32, max_streams_per_connection=8) as server,
+        ExitStack() as stack,
+    ):
+        calls = stalled_calls(server.port, 64, stack, timeout=None, method=CREATE_TRANSACTION)
+        time.sleep(0.5)  # time to take call slots, were they to
+        still_serves(server.port, token)
+        assert not any(c.done() for c in calls)
 
 
 @sqlite_only

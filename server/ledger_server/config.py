@@ -63,9 +63,16 @@ OPTIONS = [
     Option(
         "--max-concurrent-rpcs",
         "LEDGER_MAX_CONCURRENT_RPCS",
-        "256",
+        "2048",
         int,
         "calls beyond this many in flight are refused with RESOURCE_EXHAUSTED",
+    ),
+    Option(
+        "--max-streams-per-connection",
+        "LEDGER_MAX_STREAMS_PER_CONNECTION",
+        "128",
+        int,
+        "calls in flight on one client connection (HTTP/2 streams); more wait in the client",
     ),
     Option(
         "--max-message-bytes",
@@ -120,6 +127,7 @@ class Settings:
     max_concurrent_rpcs: int
     max_message_bytes: int
     token_cache_seconds: float = 2.0
+    max_streams_per_connection: int = 128
     expiry_seconds: float = 30.0
     health_probe_seconds: float = 1.0
     tls_cert: str = ""

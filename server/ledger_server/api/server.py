@@ -82,6 +82,8 @@ class LedgerServer:
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 # gRPC sets SO_REUSEPORT by default: a second server would silently share the port.
                 ("grpc.so_reuseport", 0),
+                # One connection cannot take every call slot (with request-less calls, say).
+                ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
             ],
         )
         try:
