@@ -19,12 +19,26 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, text, union, union_all, update
+from sqlalchemy import (
+    Connection,
+    Date,
+    Engine,
+    Row,
+    TextualSelect,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy import exc as sa_exc
 
 from ledger_server.core.deadline import current_deadline, remaining
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable, WriteConflict
 from ledger_server.core.model import (
+    INT64_MAX,
     INT64_MIN,
     Account,
     AccountStatus,
@@ -164,6 +178,36 @@ class SqlStore:
         self.engine.dispose()
 
 
+def _account_history() -> TextualSelect:
+    """One page of an account's history, newest first: its own transactions and the
+    transfers it received, as two index range scans merged (an OR would make SQLite scan
+    the tenant's whole history). Built once: composing it with SQLAlchemy per call cost
+    more than half of a ListTransactions call (profiled)."""
+    columns = ", ".join(c.name for c in transactions.c)
+    page = (
+        f"SELECT * FROM (SELECT {columns} FROM transactions WHERE tenant_id = :tenant_id AND {{who}} = "
+        ":account_id AND seq < :before AND posting_date >= :date_from AND posting_date <= :date_to "
+        "AND direction IN :directions ORDER BY seq DESC LIMIT :limit) AS {alias}"
+    )
+    statement = (
+        f"SELECT {columns} FROM ({page.format(who='account_id', alias='own')} UNION ALL "
+        f"{page.format(who='counterparty_account_id', alias='peer')}) AS history "
+        "ORDER BY seq DESC LIMIT :limit"
+    )
+    return (
+        text(statement)
+        .bindparams(
+            bindparam("date_from", type_=Date),
+            bindparam("date_to", type_=Date),
+            bindparam("directions", expanding=True),
+        )
+        .columns(*transactions.c)
+    )
+
+
+ACCOUNT_HISTORY = _account_history()
+
+
 def translate(exc: BaseException, deadline: float | None = None) -> BaseException:
     """Database failures as the core's retryable outcomes; anything else unchanged. A
     timeout is DeadlineExceeded when the unit's deadline ran out, else StoreUnavailable
@@ -270,28 +314,28 @@ class SqlUnit:
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
     ) -> Page[Transaction]:
         t = transactions.c
-
-        def newest(*where: Any) -> Select[Any]:
-            q = select(transactions).where(t.tenant_id == tenant_id, *where)
-            if flt.date_from:
-                q = q.where(t.posting_date >= flt.date_from)
-            if flt.date_to:
-                q = q.where(t.posting_date <= flt.date_to)
-            if flt.direction:
-                q = q.where(t.direction == flt.direction.value)
-            if before is not None:
-                q = q.where(t.seq < before)
-            return q.order_by(t.seq.desc()).limit(limit + 1)
-
-        if not flt.account_id:
-            rows = self._conn.execute(newest()).all()
-        else:
-            # A transfer is in the history of both its accounts. Two index range scans
-            # merged, not one OR (which SQLite answers by scanning the tenant's history).
-            own = newest(t.account_id == flt.account_id).subquery()
-            peer = newest(t.counterparty_account_id == flt.account_id).subquery()
-            both = union_all(select(own), select(peer)).subquery()
-            rows = self._conn.execute(select(both).order_by(both.c.seq.desc()).limit(limit + 1)).all()
+        if flt.account_id:
+            directions = [flt.direction.value] if flt.direction else [d.value for d in Direction]
+            params = {
+                "tenant_id": tenant_id,
+                "account_id": flt.account_id,
+                "before": INT64_MAX if before is None else before,
+                "date_from": flt.date_from or dt.date.min,
+                "date_to": flt.date_to or dt.date.max,
+                "directions": directions,
+                "limit": limit + 1,
+            }
+            return _page(self._conn.execute(ACCOUNT_HISTORY, params).all(), limit, _transaction)
+        q = select(transactions).where(t.tenant_id == tenant_id)
+        if flt.date_from:
+            q = q.where(t.posting_date >= flt.date_from)
+        if flt.date_to:
+            q = q.where(t.posting_date <= flt.date_to)
+        if flt.direction:
+            q = q.where(t.direction == flt.direction.value)
+        if before is not None:
+            q = q.where(t.seq < before)
+        rows = self._conn.execute(q.order_by(t.seq.desc()).limit(limit + 1)).all()
         return _page(rows, limit, _transaction)
 
     def open_lots(self, account_id: str) -> list[Lot]:
