@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import grpc
 from ledger.v1 import transaction_pb2, transaction_service_pb2_grpc
@@ -104,6 +104,24 @@ def _item_result(
     return pb.BatchItemResult(transaction=responder.respond(result).transaction)
 
 
+def _batch_items(
+    requests: Iterable[pb.CreateTransactionRequest], caller: Caller, *, require_request_id: bool
+) -> tuple[list[BatchItem], list[Responder[Transaction, pb.CreateTransactionResponse]]]:
+    """The items of a batch or an import chunk, each with the responder of its result."""
+    items, responders = [], []
+    for item in requests:
+        v = Violations()
+        responder = _responder()
+        # Fingerprinted as a CreateTransaction: an item and a lone call with the same
+        # request_id are the same request.
+        idem = responder.idempotency("CreateTransaction", item, v)
+        if require_request_id and idem is None and not v:
+            v.add("request_id", "required: an import is resumed by its request ids")
+        items.append(BatchItem(_command(item.transaction, v, caller), idem, v))
+        responders.append(responder)
+    return items, responders
+
+
 class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceServicer):
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
@@ -124,15 +142,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         caller = current_caller()
         if request.mode not in (pb.BATCH_MODE_UNSPECIFIED, pb.BATCH_MODE_ATOMIC, pb.BATCH_MODE_INDEPENDENT):
             raise invalid([FieldViolation("mode", f"unknown mode {request.mode}")])
-        items, responders = [], []
-        for item in request.requests:
-            v = Violations()
-            responder = _responder()
-            # Fingerprinted as a CreateTransaction: an item and a lone call with the same
-            # request_id are the same request.
-            idem = responder.idempotency("CreateTransaction", item, v)
-            items.append(BatchItem(_command(item.transaction, v, caller), idem, v))
-            responders.append(responder)
+        items, responders = _batch_items(request.requests, caller, require_request_id=False)
         atomic = request.mode != pb.BATCH_MODE_INDEPENDENT
         results = self._ledger.post_batch(caller.tenant_id, items, atomic)
         return pb.BatchCreateTransactionsResponse(
@@ -206,15 +216,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         caller = current_caller()
         response = pb.ImportTransactionsResponse()
         for chunk_index, chunk in enumerate(request_iterator):
-            items, responders = [], []
-            for item in chunk.requests:
-                v = Violations()
-                responder = _responder()
-                idem = responder.idempotency("CreateTransaction", item, v)
-                if idem is None and not v:
-                    v.add("request_id", "required: an import is resumed by its request ids")
-                items.append(BatchItem(_command(item.transaction, v, caller), idem, v))
-                responders.append(responder)
+            items, responders = _batch_items(chunk.requests, caller, require_request_id=True)
             try:
                 results = self._ledger.post_batch(caller.tenant_id, items, atomic=False)
             except LedgerError as err:  # the chunk itself is malformed (empty or too large)
