@@ -298,7 +298,7 @@ class LedgerMachine(RuleBasedStateMachine):
         expected = None
         for i, direction, amount in items:
             posted, pending = trial[i]
-            posted += amount if direction is Direction.CREDIT else -amount
+            posted += direction.signed(amount)
             if direction is Direction.DEBIT and posted - pending < self.model[i].floor:
                 expected = "INSUFFICIENT_FUNDS"
                 break

@@ -18,6 +18,10 @@ class Direction(enum.Enum):
     CREDIT = "credit"
     DEBIT = "debit"
 
+    def signed(self, amount: int) -> int:
+        """`amount` as it moves the account: + for a credit, - for a debit."""
+        return amount if self is Direction.CREDIT else -amount
+
 
 class AccountStatus(enum.Enum):
     ACTIVE = "active"
@@ -161,11 +165,6 @@ class Transaction:
     related_id: str = ""
     refunded_amount: int = 0
     captured_amount: int = 0
-
-    @property
-    def signed_amount(self) -> int:
-        """The amount as it moves `account`: + for a credit, - for a debit."""
-        return self.amount if self.direction is Direction.CREDIT else -self.amount
 
 
 @dataclass(frozen=True)

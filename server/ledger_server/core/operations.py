@@ -41,7 +41,7 @@ def post(book: Book, cmd: NewTransaction) -> Transaction:
     _check_expiry(book, cmd, "transaction")
     _check_external_id(book, cmd.external_id)
     assert cmd.direction is not None  # validated by the ledger
-    signed = cmd.amount if cmd.direction is Direction.CREDIT else -cmd.amount
+    signed = cmd.direction.signed(cmd.amount)
     if signed < 0:
         _require_funds(account, cmd.amount)
     counter = book.counter(account.currency, ISSUANCE)
@@ -143,7 +143,7 @@ def refund(book: Book, account_id: str, original_id: str, amount: int, cmd: NewT
     if direction is Direction.DEBIT:
         _require_funds(account, amount)
     counter = book.counter(account.currency, ISSUANCE)
-    signed = amount if direction is Direction.CREDIT else -amount
+    signed = direction.signed(amount)
     txn = book.new_transaction(
         account,
         direction,
