@@ -5,13 +5,14 @@ grpc.aio's: its event loop reads every request, so a call that sends its headers
 its request message waits on the loop and holds no thread. Only once a unary call's
 request has arrived does its behavior run, in a worker of the thread pool.
 
-`asynchronous(handler, pool, loop)` turns a method handler of synchronous behaviors into
-one of coroutine / async generator behaviors with the same (de)serializers. Each call runs
-in a fresh contextvars.Context, entered in whichever worker runs a step of it, so context
-variables set by one step (the caller, the deadline) are seen by the next and never leak
-into other calls. The behaviors get a `SyncContext`, a grpc.ServicerContext for a worker
-thread: codes, details, trailing metadata and aborts are recorded there and applied to
-the grpc.aio context on the loop once the step has returned.
+`asynchronous(handler, pool)` turns a method handler of synchronous behaviors with one
+response (unary or client-streaming requests) into one of coroutines with the same
+(de)serializers; streaming responses (health Watch, reflection) are served by asyncio-native
+servicers instead. Each call runs in a fresh contextvars.Context, so the context variables
+it sets (the caller, the deadline) never leak into other calls. The behaviors get a
+`SyncContext`, a grpc.ServicerContext for a worker thread: codes, details, trailing
+metadata and aborts are recorded there and applied to the grpc.aio context on the loop
+once the behavior has returned.
 
 One event loop serves every LedgerServer of the process (`shared_loop`): grpc.aio anchors
 its completion queue to the loop it first runs on, so that loop must outlive them all."""
@@ -24,7 +25,7 @@ import contextvars
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -175,25 +176,6 @@ class SyncContext:
 # -- synchronous behaviors as coroutines ------------------------------------------------
 
 
-class _Call:
-    """One call's worker side: its Context, entered by every step in the pool."""
-
-    def __init__(self, pool: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop) -> None:
-        self.pool = pool
-        self.loop = loop
-        self.context = contextvars.Context()
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        return self.pool.submit(self.context.run, fn, *args)
-
-    async def step(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.submit(fn, *args), loop=self.loop)
-
-
-def _next(iterator: Iterator[T]) -> T | object:
-    return next(iterator, _END)
-
-
 class _Requests(Iterator[Any]):
     """The synchronous request iterator of a client-streaming call: each message is read
     by the loop while the worker waits for it."""
@@ -222,58 +204,12 @@ def _unary_response(behavior: Callable[..., Any], streaming_requests: bool, pool
         argument = _Requests(request, loop) if streaming_requests else request
         response = None
         with contextlib.suppress(_Aborted):  # settle() sends the status
-            response = await _Call(pool, loop).step(behavior, argument, sync)
+            work = pool.submit(contextvars.Context().run, behavior, argument, sync)
+            response = await asyncio.wrap_future(work, loop=loop)
         await sync.settle()
         return response
 
     return call
-
-
-def _stream_response(behavior: Callable[..., Any], streaming_requests: bool, pool: ThreadPoolExecutor) -> Any:
-    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        loop = asyncio.get_running_loop()
-        sync = SyncContext(context, loop)
-        worker = _Call(pool, loop)
-        argument = _Requests(request, loop) if streaming_requests else request
-        responses: Iterator[Any] | None = None
-        pending: Future[Any] | None = None
-        try:
-            responses = iter(await worker.step(behavior, argument, sync))
-            while True:
-                pending = worker.submit(_next, responses)
-                response = await asyncio.wrap_future(pending, loop=loop)
-                pending = None
-                if response is _END:
-                    responses = None
-                    break
-                yield response
-        except _Aborted:
-            responses = None
-        finally:
-            if responses is not None:  # the call ended early (cancelled, or the server stopped)
-                _close_later(worker, responses, pending)
-        await sync.settle()
-
-    return call
-
-
-def _close_later(worker: _Call, responses: Iterator[Any], pending: Future[Any] | None) -> None:
-    """Close a response generator that a worker may still be advancing: once that step
-    is over, so that its `finally` blocks run in the call's Context."""
-    close = getattr(responses, "close", None)
-    if close is None:
-        return
-
-    def submit(_: object = None) -> None:
-        try:
-            worker.submit(close)
-        except RuntimeError:  # the pool is shut down: close it right here
-            worker.context.run(close)
-
-    if pending is None or pending.done():
-        submit()
-    else:
-        pending.add_done_callback(submit)
 
 
 def asynchronous(
@@ -285,6 +221,5 @@ def asynchronous(
         return h._replace(unary_unary=_unary_response(h.unary_unary, False, pool))  # type: ignore[no-any-return]
     if h.stream_unary:
         return h._replace(stream_unary=_unary_response(h.stream_unary, True, pool))  # type: ignore[no-any-return]
-    if h.unary_stream:
-        return h._replace(unary_stream=_stream_response(h.unary_stream, False, pool))  # type: ignore[no-any-return]
-    return h._replace(stream_stream=_stream_response(h.stream_stream, True, pool))  # type: ignore[no-any-return]
+    # Streaming responses (health Watch, reflection) are served by asyncio-native servicers.
+    raise TypeError("the bridge serves methods with a single response only")

@@ -63,9 +63,7 @@ class CallInterceptor:
             return handler._replace(unary_unary=_unary(around, handler.unary_unary))
         if handler.stream_unary:
             return handler._replace(stream_unary=_unary(around, handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=_streaming(around, handler.unary_stream))
-        return handler._replace(stream_stream=_streaming(around, handler.stream_stream))
+        raise TypeError(f"{method}: only methods with a single response are wrapped")
 
     @contextmanager
     def _authorized(self, scope: str | None, context: grpc.ServicerContext) -> Iterator[None]:
@@ -91,14 +89,6 @@ def _unary(around: Around, behavior: Behavior) -> Behavior:
     def call(request: Any, context: grpc.ServicerContext) -> Any:
         with around(context):
             return behavior(request, context)
-
-    return call
-
-
-def _streaming(around: Around, behavior: Behavior) -> Behavior:
-    def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with around(context):
-            yield from behavior(request, context)
 
     return call
 
