@@ -70,12 +70,45 @@ def transaction_request(
     resolved = _direction(direction)
     if expire_time is not None and resolved != transaction_pb2.DIRECTION_CREDIT:
         raise ValueError("only a credit can expire: expire_time needs direction credit")
-    transaction = transaction_pb2.Transaction(
+    transaction = _transaction(
         account=account,
         direction=resolved,
-        amount=_check_amount(amount),
+        amount=amount,
         currency=currency,
         kind=_kind(kind),
+        description=description,
+        posting_date=posting_date,
+        external_id=external_id,
+        metadata=metadata,
+        expire_time=expire_time,
+    )
+    return transaction_service_pb2.CreateTransactionRequest(
+        transaction=transaction, request_id=_check_request_id(request_id)
+    )
+
+
+def _transaction(
+    *,
+    account: str,
+    direction: transaction_pb2.Direction.ValueType,
+    amount: int,
+    currency: str,
+    kind: transaction_pb2.TransactionKind.ValueType = transaction_pb2.TRANSACTION_KIND_UNSPECIFIED,
+    description: str = "",
+    posting_date: datetime.date | None = None,
+    external_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+    expire_time: datetime.datetime | None = None,
+    counterparty_account: str = "",
+) -> transaction_pb2.Transaction:
+    """The Transaction message of a create, a hold or a transfer."""
+    transaction = transaction_pb2.Transaction(
+        account=account,
+        counterparty_account=counterparty_account,
+        direction=direction,
+        amount=_check_amount(amount),
+        currency=currency,
+        kind=kind,
         description=description,
         external_id=external_id,
     )
@@ -85,9 +118,7 @@ def transaction_request(
         transaction.expire_time.CopyFrom(timestamp_to_proto(expire_time))
     if metadata:
         transaction.metadata.update(metadata)
-    return transaction_service_pb2.CreateTransactionRequest(
-        transaction=transaction, request_id=_check_request_id(request_id)
-    )
+    return transaction
 
 
 class TransactionOptions(TypedDict, total=False):
@@ -547,18 +578,16 @@ class LedgerClient:
         :meth:`capture_hold`, :meth:`void_hold` or its ``expire_time`` (then it lapses,
         voided). Raises :class:`LedgerError` INSUFFICIENT_FUNDS like a debit."""
         request_id = _check_request_id(request_id)
-        hold = transaction_pb2.Transaction(
+        hold = _transaction(
             account=account,
             direction=transaction_pb2.DIRECTION_DEBIT,
-            amount=_check_amount(amount),
+            amount=amount,
             currency=currency,
             description=description,
             external_id=external_id,
+            metadata=metadata,
+            expire_time=expire_time,
         )
-        if expire_time is not None:
-            hold.expire_time.CopyFrom(timestamp_to_proto(expire_time))
-        if metadata:
-            hold.metadata.update(metadata)
         request = transaction_service_pb2.CreateHoldRequest(hold=hold, request_id=request_id)
         response = self._call(self._transactions.CreateHold, request, timeout=timeout, request_id=request_id)
         return response.hold
@@ -641,19 +670,17 @@ class LedgerClient:
         same expiry times. The result's ``ending_balance`` is the source's posted balance
         after it, ``counterparty_ending_balance`` the destination's."""
         request_id = _check_request_id(request_id)
-        transfer = transaction_pb2.Transaction(
+        transfer = _transaction(
             account=source,
             counterparty_account=destination,
             direction=transaction_pb2.DIRECTION_DEBIT,
-            amount=_check_amount(amount),
+            amount=amount,
             currency=currency,
             description=description,
+            posting_date=posting_date,
             external_id=external_id,
+            metadata=metadata,
         )
-        if posting_date is not None:
-            transfer.posting_date.CopyFrom(date_to_proto(posting_date))
-        if metadata:
-            transfer.metadata.update(metadata)
         request = transaction_service_pb2.CreateTransferRequest(transfer=transfer, request_id=request_id)
         return self._call(
             self._transactions.CreateTransfer, request, timeout=timeout, request_id=request_id
