@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ledger_server.core.deadline import current_deadline
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable
@@ -111,11 +111,13 @@ class _Writer(threading.Thread):
         self._make_unit = make_unit
         self._translate = translate
         self._max_batch = max_batch
+        self._conn: Connection | None = None
 
     def run(self) -> None:
         while True:
             first = self.jobs.get()
             if first is _STOP:
+                self._close()
                 return
             batch = [first]
             stop = False
@@ -130,26 +132,49 @@ class _Writer(threading.Thread):
                 batch.append(job)
             self._commit(batch)
             if stop:
+                self._close()
                 return
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> Connection:
+        """The writer's own connection, kept from batch to batch: checking one out of the
+        pool (and pinging it, on Postgres) for every batch cost more than a posting."""
+        if self._conn is None:
+            self._conn = self._engine.connect().execution_options(**WRITE)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        """After a failed BEGIN or COMMIT the connection's state is unknown: never reuse it."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception:
+                log.warning("could not discard a failed writer connection", exc_info=True)
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
-            with self._engine.connect() as conn:
-                conn.execution_options(**WRITE)
-                with conn.begin():
-                    unit = self._make_unit(conn)
-                    for job in batch:
-                        if job.deadline is not None and time.monotonic() >= job.deadline:
-                            job.error = DeadlineExceeded("deadline passed before the unit's turn: not run")
-                            continue
-                        unit.savepoint(job.deadline)
-                        try:
-                            job.result = job.work(unit)
-                        except Exception as exc:  # this request fails alone
-                            unit.rollback_to_savepoint()
-                            job.error = self._translate(exc, job.deadline)
-                        unit.release_savepoint()
+            conn = self._connection()
+            with conn.begin():
+                unit = self._make_unit(conn)
+                for job in batch:
+                    if job.deadline is not None and time.monotonic() >= job.deadline:
+                        job.error = DeadlineExceeded("deadline passed before the unit's turn: not run")
+                        continue
+                    unit.savepoint(job.deadline)
+                    try:
+                        job.result = job.work(unit)
+                    except Exception as exc:  # this request fails alone
+                        unit.rollback_to_savepoint()
+                        job.error = self._translate(exc, job.deadline)
+                    unit.release_savepoint()
         except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch is known to be durable
+            self._drop_connection()
             error = self._translate(exc, None)
             if not isinstance(error, StoreUnavailable):
                 log.exception("group commit failed")

@@ -1,16 +1,50 @@
-"""The statements of the posting path, as SQL text rendered once per dialect and run
-with exec_driver_sql: building SQLAlchemy Core statements costs ~1 ms per posting in
-Python (measured), more than the database work itself. Kept to the plainest SQL that
-SQLite and Postgres share; `{lock}`/`{skip_locked}` become row locks on Postgres only."""
+"""The statements of the posting path and of the hot reads, as SQL text rendered once
+per dialect and run on the DBAPI cursor: building SQLAlchemy Core statements costs ~1 ms
+per posting in Python (measured), and executing even a cached one through SQLAlchemy
+costs a GetAccount three quarters of its store time (profiled), far more than the
+database work itself. Kept to the plainest SQL that SQLite and Postgres share;
+`{lock}`/`{skip_locked}` become row locks on Postgres only."""
 
 from __future__ import annotations
 
 import re
 from functools import cache
 
+from ledger_server.store.schema import accounts, transactions
+
+# Whole rows, in table order: sql_store's _account and _transaction read them by position.
+ACCOUNT_COLUMNS = ", ".join(c.name for c in accounts.c)
+TRANSACTION_COLUMNS = ", ".join(c.name for c in transactions.c)
+
 # The columns of a locked account row (ports.LockedBalance).
 _LOCKED = "id, currency, balance_floor, status, posted, pending, expiring, last_posting_date, updated_at"
 _STATEMENTS = {
+    "get_account": (
+        f"SELECT {ACCOUNT_COLUMNS} FROM accounts "
+        "WHERE id = :id AND tenant_id = :tenant_id AND kind = 'customer'"
+    ),
+    "get_transaction": (
+        f"SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = :id AND tenant_id = :tenant_id"
+    ),
+    # One page of an account's history, newest first: its own transactions and the
+    # transfers it received, as two index range scans merged (an OR would make SQLite
+    # scan the tenant's whole history). Both directions are the same one to filter by one.
+    "account_history": (
+        f"SELECT {TRANSACTION_COLUMNS} FROM ("
+        + " UNION ALL ".join(
+            f"SELECT * FROM (SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE tenant_id = :tenant_id "
+            f"AND {who} = :account_id AND seq < :before AND posting_date >= :date_from "
+            "AND posting_date <= :date_to AND direction IN (:direction, :other_direction) "
+            f"ORDER BY seq DESC LIMIT :limit) AS {alias}"
+            for who, alias in (("account_id", "own"), ("counterparty_account_id", "peer"))
+        )
+        + ") AS history ORDER BY seq DESC LIMIT :limit"
+    ),
+    # The partial index ix_transactions_open_holds serves it.
+    "expired_holds": (
+        f"SELECT {TRANSACTION_COLUMNS} FROM transactions "
+        "WHERE status = 'pending' AND expires_at <= :now AND account_id = :account_id"
+    ),
     "find_response": (
         "SELECT fingerprint, response FROM idempotency_keys "
         "WHERE tenant_id = :tenant_id AND request_id = :request_id"

@@ -21,11 +21,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
-    Date,
     Engine,
     Row,
-    TextualSelect,
-    bindparam,
     func,
     insert,
     select,
@@ -178,36 +175,6 @@ class SqlStore:
         self.engine.dispose()
 
 
-def _account_history() -> TextualSelect:
-    """One page of an account's history, newest first: its own transactions and the
-    transfers it received, as two index range scans merged (an OR would make SQLite scan
-    the tenant's whole history). Built once: composing it with SQLAlchemy per call cost
-    more than half of a ListTransactions call (profiled)."""
-    columns = ", ".join(c.name for c in transactions.c)
-    page = (
-        f"SELECT * FROM (SELECT {columns} FROM transactions WHERE tenant_id = :tenant_id AND {{who}} = "
-        ":account_id AND seq < :before AND posting_date >= :date_from AND posting_date <= :date_to "
-        "AND direction IN :directions ORDER BY seq DESC LIMIT :limit) AS {alias}"
-    )
-    statement = (
-        f"SELECT {columns} FROM ({page.format(who='account_id', alias='own')} UNION ALL "
-        f"{page.format(who='counterparty_account_id', alias='peer')}) AS history "
-        "ORDER BY seq DESC LIMIT :limit"
-    )
-    return (
-        text(statement)
-        .bindparams(
-            bindparam("date_from", type_=Date),
-            bindparam("date_to", type_=Date),
-            bindparam("directions", expanding=True),
-        )
-        .columns(*transactions.c)
-    )
-
-
-ACCOUNT_HISTORY = _account_history()
-
-
 def translate(exc: BaseException, deadline: float | None = None) -> BaseException:
     """Database failures as the core's retryable outcomes; anything else unchanged. A
     timeout is DeadlineExceeded when the unit's deadline ran out, else StoreUnavailable
@@ -284,11 +251,7 @@ class SqlUnit:
         return [Tenant(row.id, row.name, from_micros(row.created_at)) for row in rows]
 
     def get_account(self, tenant_id: str, account_id: str) -> Account | None:
-        row = self._conn.execute(
-            select(accounts).where(
-                accounts.c.id == account_id, accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER
-            )
-        ).first()
+        row = self._run("get_account", {"id": account_id, "tenant_id": tenant_id}).fetchone()
         return None if row is None else _account(row)
 
     def list_accounts(
@@ -303,11 +266,7 @@ class SqlUnit:
         return _page(rows, limit, _account)
 
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None:
-        row = self._conn.execute(
-            select(transactions).where(
-                transactions.c.id == transaction_id, transactions.c.tenant_id == tenant_id
-            )
-        ).first()
+        row = self._run("get_transaction", {"id": transaction_id, "tenant_id": tenant_id}).fetchone()
         return None if row is None else _transaction(row)
 
     def list_transactions(
@@ -315,17 +274,18 @@ class SqlUnit:
     ) -> Page[Transaction]:
         t = transactions.c
         if flt.account_id:
-            directions = [flt.direction.value] if flt.direction else [d.value for d in Direction]
+            direction, other = (flt.direction, flt.direction) if flt.direction else tuple(Direction)
             params = {
                 "tenant_id": tenant_id,
                 "account_id": flt.account_id,
                 "before": INT64_MAX if before is None else before,
-                "date_from": flt.date_from or dt.date.min,
-                "date_to": flt.date_to or dt.date.max,
-                "directions": directions,
+                "date_from": self._date_param(flt.date_from or dt.date.min),
+                "date_to": self._date_param(flt.date_to or dt.date.max),
+                "direction": direction.value,
+                "other_direction": other.value,
                 "limit": limit + 1,
             }
-            return _page(self._conn.execute(ACCOUNT_HISTORY, params).all(), limit, _transaction)
+            return _page(self._run("account_history", params).fetchall(), limit, _transaction)
         q = select(transactions).where(t.tenant_id == tenant_id)
         if flt.date_from:
             q = q.where(t.posting_date >= flt.date_from)
@@ -343,14 +303,7 @@ class SqlUnit:
         return [Lot(seq, txn_id, from_micros(at), remaining) for seq, txn_id, at, remaining in rows]
 
     def expired_holds(self, account_id: str, now: dt.datetime) -> list[Transaction]:
-        t = transactions.c
-        rows = self._conn.execute(
-            select(transactions).where(
-                t.status == TransactionStatus.PENDING.value,
-                t.expires_at <= to_micros(now),
-                t.account_id == account_id,
-            )
-        )
+        rows = self._run("expired_holds", {"now": to_micros(now), "account_id": account_id}).fetchall()
         return [_transaction(row) for row in rows]
 
     def balance_at_time(self, account_id: str, at: dt.datetime) -> int:
@@ -580,13 +533,9 @@ class SqlUnit:
             posted,
             pending,
             expiring,
-            self._date(last_date),
+            _to_date(last_date),
             from_micros(updated),
         )
-
-    def _date(self, value: Any) -> dt.date | None:
-        """A DATE read through the raw cursor: ISO text on SQLite (SQLAlchemy's Date)."""
-        return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
     def _date_param(self, value: dt.date | None) -> Any:
         return value.isoformat() if value is not None and self._dialect == "sqlite" else value
@@ -797,57 +746,120 @@ def _one(cursor: Any) -> Any:
 
 
 def _dump(metadata: dict[str, str]) -> str:
+    if not metadata:  # most postings carry none: skip the encoder
+        return "{}"
     return json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _page(rows: Sequence[Row[Any]], limit: int, convert: Callable[[Row[Any]], T]) -> Page[T]:
+def _load(metadata: str) -> dict[str, str]:
+    return {} if metadata == "{}" else json.loads(metadata)
+
+
+def _to_date(value: Any) -> Any:
+    """A DATE as read through the DBAPI cursor: ISO text on SQLite (what SQLAlchemy's
+    Date stores there), a date already on Postgres and through SQLAlchemy."""
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _page(rows: Sequence[Any], limit: int, convert: Callable[[Any], T]) -> Page[T]:
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page([convert(r) for r in rows], rows[-1].seq if more else None)
+    return Page([convert(r) for r in rows], rows[-1][0] if more else None)  # seq comes first
 
 
-def _account(row: Row[Any]) -> Account:
+# Whole rows in table order (hot_sql's *_COLUMNS, or select(table)), from the DBAPI
+# cursor or SQLAlchemy alike: unpacked by position, which fails loudly on a column count
+# that does not match.
+
+
+def _account(row: Sequence[Any]) -> Account:
+    (
+        _seq,
+        id_,
+        tenant_id,
+        _kind,
+        _purpose,
+        _shard,
+        external_ref,
+        currency,
+        balance_floor,
+        status,
+        metadata,
+        posted,
+        pending,
+        expiring,
+        _last_posting_date,
+        created_at,
+        updated_at,
+    ) = row
     return Account(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        external_ref=row.external_ref,
-        currency=row.currency,
-        balance_floor=row.balance_floor,
-        status=AccountStatus(row.status),
-        metadata=json.loads(row.metadata),
-        posted=row.posted,
-        pending=row.pending,
-        created_at=from_micros(row.created_at),
-        updated_at=from_micros(row.updated_at),
-        expiring=row.expiring,
+        id=id_,
+        tenant_id=tenant_id,
+        external_ref=external_ref,
+        currency=currency,
+        balance_floor=balance_floor,
+        status=AccountStatus(status),
+        metadata=_load(metadata),
+        posted=posted,
+        pending=pending,
+        created_at=from_micros(created_at),
+        updated_at=from_micros(updated_at),
+        expiring=expiring,
     )
 
 
-def _transaction(row: Row[Any]) -> Transaction:
+def _transaction(row: Sequence[Any]) -> Transaction:
+    (
+        _seq,
+        id_,
+        tenant_id,
+        account_id,
+        direction,
+        amount,
+        currency,
+        kind,
+        status,
+        description,
+        posting_date,
+        external_id,
+        metadata,
+        ending_balance,
+        created_at,
+        updated_at,
+        creator_token_id,
+        creator_token_name,
+        type_,
+        expires_at,
+        counterparty_id,
+        counterparty_ending_balance,
+        related_id,
+        refunded_amount,
+        captured_amount,
+    ) = row
     return Transaction(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        account_id=row.account_id,
-        direction=Direction(row.direction),
-        amount=row.amount,
-        currency=row.currency,
-        kind=TransactionKind(row.kind),
-        description=row.description,
-        posting_date=row.posting_date,
-        external_id=row.external_id or "",
-        metadata=json.loads(row.metadata),
-        status=TransactionStatus(row.status),
-        ending_balance=row.ending_balance,
-        created_at=from_micros(row.created_at),
-        updated_at=from_micros(row.updated_at),
-        creator=Creator(row.creator_token_id, row.creator_token_name) if row.creator_token_id else None,
-        type=TransactionType(row.type),
-        expires_at=None if row.expires_at is None else from_micros(row.expires_at),
-        counterparty_id=row.counterparty_account_id or "",
-        counterparty_ending_balance=row.counterparty_ending_balance or 0,
-        related_id=row.related_transaction_id or "",
-        refunded_amount=row.refunded_amount,
-        captured_amount=row.captured_amount,
+        id=id_,
+        tenant_id=tenant_id,
+        account_id=account_id,
+        direction=Direction(direction),
+        amount=amount,
+        currency=currency,
+        kind=TransactionKind(kind),
+        description=description,
+        posting_date=_to_date(posting_date),
+        external_id=external_id or "",
+        metadata=_load(metadata),
+        status=TransactionStatus(status),
+        ending_balance=ending_balance,
+        created_at=from_micros(created_at),
+        updated_at=from_micros(updated_at),
+        creator=Creator(creator_token_id, creator_token_name) if creator_token_id else None,
+        type=TransactionType(type_),
+        expires_at=None if expires_at is None else from_micros(expires_at),
+        counterparty_id=counterparty_id or "",
+        counterparty_ending_balance=counterparty_ending_balance or 0,
+        related_id=related_id or "",
+        refunded_amount=refunded_amount,
+        captured_amount=captured_amount,
     )
 
 
