@@ -20,6 +20,8 @@ from ledger_server.core.model import (
 )
 from ledger_server.core.validation import Violations, canonical_uuid
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
 DIRECTIONS = {
     transaction_pb2.DIRECTION_CREDIT: Direction.CREDIT,
     transaction_pb2.DIRECTION_DEBIT: Direction.DEBIT,
@@ -110,9 +112,12 @@ def parse_time(v: Violations, field: str, has: bool, ts: Timestamp) -> dt.dateti
 
 
 def timestamp(t: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(t)
-    return ts
+    """Like Timestamp.FromDatetime (a naive time is UTC) at less than half its cost: a
+    posting's response carries two or three (profiled)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    seconds, micros = divmod((t - _EPOCH) // _MICROSECOND, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def date_pb(d: dt.date) -> date_pb2.Date:
