@@ -56,9 +56,8 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Writers take the write lock first: no deadlock-prone read-to-write upgrade.
-        # On the sqlite3 connection itself: through exec_driver_sql this cost a GetAccount
-        # a third of its store time (profiled).
-        # Its errors are wrapped as SQLAlchemy's own, as exec_driver_sql would.
+        # On the sqlite3 connection itself (through exec_driver_sql this cost a GetAccount
+        # a third of its store time, profiled), its errors wrapped as exec_driver_sql would.
         begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write", False) else "BEGIN"
         try:
             conn.connection.driver_connection.execute(begin)
