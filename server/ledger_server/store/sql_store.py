@@ -3,10 +3,10 @@ core's retryable outcomes (WriteConflict: re-run the unit; StoreUnavailable: tel
 caller to retry; DeadlineExceeded: the call's deadline ran out first).
 
 On Postgres each unit's statements and lock waits are bounded by its call's deadline
-(core/deadline.py): reads set `statement_timeout` and `lock_timeout` for their
-transaction; group-committed writes set them inside each unit's savepoint, and reset
-them to the caps when it is released, so that one unit's short deadline never cuts a
-later unit or the shared commit."""
+(core/deadline.py): reads (in autocommit) by their connection's `statement_timeout`
+and `lock_timeout`, set to the deadline rounded up to a step; group-committed writes
+set them inside each unit's savepoint, and reset them to the caps when it is released,
+so that one unit's short deadline never cuts a later unit or the shared commit."""
 
 from __future__ import annotations
 
@@ -81,6 +81,7 @@ TIMEOUT_SQLSTATES = {"57014", "55P03"}
 MIN_DB_TIMEOUT = 0.05
 MAX_LOCK_WAIT = 5.0
 MAX_STATEMENT = 30.0
+READ_BOUNDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)  # seconds; beyond: the caps
 CUSTOMER, SYSTEM = "customer", "system"
 
 
@@ -102,6 +103,10 @@ class SqlStore:
         # on its own accounts (units are routed by account).
         self._writers = 1 if engine.dialect.name == "sqlite" else (writers or 4)
         self._max_batch = max_batch
+        self._reads = engine  # Postgres: a pool of autocommit connections (see reading())
+        if engine.dialect.name == "postgresql":
+            size = engine.pool.size()  # type: ignore[attr-defined]
+            self._reads = make_engine(_url_of(engine), pool_size=size, autocommit=True)
         self._committer: GroupCommitter | None = None  # started by the first write()
         self._probe: Engine | None = None  # ping()'s engine of one connection, made by the first ping
         self._lock = threading.Lock()
@@ -109,10 +114,17 @@ class SqlStore:
     @contextmanager
     def reading(self) -> Iterator[SqlUnit]:
         deadline = current_deadline()
-        with _translated(deadline), self.engine.connect() as conn, conn.begin():
-            unit = SqlUnit(conn, self.counter_shards)
-            unit.bound(deadline)
-            yield unit
+        if self.engine.dialect.name != "postgresql":
+            with _translated(deadline), self.engine.connect() as conn, conn.begin():
+                yield SqlUnit(conn, self.counter_shards)
+            return
+        # Postgres reads run in autocommit: under READ COMMITTED a transaction gives a
+        # read-only unit nothing (each statement has its own snapshot anyway), and its
+        # BEGIN, SET LOCAL and COMMIT were three of a GetAccount's five round trips, the
+        # pool's pre-ping a fourth. Their bounds are the connection's own (_bound_reads).
+        with _translated(deadline), self._reads.connect() as conn:
+            _bound_reads(conn, deadline)
+            yield SqlUnit(conn, self.counter_shards)
 
     @contextmanager
     def snapshot(self) -> Iterator[SqlUnit]:
@@ -159,7 +171,7 @@ class SqlStore:
         and must not make the health probe wait for a connection."""
         with self._lock:
             if self._probe is None:
-                self._probe = make_engine(self.engine.url.render_as_string(hide_password=False), pool_size=1)
+                self._probe = make_engine(_url_of(self.engine), pool_size=1)
             probe = self._probe
         with _translated(), probe.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -172,7 +184,12 @@ class SqlStore:
             if self._probe is not None:
                 self._probe.dispose()
                 self._probe = None
+        self._reads.dispose()
         self.engine.dispose()
+
+
+def _url_of(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
 
 
 def translate(exc: BaseException, deadline: float | None = None) -> BaseException:
@@ -199,13 +216,26 @@ def translate(exc: BaseException, deadline: float | None = None) -> BaseExceptio
 
 def _bounds(deadline: float | None) -> str:
     """SET LOCAL statements that bound the rest of the transaction by `deadline`."""
-    left = remaining(deadline)
+    return _settings(remaining(deadline), "SET LOCAL")
+
+
+def _settings(left: float | None, set_: str) -> str:
     lock = MAX_LOCK_WAIT if left is None else min(max(left, MIN_DB_TIMEOUT), MAX_LOCK_WAIT)
     statement = MAX_STATEMENT if left is None else min(max(left, MIN_DB_TIMEOUT), MAX_STATEMENT)
-    return (
-        f"SET LOCAL statement_timeout = {round(statement * 1000)}; "
-        f"SET LOCAL lock_timeout = {round(lock * 1000)}"
-    )
+    return f"{set_} statement_timeout = {round(statement * 1000)}; {set_} lock_timeout = {round(lock * 1000)}"
+
+
+def _bound_reads(conn: Connection, deadline: float | None) -> None:
+    """Bound a read unit's statements and lock waits by its deadline, rounded up to one of
+    READ_BOUNDS: as session settings of its autocommit connection, sent only when they
+    change, so that calls with like deadlines send none (a round trip saved per read).
+    The database work of a read then ends at most one step of READ_BOUNDS after it."""
+    left = remaining(deadline)
+    step = None if left is None else next((b for b in READ_BOUNDS if b >= left), None)
+    info = conn.connection.info  # kept with the DBAPI connection, cleared when it is replaced
+    if info.get("read_bound", False) != step:
+        conn.exec_driver_sql(_settings(step, "SET"))
+        info["read_bound"] = step
 
 
 @contextmanager
@@ -424,11 +454,6 @@ class SqlUnit:
 
     def release_savepoint(self) -> None:
         self._execute("RELEASE SAVEPOINT unit" + self._bounds(None))
-
-    def bound(self, deadline: float | None) -> None:
-        """Bound the rest of this transaction's statements and lock waits by `deadline`."""
-        if self._dialect == "postgresql":
-            self._execute(_bounds(deadline))
 
     def _bounds(self, deadline: float | None) -> str:
         return "; " + _bounds(deadline) if self._dialect == "postgresql" else ""
