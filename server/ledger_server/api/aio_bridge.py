@@ -31,6 +31,8 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 import grpc.aio
 
+from ledger_server.call_greenlet import await_, in_call_greenlet, run_in_greenlet
+
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str | bytes], ...]
 _END = object()  # the end of a stream, where an iterator would raise StopIteration
@@ -149,9 +151,7 @@ class SyncContext:
         self.abort(status.code, status.details)
 
     def send_initial_metadata(self, initial_metadata: Metadata) -> None:
-        asyncio.run_coroutine_threadsafe(
-            self._context.send_initial_metadata(initial_metadata), self._loop
-        ).result()
+        _wait_on_loop(self._context.send_initial_metadata(initial_metadata), self._loop)
 
     def set_compression(self, compression: grpc.Compression) -> None:
         self._context.set_compression(compression)
@@ -191,21 +191,33 @@ class _Requests(Iterator[Any]):
             return _END
 
     def __next__(self) -> Any:
-        message = asyncio.run_coroutine_threadsafe(self._read(), self._loop).result()
+        message = _wait_on_loop(self._read(), self._loop)
         if message is _END:
             raise StopIteration
         return message
 
 
-def _unary_response(behavior: Callable[..., Any], streaming_requests: bool, pool: ThreadPoolExecutor) -> Any:
+def _wait_on_loop(coroutine: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """A coroutine's result, from a behavior in a worker thread or in a call greenlet."""
+    if in_call_greenlet():
+        return await_(coroutine)
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+def _unary_response(
+    behavior: Callable[..., Any], streaming_requests: bool, pool: ThreadPoolExecutor | None
+) -> Any:
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         loop = asyncio.get_running_loop()
         sync = SyncContext(context, loop)
         argument = _Requests(request, loop) if streaming_requests else request
         response = None
         with contextlib.suppress(_Aborted):  # settle() sends the status
-            work = pool.submit(contextvars.Context().run, behavior, argument, sync)
-            response = await asyncio.wrap_future(work, loop=loop)
+            if pool is None:
+                response = await run_in_greenlet(contextvars.Context().run, behavior, argument, sync)
+            else:
+                work = pool.submit(contextvars.Context().run, behavior, argument, sync)
+                response = await asyncio.wrap_future(work, loop=loop)
         await sync.settle()
         return response
 
@@ -213,9 +225,11 @@ def _unary_response(behavior: Callable[..., Any], streaming_requests: bool, pool
 
 
 def asynchronous(
-    handler: grpc.RpcMethodHandler[Any, Any], pool: ThreadPoolExecutor
+    handler: grpc.RpcMethodHandler[Any, Any], pool: ThreadPoolExecutor | None
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The handler with each synchronous behavior run in `pool` by a coroutine."""
+    """The handler with each synchronous behavior run by a coroutine: in `pool`, or with
+    None in a greenlet on the loop (call_greenlet.py: for behaviors that never block but
+    through it)."""
     h: Any = handler  # gRPC's namedtuple; the stubs type it loosely
     if h.unary_unary:
         return h._replace(unary_unary=_unary_response(h.unary_unary, False, pool))  # type: ignore[no-any-return]

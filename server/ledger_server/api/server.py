@@ -3,9 +3,10 @@ and reflection services, with explicit message-size and concurrency limits. Heal
 the database: a probe thread pings it and reports NOT_SERVING while it does not answer.
 
 It is a grpc.aio server on the process's event loop thread (api/aio_bridge.py): the loop
-reads every request, and a call's synchronous behavior runs in one of --workers threads
-only once its request has arrived, so calls that never send theirs hold no worker. The
-public API stays synchronous."""
+reads every request, and a call's synchronous behavior runs only once its request has
+arrived, so calls that never send theirs hold nothing: in one of --workers threads, or,
+on SQLite, for the short methods, on the loop itself (call_greenlet.py). The public API
+stays synchronous."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ class LedgerServer:
             ],
         )
         try:
-            registry: Any = _Registry(server, self._interceptor, self._pool)  # as a grpc.Server
+            # As a grpc.Server:
+            registry: Any = _Registry(server, self._interceptor, self._pool, self._ledger.quick_reads)
             add_servicer(registry, ACCOUNT_SERVICE, AccountServicer(self._ledger))
             add_servicer(registry, TRANSACTION_SERVICE, TransactionServicer(self._ledger))
             add_servicer(registry, ADMIN_SERVICE, AdminServicer(self._ledger))
@@ -172,14 +174,16 @@ class _Registry:
     interceptor and then for the thread pool, and handed over."""
 
     def __init__(
-        self, server: grpc.aio.Server, interceptor: CallInterceptor, pool: ThreadPoolExecutor
+        self, server: grpc.aio.Server, interceptor: CallInterceptor, pool: ThreadPoolExecutor, on_loop: bool
     ) -> None:
         self._server = server
         self._interceptor = interceptor
         self._pool = pool
+        self._on_loop = on_loop
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        return asynchronous(self._interceptor.wrap(method, handler), self._pool)
+        pool = None if self._on_loop and _short(method) else self._pool
+        return asynchronous(self._interceptor.wrap(method, handler), pool)
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
@@ -190,6 +194,21 @@ class _Registry:
 
     def add_generic_rpc_handlers(self, generic_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers([_Wrapped(g, self.wrap) for g in generic_handlers])
+
+
+# Where reads are quick (SQLite), these run on the event loop, each in a greenlet that
+# waits for its group commit without blocking it (call_greenlet.py): one posting or one
+# bounded page of reads each. A batch (up to 1000 postings of Python work), a stream, and
+# the admin methods (an audit reads a whole tenant) keep to the worker threads.
+_WORKER_METHODS = {
+    f"/{TRANSACTION_SERVICE}/BatchCreateTransactions",
+    f"/{TRANSACTION_SERVICE}/ImportTransactions",
+}
+
+
+def _short(method: str) -> bool:
+    service = method.lstrip("/").partition("/")[0]
+    return service in (ACCOUNT_SERVICE, TRANSACTION_SERVICE) and method not in _WORKER_METHODS
 
 
 class _Wrapped(grpc.GenericRpcHandler):

@@ -15,17 +15,20 @@ alone, rolled back to its savepoint, and the rest of the batch goes on."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from ledger_server.call_greenlet import await_, in_call_greenlet
 from ledger_server.core.deadline import current_deadline
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable
 from ledger_server.store.engine import WRITE
@@ -40,7 +43,9 @@ Translate = Callable[[BaseException, "float | None"], BaseException]
 class _Job:
     work: Work
     deadline: float | None  # time.monotonic() seconds, or None
-    done: threading.Event = field(default_factory=threading.Event)
+    # Set once the job is settled: the Event for a caller in a thread, the future for a
+    # caller in a call greenlet (resolved on its loop, which it must not block).
+    done: threading.Event | asyncio.Future[None]
     result: Any = None
     error: BaseException | None = None
 
@@ -74,11 +79,18 @@ class GroupCommitter:
         """Queue every (key, work) at once, so that they share commits; each one's result
         or exception once all are settled."""
         deadline = current_deadline()
-        jobs = [_Job(work, deadline) for _, work in works]
+        on_loop = in_call_greenlet()
+        loop = asyncio.get_running_loop() if on_loop else None
+        jobs = [
+            _Job(work, deadline, loop.create_future() if loop else threading.Event()) for _, work in works
+        ]
         for (key, _), job in zip(works, jobs, strict=True):
             self._writers[zlib.crc32(key.encode()) % len(self._writers)].jobs.put(job)
         for job in jobs:
-            job.done.wait()
+            if isinstance(job.done, threading.Event):
+                job.done.wait()
+            else:
+                await_(job.done)  # cancelled with its call: then _resolve leaves it be
         return [job.error if job.error is not None else job.result for job in jobs]
 
     def queued(self) -> int:
@@ -183,5 +195,24 @@ class _Writer(threading.Thread):
                 if job.error is None:
                     job.error = error
         finally:
-            for job in batch:
-                job.done.set()
+            _settle(batch)
+
+
+def _settle(batch: list[_Job]) -> None:
+    """Wake each job's caller: threads directly, and those waiting on a loop with one
+    callback per loop and batch (each call_soon_threadsafe is a wake-up of the loop)."""
+    on_loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for job in batch:
+        if isinstance(job.done, threading.Event):
+            job.done.set()
+        else:
+            on_loops.setdefault(job.done.get_loop(), []).append(job.done)
+    for loop, futures in on_loops.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)

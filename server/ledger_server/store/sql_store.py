@@ -103,6 +103,8 @@ class SqlStore:
         # on its own accounts (units are routed by account).
         self._writers = 1 if engine.dialect.name == "sqlite" else (writers or 4)
         self._max_batch = max_batch
+        # SQLite: reads on a local file, in WAL mode never waiting for writers.
+        self.quick_reads = engine.dialect.name == "sqlite"
         self._reads = engine  # Postgres: a pool of autocommit connections (see reading())
         if engine.dialect.name == "postgresql":
             size = engine.pool.size()  # type: ignore[attr-defined]
