@@ -7,7 +7,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 import psycopg
@@ -20,6 +22,7 @@ from ledger_server.core.admin import Admin
 from ledger_server.core.auth import ADMIN, Authenticator
 from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
+from ledger_server.core.model import Account, NewAccount
 from ledger_server.store.engine import make_engine
 from ledger_server.store.sql_store import SqlStore
 from tests.support import server_settings
@@ -36,19 +39,26 @@ def test_unreachable_database_is_store_unavailable() -> None:
     store.close()
 
 
+def maintenance(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(url.replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres", autocommit=True)
+
+
+def drop_connections(admin: psycopg.Connection[Any], name: str) -> None:
+    """What a database restart does to a pool: every connection to `name` is gone."""
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
+
+
 @contextmanager
 def database_down(url: str) -> Iterator[None]:
     """Refuse new connections to the database and drop the existing ones, then restore."""
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(
-        url.replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres", autocommit=True
-    ) as admin:
+    with maintenance(url) as admin:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
+        drop_connections(admin, name)
         try:
             yield
         finally:
@@ -148,3 +158,25 @@ def test_health_stays_not_serving_once_shutdown_began(pg_url: str) -> None:
             time.sleep(0.05)
         stopping.join(30)
         assert not stopping.is_alive()
+
+
+def test_after_the_database_drops_every_connection_only_one_read_fails(pg_url: str) -> None:
+    """No pre-ping: the first call to find its connection dead fails (retryably) and the
+    pool is replaced, so the next call does not take another of the dead connections."""
+    store = SqlStore(make_engine(pg_url, pool_size=4))
+    tenant = f"dropped-{uuid.uuid4().hex[:8]}"
+    Admin(store).create_tenant(tenant, "")
+    ledger = Ledger(store)
+    account = ledger.create_account(tenant, NewAccount(external_ref="", currency="USD"))
+    assert isinstance(account, Account)
+    with ThreadPoolExecutor(4) as pool:  # fill the read pool with 4 connections
+        list(pool.map(lambda _: ledger.get_account(tenant, account.id), range(32)))
+    with maintenance(pg_url) as admin:
+        drop_connections(admin, pg_url.rsplit("/", 1)[1])
+    try:
+        with pytest.raises(StoreUnavailable):
+            ledger.get_account(tenant, account.id)
+        for _ in range(4):
+            assert ledger.get_account(tenant, account.id).id == account.id
+    finally:
+        store.close()

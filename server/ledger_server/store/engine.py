@@ -20,7 +20,11 @@ def make_engine(url: str, pool_size: int = 16, autocommit: bool = False) -> Engi
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, pool_size)
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    # In autocommit no transaction is ever left open: no rollback when one is returned
+    # to the pool (on a connection the database dropped, that rollback logged an error).
+    options: dict[str, Any] = (
+        {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}
+    )
     return create_engine(
         url,
         **options,

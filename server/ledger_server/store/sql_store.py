@@ -466,7 +466,8 @@ class SqlUnit:
     def _execute(self, statement: str, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Any:
         """Run a statement on the DBAPI cursor itself: SQLAlchemy's per-execution
         bookkeeping costs more CPU than the SQL (profiled). Errors are wrapped as
-        SQLAlchemy's own, so that translate() treats them alike."""
+        SQLAlchemy's own, so that translate() treats them alike, and a lost connection is
+        handled as SQLAlchemy would (_lost)."""
         if self._cursor is None:
             self._cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -477,8 +478,20 @@ class SqlUnit:
             else:
                 self._cursor.execute(statement, params)
         except self._dbapi.Error as exc:
-            raise sa_exc.DBAPIError.instance(statement, params, exc, self._dbapi.Error) from exc
+            lost = self._conn.dialect.is_disconnect(exc, self._cursor.connection, self._cursor)
+            if lost:
+                self._lost(exc)
+            raise sa_exc.DBAPIError.instance(
+                statement, params, exc, self._dbapi.Error, connection_invalidated=lost
+            ) from exc
         return self._cursor
+
+    def _lost(self, exc: BaseException) -> None:
+        """The database dropped this connection (a restart, say), and likely every other
+        one of its pool: discard this one and replace the pool, so that the next call
+        connects afresh rather than failing on another dead connection (no pre-ping)."""
+        self._conn.invalidate(exc)
+        self._conn.engine.dispose(close=False)
 
     def find_response(self, tenant_id: str, request_id: str) -> StoredResponse | None:
         row = self._run("find_response", {"tenant_id": tenant_id, "request_id": request_id}).fetchone()
