@@ -90,3 +90,34 @@ def test_a_lost_connection_fails_the_whole_batch_and_the_next_recovers(pg_store:
     assert not {"a1", "a2"} & tenants(store)
     assert store.write("key", tenant("a3")) == "a3"
     assert "a3" in tenants(store)
+
+
+def response_saver(request_id: str, fail: bool = False) -> Callable[[SqlUnit], str]:
+    """A unit that stores a response (buffered until the unit ends), then maybe refuses."""
+
+    def work(unit: SqlUnit) -> str:
+        unit.save_response("t1", request_id, b"fingerprint", b"response", NOW)
+        assert unit.find_response("t1", request_id) is not None  # its own buffered row
+        if fail:
+            raise LedgerError(Category.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS", "no")
+        return request_id
+
+    return work
+
+
+def test_a_refused_units_buffered_inserts_are_dropped_with_it(store: SqlStore) -> None:
+    futures = in_one_batch(
+        store,
+        [
+            tenant("t1"),
+            response_saver("kept-1"),
+            response_saver("dropped", fail=True),
+            response_saver("kept-2"),
+        ],
+    )
+    with pytest.raises(LedgerError):
+        futures[2].result()
+    assert [futures[1].result(), futures[3].result()] == ["kept-1", "kept-2"]
+    with store.reading() as r:
+        assert r.find_response("t1", "kept-1") == r.find_response("t1", "kept-2") is not None
+        assert r.find_response("t1", "dropped") is None

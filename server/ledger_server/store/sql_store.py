@@ -144,7 +144,9 @@ class SqlStore:
         with _translated(), self.engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
-                yield SqlUnit(conn, self.counter_shards)
+                unit = SqlUnit(conn, self.counter_shards)
+                yield unit
+                unit.flush()
 
     def write(self, key: str, work: Callable[[SqlUnit], T]) -> T:
         return self._committed().run(key, work)
@@ -251,6 +253,24 @@ def _translated(deadline: float | None = None) -> Iterator[None]:
         raise translated from exc
 
 
+# Inserts that a unit never reads back but through find_response (which looks at them
+# first): buffered, and sent as one executemany per statement, in this (foreign key)
+# order, at the end of the unit or before any statement not known to leave them alone.
+# A batch's rows then take one statement each (pipelined by psycopg), not one per row.
+_DEFERRED = ("insert_transaction", "insert_entry", "save_response")
+_BESIDE_DEFERRED = frozenset(
+    {
+        "find_response",
+        "lock_customer",
+        "lock_by_id",
+        "lock_any_counter",
+        "lock_counter_shard",
+        "insert_account",
+        "set_balances",
+    }
+)
+
+
 class SqlUnit:
     """One database transaction; implements both ReadUnit and WriteUnit."""
 
@@ -262,6 +282,8 @@ class SqlUnit:
         self._cursor: Any = None
         # (tenant, currency, purpose) -> the counter shard this transaction has locked.
         self._counters: dict[tuple[str, str, str], str] = {}
+        self._deferred: dict[str, list[dict[str, Any]]] = {}  # statement -> rows (_DEFERRED)
+        self._deferred_responses: dict[tuple[str, str], StoredResponse] = {}
 
     # -- reads ------------------------------------------------------------------------
 
@@ -452,7 +474,21 @@ class SqlUnit:
         self._execute("SAVEPOINT unit" + self._bounds(deadline))
 
     def rollback_to_savepoint(self) -> None:
+        self._drop_deferred()
         self._execute("ROLLBACK TO SAVEPOINT unit")
+
+    def flush(self) -> None:
+        """Send the buffered inserts (_DEFERRED): at the end of each unit, in its savepoint."""
+        deferred = self._deferred
+        self._drop_deferred()
+        for name in _DEFERRED:
+            rows = deferred.get(name)
+            if rows:
+                self._execute(sql(self._dialect, name), rows)
+
+    def _drop_deferred(self) -> None:
+        self._deferred = {}
+        self._deferred_responses.clear()
 
     def release_savepoint(self) -> None:
         self._execute("RELEASE SAVEPOINT unit" + self._bounds(None))
@@ -461,6 +497,15 @@ class SqlUnit:
         return "; " + _bounds(deadline) if self._dialect == "postgresql" else ""
 
     def _run(self, name: str, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        if name in _DEFERRED:
+            rows = self._deferred.setdefault(name, [])
+            if isinstance(params, list):
+                rows.extend(params)
+            else:
+                rows.append(params)
+            return None
+        if self._deferred and name not in _BESIDE_DEFERRED:
+            self.flush()
         return self._execute(sql(self._dialect, name), params)
 
     def _execute(self, statement: str, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Any:
@@ -494,12 +539,16 @@ class SqlUnit:
         self._conn.engine.dispose(close=False)
 
     def find_response(self, tenant_id: str, request_id: str) -> StoredResponse | None:
+        buffered = self._deferred_responses.get((tenant_id, request_id))
+        if buffered is not None:
+            return buffered
         row = self._run("find_response", {"tenant_id": tenant_id, "request_id": request_id}).fetchone()
         return None if row is None else StoredResponse(bytes(row[0]), bytes(row[1]))
 
     def save_response(
         self, tenant_id: str, request_id: str, fingerprint: bytes, response: bytes, now: dt.datetime
     ) -> None:
+        self._deferred_responses[(tenant_id, request_id)] = StoredResponse(fingerprint, response)
         self._run(
             "save_response",
             {
