@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from ledger_server.core.errors import LedgerError
-from ledger_server.core.ledger import Idempotency, Ledger, Replay
+from ledger_server.core.ledger import BatchItem, Idempotency, Ledger, Replay
 from ledger_server.core.model import (
     DEFAULT_TENANT,
     INT64_MAX,
@@ -185,6 +185,31 @@ def test_request_id_replays_the_stored_response(ledger: Ledger, engine: Engine) 
     other = Idempotency(idem.request_id, hashlib.sha256(b"credit 6").digest(), render)
     assert refusal(ledger.post_transaction, T, cmd, other).reason == "REQUEST_ID_REUSED"
     assert count(engine, transactions) == 1
+
+
+def test_an_atomic_batch_replays_request_ids_stored_before_and_within_it(
+    ledger: Ledger, engine: Engine
+) -> None:
+    """The batch looks its request ids up at once; an id stored earlier replays, an id
+    repeated within the batch replays its first item, and one reused for another request
+    refuses the whole batch."""
+    account = open_account(ledger)
+    credit = NewTransaction(account.id, Direction.CREDIT, 5, "USD")
+
+    def idem(request_id: str, request: bytes = b"credit 5") -> Idempotency[Transaction]:
+        return Idempotency(request_id, hashlib.sha256(request).digest(), lambda t: t.id.encode())
+
+    earlier = ledger.post_transaction(T, credit, idem("earlier"))
+    assert isinstance(earlier, Transaction)
+    items = [BatchItem(credit, idem(rid)) for rid in ("earlier", "new", "new", "other")]
+    results = ledger.post_batch(T, items, atomic=True)
+    assert results[0] == Replay(earlier.id.encode())
+    assert isinstance(results[1], Transaction) and isinstance(results[3], Transaction)
+    assert results[2] == Replay(results[1].id.encode())
+    assert count(engine, transactions) == 3  # earlier, new, other
+    reused = [BatchItem(credit, idem("fresh")), BatchItem(credit, idem("new", b"credit 6"))]
+    assert refusal(ledger.post_batch, T, reused, atomic=True).reason == "REQUEST_ID_REUSED"
+    assert count(engine, transactions) == 3
 
 
 def test_refused_request_does_not_consume_its_request_id(ledger: Ledger) -> None:

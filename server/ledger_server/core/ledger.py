@@ -240,6 +240,7 @@ class Ledger:
             # One Book for the whole batch: each account is locked (in one order for every
             # batch: no deadlock between them) and written back once, not once per item.
             book = Book(w, tenant_id, self._clock())
+            w.prefetch_responses(tenant_id, [item.idem.request_id for item in items if item.idem])
             for account_id in account_ids:
                 try:
                     book.customer(account_id)

@@ -112,6 +112,10 @@ class WriteUnit(ReadUnit, Protocol):
     """One atomic database transaction. Locks are held until it ends."""
 
     def find_response(self, tenant_id: str, request_id: str) -> StoredResponse | None: ...
+    def prefetch_responses(self, tenant_id: str, request_ids: Sequence[str]) -> None:
+        """Look up many request ids at once; find_response then answers them from memory."""
+        ...
+
     def save_response(
         self, tenant_id: str, request_id: str, fingerprint: bytes, response: bytes, now: dt.datetime
     ) -> None: ...

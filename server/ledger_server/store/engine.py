@@ -34,8 +34,9 @@ def make_engine(url: str, pool_size: int = 16, autocommit: bool = False) -> Engi
         max_overflow=0,
         # No pre-ping: a round trip per checkout, a quarter of a GetAccount's (measured). A
         # connection found dead fails its one call with UNAVAILABLE (retryable), and the
-        # pool then replaces every connection older than that failure (SQLAlchemy's
-        # default on a disconnect error), so a restarted database costs one failed call.
+        # pool then replaces every connection older than that failure (SQLAlchemy does so
+        # on a disconnect error, SqlUnit._lost for the statements it runs itself), so a
+        # restarted database costs one failed call per pool.
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )

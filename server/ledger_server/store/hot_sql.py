@@ -49,6 +49,12 @@ _STATEMENTS = {
         "SELECT fingerprint, response FROM idempotency_keys "
         "WHERE tenant_id = :tenant_id AND request_id = :request_id"
     ),
+    # Many at once: one array parameter (a list of 500 placeholders made Postgres's
+    # generic plan of the prepared statement a sequential scan, 1.5 s, measured).
+    "find_responses": (
+        "SELECT request_id, fingerprint, response FROM idempotency_keys "
+        "WHERE tenant_id = :tenant_id AND request_id {in_list}"
+    ),
     "save_response": (
         "INSERT INTO idempotency_keys (tenant_id, request_id, fingerprint, response, created_at) "
         "VALUES (:tenant_id, :request_id, :fingerprint, :response, :created_at)"
@@ -143,6 +149,8 @@ def sql(dialect: str, name: str) -> str:
     """The statement `name` in the dialect's parameter style, with its row locks."""
     text = _STATEMENTS[name]
     if dialect == "postgresql":
-        text = text.format(lock=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
+        text = text.format(
+            lock=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED", in_list="= ANY(:request_ids)"
+        )
         return re.sub(r":(\w+)", r"%(\1)s", text)
-    return text.format(lock="", skip_locked="")
+    return text.format(lock="", skip_locked="", in_list="IN (SELECT value FROM json_each(:request_ids))")

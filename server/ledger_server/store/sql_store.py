@@ -261,6 +261,7 @@ _DEFERRED = ("insert_transaction", "insert_entry", "save_response")
 _BESIDE_DEFERRED = frozenset(
     {
         "find_response",
+        "find_responses",
         "lock_customer",
         "lock_by_id",
         "lock_any_counter",
@@ -283,7 +284,9 @@ class SqlUnit:
         # (tenant, currency, purpose) -> the counter shard this transaction has locked.
         self._counters: dict[tuple[str, str, str], str] = {}
         self._deferred: dict[str, list[dict[str, Any]]] = {}  # statement -> rows (_DEFERRED)
-        self._deferred_responses: dict[tuple[str, str], StoredResponse] = {}
+        # (tenant, request_id) -> its stored response (None: none) as this transaction
+        # knows it: prefetched, or saved by a unit not rolled back since.
+        self._responses: dict[tuple[str, str], StoredResponse | None] = {}
 
     # -- reads ------------------------------------------------------------------------
 
@@ -474,21 +477,17 @@ class SqlUnit:
         self._execute("SAVEPOINT unit" + self._bounds(deadline))
 
     def rollback_to_savepoint(self) -> None:
-        self._drop_deferred()
+        self._deferred = {}
+        self._responses.clear()
         self._execute("ROLLBACK TO SAVEPOINT unit")
 
     def flush(self) -> None:
         """Send the buffered inserts (_DEFERRED): at the end of each unit, in its savepoint."""
-        deferred = self._deferred
-        self._drop_deferred()
+        deferred, self._deferred = self._deferred, {}
         for name in _DEFERRED:
             rows = deferred.get(name)
             if rows:
                 self._execute(sql(self._dialect, name), rows)
-
-    def _drop_deferred(self) -> None:
-        self._deferred = {}
-        self._deferred_responses.clear()
 
     def release_savepoint(self) -> None:
         self._execute("RELEASE SAVEPOINT unit" + self._bounds(None))
@@ -539,16 +538,26 @@ class SqlUnit:
         self._conn.engine.dispose(close=False)
 
     def find_response(self, tenant_id: str, request_id: str) -> StoredResponse | None:
-        buffered = self._deferred_responses.get((tenant_id, request_id))
-        if buffered is not None:
-            return buffered
+        key = (tenant_id, request_id)
+        if key in self._responses:
+            return self._responses[key]
         row = self._run("find_response", {"tenant_id": tenant_id, "request_id": request_id}).fetchone()
         return None if row is None else StoredResponse(bytes(row[0]), bytes(row[1]))
+
+    def prefetch_responses(self, tenant_id: str, request_ids: Sequence[str]) -> None:
+        """One query instead of one per find_response (a round trip each on Postgres)."""
+        wanted = list(dict.fromkeys(request_ids))
+        ids: Any = wanted if self._dialect == "postgresql" else json.dumps(wanted)
+        rows = self._run("find_responses", {"tenant_id": tenant_id, "request_ids": ids}).fetchall()
+        found = {
+            rid: StoredResponse(bytes(fingerprint), bytes(response)) for rid, fingerprint, response in rows
+        }
+        self._responses.update({(tenant_id, rid): found.get(rid) for rid in wanted})
 
     def save_response(
         self, tenant_id: str, request_id: str, fingerprint: bytes, response: bytes, now: dt.datetime
     ) -> None:
-        self._deferred_responses[(tenant_id, request_id)] = StoredResponse(fingerprint, response)
+        self._responses[(tenant_id, request_id)] = StoredResponse(fingerprint, response)
         self._run(
             "save_response",
             {
