@@ -515,7 +515,9 @@ class SqlUnit:
         if self._cursor is None:
             self._cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            if isinstance(params, list):
+            if isinstance(params, list) and len(params) == 1:  # executemany costs psycopg a pipeline
+                self._cursor.execute(statement, params[0])
+            elif isinstance(params, list):
                 self._cursor.executemany(statement, params)
             elif params is None:
                 self._cursor.execute(statement)
