@@ -20,9 +20,7 @@ T = TypeVar("T")
 
 
 class _CallGreenlet(greenlet.greenlet):
-    def __init__(self, fn: Callable[..., Any], driver: greenlet.greenlet) -> None:
-        super().__init__(fn, driver)
-        self.driver = driver
+    """A behavior's greenlet; its parent is the coroutine's greenlet that drives it."""
 
 
 def in_call_greenlet() -> bool:
@@ -35,7 +33,9 @@ def await_(awaitable: Awaitable[T]) -> T:
     current = greenlet.getcurrent()
     if not isinstance(current, _CallGreenlet):
         raise RuntimeError("await_ outside a call greenlet")
-    return current.driver.switch(awaitable)  # type: ignore[no-any-return]
+    driver = current.parent
+    assert driver is not None  # given by run_in_greenlet
+    return driver.switch(awaitable)  # type: ignore[no-any-return]
 
 
 async def run_in_greenlet(fn: Callable[..., T], *args: Any) -> T:

@@ -79,8 +79,7 @@ class GroupCommitter:
         """Queue every (key, work) at once, so that they share commits; each one's result
         or exception once all are settled."""
         deadline = current_deadline()
-        on_loop = in_call_greenlet()
-        loop = asyncio.get_running_loop() if on_loop else None
+        loop = asyncio.get_running_loop() if in_call_greenlet() else None
         jobs = [
             _Job(work, deadline, loop.create_future() if loop else threading.Event()) for _, work in works
         ]
