@@ -8,6 +8,7 @@ import hashlib
 import pytest
 from sqlalchemy import Engine, func, select, text
 
+from ledger_server.core.admin import Admin
 from ledger_server.core.errors import LedgerError
 from ledger_server.core.ledger import BatchItem, Idempotency, Ledger, Replay
 from ledger_server.core.model import (
@@ -21,7 +22,7 @@ from ledger_server.core.model import (
     TransactionFilter,
     TransactionKind,
 )
-from ledger_server.store.schema import entries, transactions
+from ledger_server.store.schema import accounts, entries, transactions
 from tests.support import invariant_violations
 
 T = DEFAULT_TENANT
@@ -132,6 +133,24 @@ def test_unknown_account_is_not_found(ledger: Ledger) -> None:
     assert err.reason == "ACCOUNT_NOT_FOUND"
     assert refusal(ledger.get_account, T, missing).reason == "ACCOUNT_NOT_FOUND"
     assert refusal(ledger.get_transaction, T, missing).reason == "TRANSACTION_NOT_FOUND"
+
+
+def test_other_tenants_ids_and_counter_accounts_are_not_found(
+    ledger: Ledger, admin: Admin, engine: Engine
+) -> None:
+    """The store looks rows up by id alone and checks tenant and kind itself."""
+    admin.create_tenant("globex", "Globex")
+    account = open_account(ledger)
+    txn = post(ledger, account, Direction.CREDIT, 5)
+    with engine.connect() as conn:
+        counter = conn.execute(select(accounts.c.id).where(accounts.c.kind == "system")).scalars().first()
+    assert counter is not None
+    for tenant, account_id in (("globex", account.id), (T, counter)):
+        assert refusal(ledger.get_account, tenant, account_id).reason == "ACCOUNT_NOT_FOUND"
+        credit = NewTransaction(account_id, Direction.CREDIT, 5, "USD")
+        assert refusal(ledger.post_transaction, tenant, credit).reason == "ACCOUNT_NOT_FOUND"
+    assert refusal(ledger.get_transaction, "globex", txn.id).reason == "TRANSACTION_NOT_FOUND"
+    assert ledger.get_account(T, account.id).posted == 5
 
 
 def test_external_id_is_unique_and_names_the_original(ledger: Ledger) -> None:

@@ -262,7 +262,6 @@ _BESIDE_DEFERRED = frozenset(
     {
         "find_response",
         "find_responses",
-        "lock_customer",
         "lock_by_id",
         "lock_any_counter",
         "lock_counter_shard",
@@ -308,8 +307,8 @@ class SqlUnit:
         return [Tenant(row.id, row.name, from_micros(row.created_at)) for row in rows]
 
     def get_account(self, tenant_id: str, account_id: str) -> Account | None:
-        row = self._run("get_account", {"id": account_id, "tenant_id": tenant_id}).fetchone()
-        return None if row is None else _account(row)
+        row = self._run("get_account", {"id": account_id}).fetchone()
+        return _account(row) if _customer_of(tenant_id, row, tenant_at=2, kind_at=3) else None
 
     def list_accounts(
         self, tenant_id: str, external_ref: str, after: int | None, limit: int
@@ -323,8 +322,8 @@ class SqlUnit:
         return _page(rows, limit, _account)
 
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None:
-        row = self._run("get_transaction", {"id": transaction_id, "tenant_id": tenant_id}).fetchone()
-        return None if row is None else _transaction(row)
+        row = self._run("get_transaction", {"id": transaction_id}).fetchone()
+        return _transaction(row) if row is not None and row[2] == tenant_id else None
 
     def list_transactions(
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
@@ -603,8 +602,8 @@ class SqlUnit:
         )
 
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
-        row = self._run("lock_customer", {"id": account_id, "tenant_id": tenant_id}).fetchone()
-        return None if row is None else self._locked(row)
+        row = self._run("lock_by_id", {"id": account_id}).fetchone()
+        return self._locked(row) if _customer_of(tenant_id, row, tenant_at=9, kind_at=10) else None
 
     def lock_counter_account(
         self, tenant_id: str, currency: str, purpose: str, now: dt.datetime
@@ -624,7 +623,7 @@ class SqlUnit:
         return self._locked(row)
 
     def _locked(self, row: Any) -> LockedBalance:
-        id_, currency, floor, status, posted, pending, expiring, last_date, updated = row
+        id_, currency, floor, status, posted, pending, expiring, last_date, updated = row[:9]
         return LockedBalance(
             id_,
             currency,
@@ -836,6 +835,11 @@ class SqlUnit:
                 "id": account_id,
             },
         )
+
+
+def _customer_of(tenant_id: str, row: Any, *, tenant_at: int, kind_at: int) -> bool:
+    """Whether `row` (looked up by id alone) is a customer account of the tenant."""
+    return row is not None and row[tenant_at] == tenant_id and row[kind_at] == CUSTOMER
 
 
 def _one(cursor: Any) -> Any:

@@ -1,0 +1,106 @@
+"""The hot lookups by id use the id's unique index even on tables the database has never
+analyzed (a fresh deployment, a bulk import): Postgres then had no statistics and scanned
+the tenant's whole (tenant_id, kind) index, filtering by id."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import psycopg.sql
+import pytest
+from sqlalchemy import Engine, text
+
+from ledger_server.core.ledger import Ledger
+from ledger_server.core.model import (
+    DEFAULT_TENANT,
+    Account,
+    Direction,
+    NewAccount,
+    NewTransaction,
+    Transaction,
+)
+from ledger_server.store.engine import make_engine
+from ledger_server.store.hot_sql import sql
+from ledger_server.store.migrate import upgrade
+from ledger_server.store.schema import metadata
+from ledger_server.store.sql_store import SqlStore
+
+ACCOUNTS = 200
+
+
+@pytest.fixture
+def unanalyzed_url(database_url: str) -> Iterator[str]:
+    """A freshly migrated database whose tables are never analyzed during the test."""
+    if database_url.startswith("sqlite"):
+        yield database_url  # a copy of the migrated template: SQLite has no statistics yet
+        return
+    admin_dsn = database_url.replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    name = f"ledger_plans_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        url = database_url.rsplit("/", 1)[0] + f"/{name}"
+        try:
+            engine = make_engine(url, pool_size=1)
+            upgrade(engine)
+            with engine.begin() as conn:
+                for table in metadata.sorted_tables:  # no autovacuum analyze mid-test either
+                    conn.execute(text(f"ALTER TABLE {table.name} SET (autovacuum_enabled = off)"))
+            engine.dispose()
+            yield url
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def filled(unanalyzed_url: str) -> Iterator[tuple[Engine, Account, Transaction]]:
+    engine = make_engine(unanalyzed_url, pool_size=16)
+    store = SqlStore(engine)
+    try:
+        ledger = Ledger(store)
+        opened = [
+            ledger.create_account(DEFAULT_TENANT, NewAccount(f"c{i}", "USD", 0)) for i in range(ACCOUNTS)
+        ]
+        account = opened[0]
+        assert isinstance(account, Account)
+        txn = ledger.post_transaction(DEFAULT_TENANT, NewTransaction(account.id, Direction.CREDIT, 5, "USD"))
+        assert isinstance(txn, Transaction)
+        yield engine, account, txn
+    finally:
+        store.close()
+
+
+def _index_used(engine: Engine, statement: str, params: dict[str, Any]) -> str:
+    """The index the database's plan for `statement` searches, as the plan names it."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # A generic plan, as a prepared statement gets after its first executions.
+            conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            names = re.findall(r"%\((\w+)\)s", statement)
+            generic = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", statement)
+            cursor.execute(f"PREPARE q AS {generic}")
+            args = ", ".join(psycopg.sql.Literal(params[n]).as_string(cursor) for n in names)
+            cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE q({args})")
+            plan = json.dumps(cursor.fetchone()[0])
+            return ",".join(re.findall(r'"Index Name": "(\w+)"', plan))
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
+        return ",".join(str(row[3]) for row in rows)
+
+
+@pytest.mark.parametrize("name", ["get_account", "lock_by_id", "get_transaction"])
+def test_lookups_by_id_use_the_id_index_without_statistics(
+    filled: tuple[Engine, Account, Transaction], name: str
+) -> None:
+    engine, account, txn = filled
+    table = "transactions" if name == "get_transaction" else "accounts"
+    row_id = txn.id if name == "get_transaction" else account.id
+    used = _index_used(engine, sql(engine.dialect.name, name), {"id": row_id, "tenant_id": DEFAULT_TENANT})
+    if engine.dialect.name == "postgresql":
+        assert used == f"uq_{table}_id"
+    else:
+        assert re.fullmatch(rf"SEARCH {table} USING INDEX sqlite_autoindex_{table}_1 \(id=\?\)", used)
