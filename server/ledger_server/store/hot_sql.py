@@ -57,7 +57,8 @@ _STATEMENTS = {
         "INSERT INTO idempotency_keys (tenant_id, request_id, fingerprint, response, created_at) "
         "VALUES (:tenant_id, :request_id, :fingerprint, :response, :created_at)"
     ),
-    # By id alone, as get_account; the caller checks the tenant and kind it appends.
+    # By id alone, as get_account; the caller checks the tenant and kind it appends (a row it
+    # refuses stays locked only until the refused unit rolls back to its savepoint).
     "lock_by_id": f"SELECT {_LOCKED}, tenant_id, kind FROM accounts WHERE id = :id{{lock}}",
     "lock_any_counter": (
         f"SELECT {_LOCKED} FROM accounts "
