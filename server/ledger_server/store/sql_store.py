@@ -912,6 +912,14 @@ def _account(row: Sequence[Any]) -> Account:
     )
 
 
+# Enum members by stored value: a dict lookup costs a tenth of calling the Enum (a page of
+# history reads four per row; profiled).
+_DIRECTIONS = {m.value: m for m in Direction}
+_KINDS = {m.value: m for m in TransactionKind}
+_TX_STATUSES = {m.value: m for m in TransactionStatus}
+_TX_TYPES = {m.value: m for m in TransactionType}
+
+
 def _transaction(row: Sequence[Any]) -> Transaction:
     (
         _seq,
@@ -944,20 +952,20 @@ def _transaction(row: Sequence[Any]) -> Transaction:
         id=id_,
         tenant_id=tenant_id,
         account_id=account_id,
-        direction=Direction(direction),
+        direction=_DIRECTIONS[direction],
         amount=amount,
         currency=currency,
-        kind=TransactionKind(kind),
+        kind=_KINDS[kind],
         description=description,
         posting_date=_to_date(posting_date),
         external_id=external_id or "",
         metadata=_load(metadata),
-        status=TransactionStatus(status),
+        status=_TX_STATUSES[status],
         ending_balance=ending_balance,
         created_at=from_micros(created_at),
         updated_at=from_micros(updated_at),
         creator=Creator(creator_token_id, creator_token_name) if creator_token_id else None,
-        type=TransactionType(type_),
+        type=_TX_TYPES[type_],
         expires_at=None if expires_at is None else from_micros(expires_at),
         counterparty_id=counterparty_id or "",
         counterparty_ending_balance=counterparty_ending_balance or 0,
