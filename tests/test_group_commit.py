@@ -121,3 +121,65 @@ def test_a_refused_units_buffered_inserts_are_dropped_with_it(store: SqlStore) -
     with store.reading() as r:
         assert r.find_response("t1", "kept-1") == r.find_response("t1", "kept-2") is not None
         assert r.find_response("t1", "dropped") is None
+
+
+def counted(tenant_id: str, runs: dict[str, int]) -> Callable[[SqlUnit], str]:
+    def work(unit: SqlUnit) -> str:
+        runs[tenant_id] = runs.get(tenant_id, 0) + 1
+        return tenant(tenant_id)(unit)
+
+    return work
+
+
+def refused_unchanged(unit: SqlUnit) -> None:
+    unit.save_response("t1", "buffered", b"fingerprint", b"response", NOW)  # buffered, not yet written
+    raise LedgerError(Category.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS", "no")
+
+
+def test_a_refusal_before_any_change_costs_its_batch_nothing(store: SqlStore) -> None:
+    runs: dict[str, int] = {}
+    futures = in_one_batch(store, [counted("t1", runs), refused_unchanged, counted("t2", runs)])
+    assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
+    with pytest.raises(LedgerError):
+        futures[1].result()
+    assert runs == {"t1": 1, "t2": 1}  # no batch redone
+    with store.reading() as r:
+        assert r.find_response("t1", "buffered") is None
+
+
+def test_a_refusal_after_a_change_is_undone_and_its_batch_mates_committed_once(store: SqlStore) -> None:
+    runs: dict[str, int] = {}
+    futures = in_one_batch(store, [counted("t1", runs), refused, counted("t2", runs)])
+    assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
+    with pytest.raises(LedgerError):
+        futures[1].result()
+    assert "refused" not in tenants(store)
+    # SQLite runs units without savepoints first, then redoes such a batch with them.
+    assert runs == ({"t1": 2, "t2": 1} if store.engine.dialect.name == "sqlite" else {"t1": 1, "t2": 1})
+
+
+def test_an_unexpected_failure_fails_its_unit_alone(store: SqlStore) -> None:
+    def broken(unit: SqlUnit) -> None:
+        raise RuntimeError("bug")
+
+    futures = in_one_batch(store, [tenant("t1"), broken, tenant("t2")])
+    assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
+    with pytest.raises(RuntimeError):
+        futures[1].result()
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_a_transaction_ended_mid_batch_acknowledges_nothing(store: SqlStore, last: bool) -> None:
+    """As SQLite does by itself on some I/O errors: no unit of the batch may be
+    acknowledged, since what came before is gone."""
+
+    def ends_transaction(unit: SqlUnit) -> None:
+        unit._execute("ROLLBACK")
+
+    works = [tenant("e1"), tenant("e2"), ends_transaction]
+    futures = in_one_batch(store, works if last else [works[0], works[2], works[1]])
+    for future in futures:
+        with pytest.raises(StoreUnavailable):
+            future.result()
+    assert "e1" not in tenants(store)
+    assert store.write("key", tenant("e3")) == "e3"

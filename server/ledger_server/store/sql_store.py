@@ -476,9 +476,26 @@ class SqlUnit:
         self._execute("SAVEPOINT unit" + self._bounds(deadline))
 
     def rollback_to_savepoint(self) -> None:
+        self.forget_unit()
+        self._execute("ROLLBACK TO SAVEPOINT unit")
+
+    def forget_unit(self) -> None:
+        """Drop what a refused unit buffered (what it wrote is its savepoint's to undo)."""
         self._deferred = {}
         self._responses.clear()
-        self._execute("ROLLBACK TO SAVEPOINT unit")
+
+    def change_count(self) -> int | None:
+        """Rows this transaction's connection has changed so far, where a unit that
+        changed none can be refused without a savepoint (SQLite). None on Postgres: there
+        any failed statement aborts the transaction, so every unit runs in a savepoint.
+        Raises if SQLite ended the transaction by itself (it rolls back on some I/O
+        errors): then nothing of the batch may be acknowledged."""
+        if self._dialect != "sqlite":
+            return None
+        raw: Any = self._conn.connection.driver_connection
+        if not raw.in_transaction:
+            raise StoreUnavailable("the SQLite transaction ended before its commit")
+        return int(raw.total_changes)
 
     def flush(self) -> None:
         """Send the buffered inserts (_DEFERRED): at the end of each unit, in its savepoint."""
