@@ -1,5 +1,6 @@
 """Group commit: many requests' write units share one database transaction and one
-commit (one fsync), each inside its own savepoint so that each stays atomic on its own.
+commit (one fsync), each inside its own savepoint so that each stays atomic on its own
+(on SQLite a batch first runs without savepoints: see _Writer._without_savepoint).
 
 A writer thread owns the write path: it takes every unit waiting in its queue, runs
 them one after another in one transaction, and acknowledges them only after the commit
