@@ -63,7 +63,11 @@ class ServerProcess:
             stderr=self._log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self.port = int(self.wait_for("serving", timeout=60)["port"])
+        try:
+            self.port = int(self.wait_for("serving", timeout=60)["port"])
+        except Exception:
+            self.kill()  # a server that never served is not left behind
+            raise
 
     def log_lines(self) -> list[dict[str, Any]]:
         with self.log_path.open("rb") as f:
