@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
 from ledger_server.store.sql_store import SqlStore
-from tests.support import ServerProcess, server_settings
+from tests.support import ServerProcess, migrated_database, server_settings
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MUTABLE_TABLES = "entries, transactions, idempotency_keys, accounts, api_tokens"
@@ -41,15 +40,8 @@ def pg_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"CI requires Postgres at {PG_URL}: {exc}")
         pytest.skip(f"Postgres not reachable at {PG_URL}; Postgres tests skipped ({exc})")
-    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url, pool_size=1)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    conn.close()
+    with conn, migrated_database(conn, PG_URL, "ledger_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, text
 
 from ledger_server.config import Settings
+from ledger_server.store.engine import make_engine
+from ledger_server.store.migrate import upgrade
 
 SERVER = [sys.executable, "-m", "ledger_server.cli"]
 
@@ -33,6 +39,22 @@ def server_settings(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def migrated_database(admin: psycopg.Connection[Any], url_of_any: str, prefix: str) -> Iterator[str]:
+    """A fresh, migrated Postgres database beside the one `url_of_any` names (its
+    SQLAlchemy URL), made and dropped through `admin`, an autocommit connection."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = url_of_any.rsplit("/", 1)[0] + f"/{name}"
+        engine = make_engine(url, pool_size=1)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class ServerProcess:

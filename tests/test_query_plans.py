@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,9 +25,9 @@ from ledger_server.core.model import (
 )
 from ledger_server.store.engine import make_engine
 from ledger_server.store.hot_sql import sql
-from ledger_server.store.migrate import upgrade
 from ledger_server.store.schema import metadata
 from ledger_server.store.sql_store import SqlStore
+from tests.support import migrated_database
 
 ACCOUNTS = 200
 
@@ -40,20 +39,16 @@ def unanalyzed_url(database_url: str) -> Iterator[str]:
         yield database_url  # a copy of the migrated template: SQLite has no statistics yet
         return
     admin_dsn = database_url.replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
-    name = f"ledger_plans_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = database_url.rsplit("/", 1)[0] + f"/{name}"
-        try:
-            engine = make_engine(url, pool_size=1)
-            upgrade(engine)
-            with engine.begin() as conn:
-                for table in metadata.sorted_tables:  # no autovacuum analyze mid-test either
-                    conn.execute(text(f"ALTER TABLE {table.name} SET (autovacuum_enabled = off)"))
-            engine.dispose()
-            yield url
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with (
+        psycopg.connect(admin_dsn, autocommit=True) as admin,
+        migrated_database(admin, database_url, "ledger_plans") as url,
+    ):
+        engine = make_engine(url, pool_size=1)
+        with engine.begin() as conn:
+            for table in metadata.sorted_tables:  # no autovacuum analyze mid-test either
+                conn.execute(text(f"ALTER TABLE {table.name} SET (autovacuum_enabled = off)"))
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture
