@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from ledger_server.api.server import ACCOUNT_SERVICE, ADMIN_SERVICE, TRANSACTION_SERVICE, _short
 from ledger_server.call_greenlet import await_, in_call_greenlet, run_in_greenlet
+from ledger_server.store.group_commit import _call_on
 from ledger_server.store.sql_store import SqlStore
 
 BOUND = 10.0  # seconds: a blocked loop fails the test instead of hanging it
@@ -105,44 +110,115 @@ def test_a_cancelled_call_unwinds_its_behavior() -> None:
     assert unwound == [asyncio.CancelledError]
 
 
+@contextmanager
+def writer_held(store: SqlStore, until: threading.Event) -> Iterator[None]:
+    """The store's writer busy with a unit from a thread, which ends once `until` is set:
+    writes submitted meanwhile wait in its queue."""
+    holding = threading.Event()
+
+    def blocker(unit: Any) -> None:
+        holding.set()
+        assert until.wait(BOUND), "never released"
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(store.write, "key", blocker)
+        assert holding.wait(BOUND)
+        try:
+            yield
+        finally:
+            until.set()
+            held.result(BOUND)
+
+
+async def queued(store: SqlStore, count: int) -> None:
+    while store.queued_writes() < count:
+        await asyncio.sleep(0.01)
+
+
 def test_a_group_commit_is_awaited_without_blocking_the_loop(store: SqlStore) -> None:
-    """The unit waits for an event that only another coroutine on the same loop sets: it
-    commits only if the loop keeps running while the behavior waits for the commit."""
+    """The call's write waits behind a unit that only a coroutine on the same loop lets
+    finish: it commits only if the loop keeps running while the behavior waits."""
     released = threading.Event()
 
-    def work(unit: Any) -> str:
-        assert released.wait(BOUND), "the loop was blocked"
-        return "committed"
-
     async def main() -> str:
-        call = asyncio.ensure_future(run_in_greenlet(store.write, "key", work))
-        await asyncio.sleep(0.05)
+        call = asyncio.ensure_future(run_in_greenlet(store.write, "key", lambda unit: "committed"))
+        await queued(store, 1)
         released.set()
         result: str = await call
         return result
 
-    assert run(main()) == "committed"
+    with writer_held(store, released):
+        assert run(main()) == "committed"
 
 
 def test_a_write_of_a_cancelled_call_still_commits_and_settles(store: SqlStore) -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def work(unit: Any) -> None:
-        started.set()
-        release.wait(BOUND)
+    released = threading.Event()
+    ran: list[str] = []
 
     async def main() -> None:
-        call = asyncio.ensure_future(run_in_greenlet(store.write, "key", work))
-        while not started.is_set():
-            await asyncio.sleep(0.01)
+        call = asyncio.ensure_future(
+            run_in_greenlet(store.write, "key", lambda unit: ran.append("cancelled"))
+        )
+        await queued(store, 1)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        release.set()
-        # The writer settles the cancelled job without error and takes the next one.
+        released.set()
+        # The writer runs and settles the cancelled job without error and takes the next one.
         assert await run_in_greenlet(store.write, "key", lambda unit: "next") == "next"
 
-    run(main())
+    with writer_held(store, released):
+        run(main())
+    assert ran == ["cancelled"]
+
+
+def test_a_closed_loop_fails_its_units_batch_and_the_writer_goes_on(store: SqlStore) -> None:
+    released = threading.Event()
+    ran: list[str] = []
+
+    async def main() -> None:
+        call = asyncio.ensure_future(run_in_greenlet(store.write, "key", lambda unit: ran.append("orphan")))
+        await queued(store, 1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    with writer_held(store, released):
+        run(main())  # its loop is closed now, with the unit still queued
+    assert store.write("key", lambda unit: "next") == "next"
+    # On SQLite that unit was to run on its loop: it never ran. Postgres runs it in the writer.
+    assert ran == ([] if store.engine.dialect.name == "sqlite" else ["orphan"])
+
+
+def test_a_writer_waiting_on_a_loop_that_closes_unrun_is_freed() -> None:
+    loop = asyncio.new_event_loop()  # never run: what it is handed waits until it closes
+    ran: list[str] = []
+    raised: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            _call_on(loop, ran.append, "unit")
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    waiting = threading.Thread(target=writer, daemon=True)  # daemon: a hang fails, not blocks, the run
+    waiting.start()
+    time.sleep(0.1)
+    loop.close()
+    waiting.join(BOUND)
+    assert not waiting.is_alive()
+    assert "closed" in str(raised[0])
+    assert ran == []
+
+
+def test_a_write_on_the_loop_outside_a_call_greenlet_is_refused(store: SqlStore) -> None:
+    """It would block the loop, which may have to run the unit: a deadlock."""
+
+    async def main() -> None:
+        store.write("key", lambda unit: None)
+
+    with pytest.raises(RuntimeError, match="call greenlet"):
+        run(main())
 
 
 def test_only_the_short_methods_run_on_the_loop() -> None:

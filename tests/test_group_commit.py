@@ -3,6 +3,7 @@ acknowledged unless the shared commit succeeded."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 import time
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from ledger_server.api.aio_bridge import shared_loop
+from ledger_server.call_greenlet import run_in_greenlet
 from ledger_server.core.errors import Category, LedgerError, StoreUnavailable
 from ledger_server.core.model import Tenant
 from ledger_server.store.engine import make_engine
@@ -21,7 +24,14 @@ from ledger_server.store.sql_store import SqlStore, SqlUnit
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def in_one_batch(store: SqlStore, works: list[Callable[[SqlUnit], Any]]) -> list[Future[Any]]:
+@pytest.fixture(params=["threads", "loop"])
+def callers(request: pytest.FixtureRequest) -> str:
+    """Who submits a batch's units: threads, or calls on the event loop (whose units run on
+    the loop on SQLite, group_commit.py)."""
+    return str(request.param)
+
+
+def in_one_batch(store: SqlStore, works: list[Callable[[SqlUnit], Any]], callers: str) -> list[Future[Any]]:
     """Submit `works` while the writer is held busy, so that they share one batch."""
     hold, holding = threading.Event(), threading.Event()
 
@@ -32,7 +42,13 @@ def in_one_batch(store: SqlStore, works: list[Callable[[SqlUnit], Any]]) -> list
     pool = ThreadPoolExecutor(len(works) + 1)
     first = pool.submit(store.write, "key", blocker)
     holding.wait(30)
-    futures = [pool.submit(store.write, "key", work) for work in works]
+    if callers == "loop":
+        futures = [
+            asyncio.run_coroutine_threadsafe(run_in_greenlet(store.write, "key", work), shared_loop())
+            for work in works
+        ]
+    else:
+        futures = [pool.submit(store.write, "key", work) for work in works]
     deadline = time.monotonic() + 30
     while store.queued_writes() < len(works):  # every submission waits in the writer's queue
         assert time.monotonic() < deadline
@@ -61,8 +77,8 @@ def tenants(store: SqlStore) -> set[str]:
         return {t.id for t in r.list_tenants()}
 
 
-def test_a_refused_unit_leaves_its_batch_mates_committed(store: SqlStore) -> None:
-    futures = in_one_batch(store, [tenant("t1"), refused, tenant("t2")])
+def test_a_refused_unit_leaves_its_batch_mates_committed(store: SqlStore, callers: str) -> None:
+    futures = in_one_batch(store, [tenant("t1"), refused, tenant("t2")], callers)
     assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
     with pytest.raises(LedgerError):
         futures[1].result()
@@ -77,19 +93,22 @@ def pg_store(pg_url: str) -> Iterator[SqlStore]:
     store.close()
 
 
-def test_a_lost_connection_fails_the_whole_batch_and_the_next_recovers(pg_store: SqlStore) -> None:
+def test_a_lost_connection_fails_the_whole_batch_and_the_next_recovers(
+    pg_store: SqlStore, callers: str
+) -> None:
     store = pg_store
 
     def lose_connection(unit: SqlUnit) -> None:
         unit._conn.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
 
-    futures = in_one_batch(store, [tenant("a1"), lose_connection, tenant("a2")])
+    a1, a2, a3 = (f"{name}-{callers}" for name in ("a1", "a2", "a3"))  # one database for both
+    futures = in_one_batch(store, [tenant(a1), lose_connection, tenant(a2)], callers)
     for future in futures:  # a1 ran fine, but its commit never happened: not acknowledged
         with pytest.raises(StoreUnavailable):
             future.result()
-    assert not {"a1", "a2"} & tenants(store)
-    assert store.write("key", tenant("a3")) == "a3"
-    assert "a3" in tenants(store)
+    assert not {a1, a2} & tenants(store)
+    assert store.write("key", tenant(a3)) == a3
+    assert a3 in tenants(store)
 
 
 def response_saver(request_id: str, fail: bool = False) -> Callable[[SqlUnit], str]:
@@ -105,7 +124,7 @@ def response_saver(request_id: str, fail: bool = False) -> Callable[[SqlUnit], s
     return work
 
 
-def test_a_refused_units_buffered_inserts_are_dropped_with_it(store: SqlStore) -> None:
+def test_a_refused_units_buffered_inserts_are_dropped_with_it(store: SqlStore, callers: str) -> None:
     futures = in_one_batch(
         store,
         [
@@ -114,6 +133,7 @@ def test_a_refused_units_buffered_inserts_are_dropped_with_it(store: SqlStore) -
             response_saver("dropped", fail=True),
             response_saver("kept-2"),
         ],
+        callers,
     )
     with pytest.raises(LedgerError):
         futures[2].result()
@@ -136,9 +156,9 @@ def refused_unchanged(unit: SqlUnit) -> None:
     raise LedgerError(Category.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS", "no")
 
 
-def test_a_refusal_before_any_change_costs_its_batch_nothing(store: SqlStore) -> None:
+def test_a_refusal_before_any_change_costs_its_batch_nothing(store: SqlStore, callers: str) -> None:
     runs: dict[str, int] = {}
-    futures = in_one_batch(store, [counted("t1", runs), refused_unchanged, counted("t2", runs)])
+    futures = in_one_batch(store, [counted("t1", runs), refused_unchanged, counted("t2", runs)], callers)
     assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
     with pytest.raises(LedgerError):
         futures[1].result()
@@ -147,9 +167,11 @@ def test_a_refusal_before_any_change_costs_its_batch_nothing(store: SqlStore) ->
         assert r.find_response("t1", "buffered") is None
 
 
-def test_a_refusal_after_a_change_is_undone_and_its_batch_mates_committed_once(store: SqlStore) -> None:
+def test_a_refusal_after_a_change_is_undone_and_its_batch_mates_committed_once(
+    store: SqlStore, callers: str
+) -> None:
     runs: dict[str, int] = {}
-    futures = in_one_batch(store, [counted("t1", runs), refused, counted("t2", runs)])
+    futures = in_one_batch(store, [counted("t1", runs), refused, counted("t2", runs)], callers)
     assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
     with pytest.raises(LedgerError):
         futures[1].result()
@@ -158,18 +180,20 @@ def test_a_refusal_after_a_change_is_undone_and_its_batch_mates_committed_once(s
     assert runs == ({"t1": 2, "t2": 1} if store.engine.dialect.name == "sqlite" else {"t1": 1, "t2": 1})
 
 
-def test_an_unexpected_failure_fails_its_unit_alone(store: SqlStore) -> None:
+def test_an_unexpected_failure_fails_its_unit_alone(store: SqlStore, callers: str) -> None:
     def broken(unit: SqlUnit) -> None:
         raise RuntimeError("bug")
 
-    futures = in_one_batch(store, [tenant("t1"), broken, tenant("t2")])
+    futures = in_one_batch(store, [tenant("t1"), broken, tenant("t2")], callers)
     assert [futures[0].result(), futures[2].result()] == ["t1", "t2"]
     with pytest.raises(RuntimeError):
         futures[1].result()
 
 
 @pytest.mark.parametrize("last", [False, True])
-def test_a_transaction_ended_mid_batch_acknowledges_nothing(store: SqlStore, last: bool) -> None:
+def test_a_transaction_ended_mid_batch_acknowledges_nothing(
+    store: SqlStore, last: bool, callers: str
+) -> None:
     """As SQLite does by itself on some I/O errors: no unit of the batch may be
     acknowledged, since what came before is gone."""
 
@@ -177,9 +201,22 @@ def test_a_transaction_ended_mid_batch_acknowledges_nothing(store: SqlStore, las
         unit._execute("ROLLBACK")
 
     works = [tenant("e1"), tenant("e2"), ends_transaction]
-    futures = in_one_batch(store, works if last else [works[0], works[2], works[1]])
+    futures = in_one_batch(store, works if last else [works[0], works[2], works[1]], callers)
     for future in futures:
         with pytest.raises(StoreUnavailable):
             future.result()
     assert "e1" not in tenants(store)
     assert store.write("key", tenant("e3")) == "e3"
+
+
+def test_units_of_calls_on_the_loop_run_on_it_on_sqlite_only(store: SqlStore, callers: str) -> None:
+    """On SQLite the loop's calls' units run on the loop (no GIL fight with the writer);
+    Postgres units, which wait on the network, and those of threads stay in the writer."""
+
+    def thread_name(unit: SqlUnit) -> str:
+        return threading.current_thread().name
+
+    futures = in_one_batch(store, [thread_name, thread_name], callers)
+    on_loop = callers == "loop" and store.engine.dialect.name == "sqlite"
+    names = {f.result() for f in futures}
+    assert names == {"grpc-aio-loop"} if on_loop else {n.partition("-")[0] for n in names} == {"writer"}

@@ -164,6 +164,9 @@ class SqlStore:
                         translate,
                         self._writers,
                         self._max_batch,
+                        # SQLite statements never wait on a network or, in the writer's
+                        # transaction, on a lock: they may run on the event loop.
+                        units_on_loop=self.engine.dialect.name == "sqlite",
                     )
         return self._committer
 
