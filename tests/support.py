@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, text
 from ledger_server.config import Settings
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
+from ledger_server.store.sql_store import SqlStore
 
 SERVER = [sys.executable, "-m", "ledger_server.cli"]
 
@@ -171,3 +174,25 @@ def invariant_violations(engine: Engine) -> list[str]:
         ):
             problems.append(f"account {acct} last running balance {running} differs from posted {posted}")
     return problems
+
+
+@contextmanager
+def writer_held(
+    store: SqlStore, until: threading.Event, key: str = "key", bound: float = 10.0
+) -> Iterator[None]:
+    """The writer that serves `key` busy with a unit from a thread, which ends once `until`
+    is set: writes for that key submitted meanwhile wait in its queue."""
+    holding = threading.Event()
+
+    def blocker(unit: Any) -> None:
+        holding.set()
+        assert until.wait(bound), "never released"
+
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(store.write, key, blocker)
+        assert holding.wait(bound)
+        try:
+            yield
+        finally:
+            until.set()
+            held.result(bound)

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select, text
 
 from ledger_server.api.server import LEDGER_SERVICES, LedgerServer
 from ledger_server.core.admin import Admin
-from ledger_server.core.auth import ADMIN, SCOPES, hash_secret
+from ledger_server.core.auth import ADMIN, SCOPES, Authenticator, hash_secret
 from ledger_server.core.model import TokenRecord
 from ledger_server.store.schema import metadata
 from ledger_server.store.sql_store import SqlStore
@@ -270,3 +270,23 @@ def test_tenants_may_reuse_external_ids_and_request_ids(world: World, token: str
         assert [t.name for t in globex.iter_transactions()] == [globex_txn.name]
         assert globex_txn.creator.token_name == "globex-admin"
         assert acme_txn.creator.token_name == "test-suite"
+
+
+def test_a_token_is_read_through_the_callers_runner_only_when_not_cached(
+    store: SqlStore, admin: Admin
+) -> None:
+    """The interceptor's runner (call_greenlet.blocking) moves the read off the event loop;
+    a cached token costs no read and no hop."""
+    tenant = f"runner-{uuid.uuid4().hex[:8]}"
+    admin.create_tenant(tenant, "Runner")
+    _, token = admin.create_token(tenant, "t", [ADMIN])
+    reads: list[str] = []
+
+    def run(read: Any) -> Any:
+        reads.append("read")
+        return read()
+
+    authenticator = Authenticator(store, cache_seconds=60)
+    for _ in range(2):
+        assert authenticator.authenticate(f"Bearer {token}", run).tenant_id == tenant
+    assert reads == ["read"]

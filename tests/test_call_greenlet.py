@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from ledger_server.api.server import ACCOUNT_SERVICE, ADMIN_SERVICE, TRANSACTION_SERVICE, _short
-from ledger_server.call_greenlet import await_, in_call_greenlet, run_in_greenlet
+from ledger_server.api.server import ACCOUNT_SERVICE, ADMIN_SERVICE, TRANSACTION_SERVICE, on_loop
+from ledger_server.call_greenlet import await_, blocking, in_call_greenlet, run_in_greenlet
 from ledger_server.store.group_commit import _call_on
 from ledger_server.store.sql_store import SqlStore
+from tests.support import writer_held
 
 BOUND = 10.0  # seconds: a blocked loop fails the test instead of hanging it
 
@@ -110,26 +108,6 @@ def test_a_cancelled_call_unwinds_its_behavior() -> None:
     assert unwound == [asyncio.CancelledError]
 
 
-@contextmanager
-def writer_held(store: SqlStore, until: threading.Event) -> Iterator[None]:
-    """The store's writer busy with a unit from a thread, which ends once `until` is set:
-    writes submitted meanwhile wait in its queue."""
-    holding = threading.Event()
-
-    def blocker(unit: Any) -> None:
-        holding.set()
-        assert until.wait(BOUND), "never released"
-
-    with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(store.write, "key", blocker)
-        assert holding.wait(BOUND)
-        try:
-            yield
-        finally:
-            until.set()
-            held.result(BOUND)
-
-
 async def queued(store: SqlStore, count: int) -> None:
     while store.queued_writes() < count:
         await asyncio.sleep(0.01)
@@ -221,9 +199,58 @@ def test_a_write_on_the_loop_outside_a_call_greenlet_is_refused(store: SqlStore)
         run(main())
 
 
-def test_only_the_short_methods_run_on_the_loop() -> None:
-    assert _short(f"/{TRANSACTION_SERVICE}/CreateTransaction")
-    assert _short(f"/{ACCOUNT_SERVICE}/GetAccount")
-    assert not _short(f"/{TRANSACTION_SERVICE}/BatchCreateTransactions")
-    assert not _short(f"/{TRANSACTION_SERVICE}/ImportTransactions")
-    assert not _short(f"/{ADMIN_SERVICE}/VerifyLedger")
+def test_which_methods_run_on_the_loop() -> None:
+    """SQLite: every short method. Postgres, whose reads wait on the network: only the
+    writes that read nothing before their unit."""
+    create, get = f"/{TRANSACTION_SERVICE}/CreateTransaction", f"/{ACCOUNT_SERVICE}/GetAccount"
+    assert on_loop(create, quick_reads=True)
+    assert on_loop(get, quick_reads=True)
+    for method in ("BatchCreateTransactions", "ImportTransactions"):
+        assert not on_loop(f"/{TRANSACTION_SERVICE}/{method}", quick_reads=True)
+    assert not on_loop(f"/{ADMIN_SERVICE}/VerifyLedger", quick_reads=True)
+    assert on_loop(create, quick_reads=False)
+    assert on_loop(f"/{ACCOUNT_SERVICE}/CreateAccount", quick_reads=False)
+    assert not on_loop(get, quick_reads=False)
+    assert not on_loop(f"/{TRANSACTION_SERVICE}/CaptureHold", quick_reads=False)  # reads the hold first
+
+
+def test_a_database_wait_on_the_loop_is_refused(store: SqlStore) -> None:
+    """A Postgres read, or any write lock taken outside group commit, would stall the loop."""
+
+    def behavior() -> list[str]:
+        refused = []
+        for name, unit in (
+            ("reading", store.reading),
+            ("snapshot", store.snapshot),
+            ("writing", store.writing),
+        ):
+            try:
+                with unit():
+                    pass
+            except RuntimeError:
+                refused.append(name)
+        return refused
+
+    expected = ["writing"] if store.quick_reads else ["reading", "snapshot", "writing"]
+    assert run(run_in_greenlet(behavior)) == expected
+    assert behavior() == []  # in a thread, all may wait
+
+
+def test_blocking_work_leaves_the_loop_free() -> None:
+    """From a call greenlet, `blocking` runs its function in another thread, while the loop
+    runs the coroutine that lets it finish; elsewhere it runs it in place."""
+    released = threading.Event()
+
+    def wait_for_release() -> int:
+        assert released.wait(BOUND), "the loop was blocked"
+        return threading.get_ident()
+
+    async def main() -> int:
+        call = asyncio.ensure_future(run_in_greenlet(blocking, wait_for_release))
+        await asyncio.sleep(0.05)
+        released.set()
+        result: int = await call
+        return result
+
+    assert run(main()) != threading.get_ident()
+    assert blocking(threading.get_ident) == threading.get_ident()

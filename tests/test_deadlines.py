@@ -26,7 +26,7 @@ from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import Account, Direction, NewAccount, NewTransaction, Tenant
 from ledger_server.store import sql_store
 from ledger_server.store.sql_store import SqlStore, SqlUnit
-from tests.support import invariant_violations
+from tests.support import invariant_violations, writer_held
 
 T = TypeVar("T")
 TENANT = "acme"
@@ -224,3 +224,31 @@ def test_a_call_blocked_by_a_row_lock_answers_by_its_deadline_and_changes_nothin
     assert client.debit(account.name, 30, "USD", request_id=request_id) == spent  # applied once
     assert client.get_account(account.name).balance.posted == 70
     assert invariant_violations(engine) == []
+
+
+def test_a_call_whose_deadline_passes_while_its_write_queues_is_logged_as_such(
+    client: LedgerClient, store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The call ends at its deadline with its unit still queued (on the event loop, its
+    greenlet is cancelled): its log line says DEADLINE_EXCEEDED, not OK, and the writer
+    later refuses the unit unrun."""
+    caplog.set_level(logging.INFO, logger="ledger.rpc")
+    account = client.create_account(currency="USD")
+    released = threading.Event()
+    with writer_held(store, released, key=account.name.removeprefix("accounts/")):
+        with pytest.raises(LedgerError) as info:
+            client.credit(account.name, 5, "USD", timeout=0.5)
+        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        wait_until(
+            lambda: any(
+                r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
+                for r in caplog.records
+            )
+        )
+    codes = [
+        getattr(r, "code", "")
+        for r in caplog.records
+        if r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
+    ]
+    assert codes == ["DEADLINE_EXCEEDED"]
+    assert client.get_account(account.name).balance.posted == 0

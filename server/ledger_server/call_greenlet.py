@@ -11,6 +11,7 @@ The same technique as SQLAlchemy's asyncio layer, on the greenlet package direct
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -51,3 +52,11 @@ async def run_in_greenlet(fn: Callable[..., T], *args: Any) -> T:
         else:
             step = child.switch(value)
     return step  # type: ignore[no-any-return]
+
+
+def blocking(fn: Callable[[], T]) -> T:
+    """`fn()`, which may block (a Postgres read, say): in a worker thread when called from a
+    call greenlet, whose loop serves other calls meanwhile; directly anywhere else."""
+    if not in_call_greenlet():
+        return fn()
+    return await_(asyncio.to_thread(fn))

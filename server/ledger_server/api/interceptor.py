@@ -9,6 +9,7 @@ handler once, when it is registered, and runs the result in its worker threads
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -22,6 +23,7 @@ from grpc_status import rpc_status
 
 from ledger_server.api.caller import reset_caller, set_caller
 from ledger_server.api.errors import CODES, ledger_status, status_of, unavailable
+from ledger_server.call_greenlet import blocking
 from ledger_server.core.auth import Authenticator, require_scope
 from ledger_server.core.deadline import reset_deadline, set_deadline
 from ledger_server.core.errors import DeadlineExceeded, LedgerError, StoreUnavailable
@@ -73,7 +75,7 @@ class CallInterceptor:
         if self._draining:
             raise ShuttingDown
         header = dict(context.invocation_metadata()).get("authorization")
-        caller = self._authenticator.authenticate(header if isinstance(header, str) else None)
+        caller = self._authenticator.authenticate(header if isinstance(header, str) else None, blocking)
         require_scope(caller, scope)
         token = set_caller(caller)
         try:
@@ -110,6 +112,12 @@ def _observed(method: str, context: grpc.ServicerContext) -> Iterator[None]:
     log.debug("rpc started", extra={"method": method})
     try:
         yield
+    except asyncio.CancelledError:  # a call greenlet's: the client went away or its deadline passed
+        left = context.time_remaining()
+        code = (
+            grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0 else grpc.StatusCode.CANCELLED
+        )
+        raise
     except Exception as exc:
         answer = _answer(method, exc, context)
         if answer is None:  # the servicer already aborted with a status of its own

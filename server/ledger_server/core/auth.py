@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ledger_server.core.errors import Category, LedgerError
 from ledger_server.core.model import TokenRecord
@@ -63,6 +64,14 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
     return wanted
 
 
+# Runs a blocking read and returns its result: the token lookup's hook (authenticate).
+Run = Callable[[Callable[[], Any]], Any]
+
+
+def _directly(read: Callable[[], Any]) -> Any:
+    return read()
+
+
 def unauthenticated(reason: str, message: str) -> LedgerError:
     return LedgerError(Category.UNAUTHENTICATED, reason, message)
 
@@ -83,7 +92,9 @@ class Authenticator:
         self._cache: dict[str, tuple[float, TokenRecord | None]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, authorization: str | None) -> Caller:
+    def authenticate(self, authorization: str | None, run: Run = _directly) -> Caller:
+        """`run(read)` reads a token that is not cached: the caller decides where that
+        read may block (call_greenlet.blocking, on the event loop)."""
         if not authorization:
             raise unauthenticated("TOKEN_MISSING", "send `authorization: Bearer <token>` metadata")
         scheme, _, token = authorization.partition(" ")
@@ -91,7 +102,7 @@ class Authenticator:
         if match is None:
             raise unauthenticated("TOKEN_MALFORMED", "authorization must be `Bearer ltk_...`")
         token_id, secret = match.groups()
-        record = self._record(token_id)
+        record = self._record(token_id, run)
         expected = record.secret_hash if record else _DUMMY_HASH
         if not hmac.compare_digest(expected, hash_secret(secret)) or record is None:
             raise unauthenticated("TOKEN_INVALID", "the token is not valid")
@@ -102,18 +113,21 @@ class Authenticator:
             raise unauthenticated("TOKEN_EXPIRED", "the token has expired")
         return Caller(record.tenant_id, record.id, record.name, record.scopes)
 
-    def _record(self, token_id: str) -> TokenRecord | None:
+    def _record(self, token_id: str, run: Run) -> TokenRecord | None:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(token_id)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
-        with self._store.reading() as r:
-            record = r.get_token(token_id)
+        record: TokenRecord | None = run(lambda: self._read(token_id))
         if record is not None and self._ttl > 0:  # unknown ids are not cached: no memory for spray
             with self._lock:
                 self._cache[token_id] = (now, record)
         return record
+
+    def _read(self, token_id: str) -> TokenRecord | None:
+        with self._store.reading() as r:
+            return r.get_token(token_id)
 
 
 def require_scope(caller: Caller, scope: str) -> None:

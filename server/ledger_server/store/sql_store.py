@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
+from ledger_server.call_greenlet import in_call_greenlet
 from ledger_server.core.deadline import current_deadline, remaining
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable, WriteConflict
 from ledger_server.core.model import (
@@ -113,8 +114,16 @@ class SqlStore:
         self._probe: Engine | None = None  # ping()'s engine of one connection, made by the first ping
         self._lock = threading.Lock()
 
+    def _refuse_on_the_loop(self, waits: bool) -> None:
+        """A call greenlet runs on the event loop: a statement there that waits (on the
+        network, on a lock) would stall every call. Such a read must go through
+        call_greenlet.blocking, or its method run in a worker thread (api/server.py)."""
+        if waits and in_call_greenlet():
+            raise RuntimeError("a database statement that waits, on the event loop")
+
     @contextmanager
     def reading(self) -> Iterator[SqlUnit]:
+        self._refuse_on_the_loop(waits=not self.quick_reads)
         deadline = current_deadline()
         if self.engine.dialect.name != "postgresql":
             with _translated(deadline), self.engine.connect() as conn, conn.begin():
@@ -132,6 +141,7 @@ class SqlStore:
     def snapshot(self) -> Iterator[SqlUnit]:
         """Reads that all see one committed state: REPEATABLE READ on Postgres; a SQLite
         read transaction in WAL mode is a snapshot already."""
+        self._refuse_on_the_loop(waits=not self.quick_reads)
         with _translated(), self.engine.connect() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execution_options(isolation_level="REPEATABLE READ")
@@ -141,6 +151,7 @@ class SqlStore:
     @contextmanager
     def writing(self) -> Iterator[SqlUnit]:
         """A write unit of its own (one transaction, one commit): for administration."""
+        self._refuse_on_the_loop(waits=True)  # for the write lock, on SQLite too
         with _translated(), self.engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
