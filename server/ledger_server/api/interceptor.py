@@ -4,8 +4,8 @@ statuses, and writes one structured log line per call (method, code, duration). 
 contents and tokens are never logged.
 
 The wrapped behaviors stay synchronous: the server (api/server.py) wraps every method
-handler once, when it is registered, and runs the result in its worker threads
-(api/aio_bridge.py), each call in a Context of its own."""
+handler once, when it is registered, and runs the result in its worker threads or in call
+greenlets on its event loop (api/aio_bridge.py), each call in a Context of its own."""
 
 from __future__ import annotations
 
