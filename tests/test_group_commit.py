@@ -19,6 +19,7 @@ from ledger_server.call_greenlet import run_in_greenlet
 from ledger_server.core.errors import Category, LedgerError, StoreUnavailable
 from ledger_server.core.model import Tenant
 from ledger_server.store.engine import make_engine
+from ledger_server.store.group_commit import LOOP_CHUNK
 from ledger_server.store.sql_store import SqlStore, SqlUnit
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -220,3 +221,35 @@ def test_units_of_calls_on_the_loop_run_on_it_on_sqlite_only(store: SqlStore, ca
     on_loop = callers == "loop" and store.engine.dialect.name == "sqlite"
     names = {f.result() for f in futures}
     assert names == {"grpc-aio-loop"} if on_loop else {n.partition("-")[0] for n in names} == {"writer"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_loop_serves_other_work_between_chunks_of_a_big_batch(store: SqlStore) -> None:
+    """A batch's units run on the loop LOOP_CHUNK at a time: between two chunks the loop
+    runs whatever else is ready (here a coroutine that ticks), so a big batch delays other
+    calls by a chunk, not by the whole batch."""
+    events: list[str] = []
+    stop = threading.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            events.append("tick")
+            await asyncio.sleep(0)
+
+    def unit(_: SqlUnit) -> None:
+        events.append("unit")
+
+    ticking = asyncio.run_coroutine_threadsafe(ticker(), shared_loop())
+    try:
+        futures = in_one_batch(store, [unit] * 65, "loop")  # one batch (at most 256)
+        for future in futures:
+            future.result(30)
+    finally:
+        stop.set()
+        ticking.result(30)
+    units = [i for i, event in enumerate(events) if event == "unit"]
+    assert len(units) == 65
+    between = events[units[0] : units[-1]]
+    chunks = -(-65 // LOOP_CHUNK)
+    assert chunks >= 3  # the premise: a batch bigger than two chunks
+    assert between.count("tick") >= chunks - 1  # one at least after each chunk but the last
