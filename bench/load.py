@@ -14,6 +14,7 @@ import random
 import time
 import traceback
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -139,9 +140,11 @@ class LoadPool:
         seconds: float,
         server_pids: list[int],
         database: str | None,
+        window: Callable[[], None] | None = None,
     ) -> Measurement:
         """One point: `in_flight` calls kept in flight over all processes for warm-up + seconds.
-        `database`: the Postgres database whose processes count as DB CPU (None: SQLite)."""
+        `database`: the Postgres database whose processes count as DB CPU (None: SQLite).
+        `window` is called where the measured window starts and again where it ends."""
         start = time.monotonic_ns() + int(START_DELAY * 1e9)
         measure_from = start + int(warmup * 1e9)
         measure_until = measure_from + int(seconds * 1e9)
@@ -150,8 +153,12 @@ class LoadPool:
             conn.send(LoadSpec(workload, addresses, share, start, measure_from, measure_until, self._seed))
         _sleep_until(measure_from)
         before = cpu.sample(server_pids, self.pids, database)
+        if window is not None:
+            window()
         _sleep_until(measure_until)
         after = cpu.sample(server_pids, self.pids, database)
+        if window is not None:
+            window()
         results = [self._receive(conn, timeout=seconds + warmup + 60) for conn in self._conns]
         return merge(results, seconds, cpu.usage(before, after, with_database=database is not None))
 

@@ -1,11 +1,12 @@
-"""`make bench` smoke test: the benchmark runs for about a second per point on SQLite and
-writes its JSON and markdown report. It checks that figures are reported, never how fast
-they are (no timed assertions)."""
+"""`make bench` and `python -m bench.threads` smoke tests: each runs for about a second per
+point on SQLite and reports. They check that figures are reported, never how fast they
+are (no timed assertions)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,35 +22,37 @@ EXPECTED = {
 }
 
 
-def test_benchmark_runs_briefly_and_reports(tmp_path: Path) -> None:
-    out = tmp_path / "results"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--backends",
-            "sqlite",
-            "--levels",
-            str(LEVEL),
-            "--scenarios",
-            "raw,health,create_spread,batch_create,get_account",
-            "--seconds-per-point",
-            "1",
-            "--warmup-seconds",
-            "0.2",
-            "--accounts",
-            "20",
-            "--load-processes",
-            "2",
-            "--out",
-            str(out),
-        ],
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def test_benchmark_runs_briefly_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = run_module(
+        "bench.run",
+        "--backends",
+        "sqlite",
+        "--levels",
+        str(LEVEL),
+        "--scenarios",
+        "raw,health,create_spread,batch_create,get_account",
+        "--seconds-per-point",
+        "1",
+        "--warmup-seconds",
+        "0.2",
+        "--accounts",
+        "20",
+        "--load-processes",
+        "2",
+        "--out",
+        str(out),
     )
     assert run.returncode == 0, run.stderr[-4000:]
 
@@ -92,3 +95,20 @@ def test_benchmark_runs_briefly_and_reports(tmp_path: Path) -> None:
         assert "](latest.png)" in markdown
     else:
         assert "chart skipped" in markdown
+
+
+def test_thread_profile_names_the_loop_and_the_writer() -> None:
+    """`python -m bench.threads` runs briefly and reports each named server thread's CPU
+    per call (only that the figures are there)."""
+    run = run_module(
+        "bench.threads", "--in-flight", "4", "--seconds", "0.5", "--warmup", "0.2", "--accounts", "10"
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert re.search(r"create_spread on sqlite, 4 in flight: [\d,]+ calls/s", run.stdout), run.stdout
+    rows = {
+        name.strip(): user
+        for name, user in re.findall(r"^  (.{16})\s*(\d+)\s+\d+\s+[\d.]+$", run.stdout, re.M)
+    }
+    # The units run on the loop (SQLite), the writer commits: both named, both busy.
+    assert {"grpc-aio-loop", "writer-0"} <= rows.keys(), run.stdout
+    assert int(rows["grpc-aio-loop"]) > 0

@@ -11,6 +11,7 @@ import threading
 
 from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
+from ledger_server.os_thread import name_this_thread
 
 log = logging.getLogger("ledger.expiry")
 
@@ -32,6 +33,7 @@ class ExpiryWorker:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        name_this_thread()
         while not self._stop.wait(self._interval):
             try:
                 report = self._ledger.expire_due()

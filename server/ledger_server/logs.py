@@ -20,6 +20,8 @@ import sys
 import threading
 from typing import TextIO
 
+from ledger_server.os_thread import name_this_thread
+
 FLUSH_SECONDS = 0.05
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _encode = json.JSONEncoder(default=str).encode
@@ -69,6 +71,7 @@ class BufferedLines(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.flush()
 
     def _flush_now_and_then(self) -> None:
+        name_this_thread()
         while not self._stop.wait(FLUSH_SECONDS):
             if self._pending:
                 with contextlib.suppress(OSError, ValueError):  # stderr gone: emit reports it

@@ -32,6 +32,7 @@ import grpc
 import grpc.aio
 
 from ledger_server.call_greenlet import await_, in_call_greenlet, run_in_greenlet
+from ledger_server.os_thread import name_this_thread
 
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -53,6 +54,7 @@ def shared_loop() -> asyncio.AbstractEventLoop:
             started = threading.Event()
 
             def run() -> None:
+                name_this_thread()
                 asyncio.set_event_loop(loop)
                 loop.call_soon(started.set)
                 loop.run_forever()

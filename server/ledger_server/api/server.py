@@ -40,6 +40,7 @@ from ledger_server.config import Settings
 from ledger_server.core.auth import Authenticator
 from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
+from ledger_server.os_thread import name_all_threads, name_this_thread
 
 log = logging.getLogger("ledger.server")
 ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
@@ -62,7 +63,9 @@ class LedgerServer:
         # Health and reflection are asyncio-native: an open Watch or reflection stream (both
         # need no token) waits on the event loop and holds no worker thread.
         self.health = health.aio.HealthServicer()
-        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc")
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="rpc", initializer=name_this_thread
+        )
         credentials = _tls_credentials(settings)
         self.tls = credentials is not None
         try:
@@ -116,6 +119,7 @@ class LedgerServer:
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._probe = threading.Thread(target=self._probe_store, name="health-probe", daemon=True)
         self._probe.start()
+        name_all_threads()  # grpc's own (its poller took the loop's name, as new threads do)
 
     def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING and refuse new calls with UNAVAILABLE for the drain period
@@ -140,6 +144,7 @@ class LedgerServer:
     def _probe_store(self) -> None:
         """Every --health-probe-seconds, ping the database: NOT_SERVING while it does not
         answer, SERVING again once it does (never once stop() has begun)."""
+        name_this_thread()
         while not self._probe_stop.wait(self._probe_seconds):
             error = ""
             try:

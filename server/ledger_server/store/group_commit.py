@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine
 from ledger_server.call_greenlet import await_, in_call_greenlet
 from ledger_server.core.deadline import current_deadline
 from ledger_server.core.errors import DeadlineExceeded, LedgerError, StoreUnavailable
+from ledger_server.os_thread import name_this_thread
 from ledger_server.store.engine import WRITE
 
 T = TypeVar("T")
@@ -145,6 +146,7 @@ class _Writer(threading.Thread):
         self._conn: Connection | None = None
 
     def run(self) -> None:
+        name_this_thread()
         while True:
             first = self.jobs.get()
             if first is _STOP:
