@@ -15,25 +15,30 @@ TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 _CLIENT_BACKEND = re.compile(r"\S+\(\d+\)|\[local\]")
 
 
-def _stat_fields(pid: int | str) -> tuple[str, list[str]] | None:
-    """(comm, the fields after comm) of one process, or None once it is gone."""
+def stat_fields(entry: int | str) -> tuple[str, list[str]] | None:
+    """(comm, the fields after comm) of one process (`entry` its pid) or one thread
+    (`entry` "pid/task/tid"), or None once it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{entry}/stat").read_text()
     except OSError:
         return None
     open_paren, close_paren = text.find("("), text.rfind(")")
     return text[open_paren + 1 : close_paren], text[close_paren + 2 :].split()
 
 
-def _cpu_seconds(fields: list[str]) -> float:
+def user_system_seconds(fields: list[str]) -> tuple[float, float]:
     # fields[0] is field 3 (state) of proc(5): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+    return int(fields[11]) / TICKS_PER_SECOND, int(fields[12]) / TICKS_PER_SECOND
+
+
+def _cpu_seconds(fields: list[str]) -> float:
+    return sum(user_system_seconds(fields))
 
 
 def process_cpu_seconds(pids: Iterable[int]) -> float:
     total = 0.0
     for pid in pids:
-        stat = _stat_fields(pid)
+        stat = stat_fields(pid)
         if stat is not None:
             total += _cpu_seconds(stat[1])
     return total
@@ -57,10 +62,10 @@ def postgres_cpu_seconds(database: str) -> dict[int, float]:
     times: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            stat = _stat_fields(entry.name)
+            stat = stat_fields(entry.name)
             if stat is None or stat[0] != "postgres":
                 continue
-            parent = _stat_fields(stat[1][1])  # fields[1] is field 4, the parent's pid
+            parent = stat_fields(stat[1][1])  # fields[1] is field 4, the parent's pid
             if parent is None or parent[0] != "postgres":  # the postmaster
                 times[-int(entry.name)] = (int(stat[1][13]) + int(stat[1][14])) / TICKS_PER_SECOND
             if _serves_database(entry.name, database):

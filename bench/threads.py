@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from bench.cpu import TICKS_PER_SECOND
+from bench.cpu import stat_fields, user_system_seconds
 from bench.load import LoadPool
 from bench.ops import Workload
 from bench.seed import seed_accounts
@@ -38,16 +38,18 @@ def thread_times(pid: int) -> dict[str, ThreadTimes]:
     """Each thread of `pid` by OS name, threads of one name summed (rpc_0, rpc_1... as rpc)."""
     times: dict[str, ThreadTimes] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-            status = (task / "status").read_bytes()
-        except OSError:  # the thread ended meanwhile
+        stat = stat_fields(f"{pid}/task/{task.name}")
+        if stat is None:  # the thread ended meanwhile
             continue
-        name = re.sub(r"_\d+$", "", stat[stat.find("(") + 1 : stat.rfind(")")])
-        fields = stat[stat.rfind(")") + 2 :].split()
-        t = times.setdefault(name, ThreadTimes())
-        t.user += int(fields[11]) / TICKS_PER_SECOND
-        t.system += int(fields[12]) / TICKS_PER_SECOND
+        try:
+            status = (task / "status").read_bytes()
+        except OSError:
+            continue
+        name, fields = stat
+        t = times.setdefault(re.sub(r"_\d+$", "", name), ThreadTimes())
+        user, system = user_system_seconds(fields)
+        t.user += user
+        t.system += system
         t.switches += sum(int(n) for n in _SWITCHES.findall(status))
     return times
 

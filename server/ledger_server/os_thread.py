@@ -6,29 +6,23 @@ grpc's poller."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import threading
 from pathlib import Path
-from typing import Any
 
-_PR_SET_NAME = 15
 _NAME_BYTES = 15  # the kernel's limit, without the terminating NUL
-
-_prctl: Any
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: the names stay Python's own
-    _prctl = None
 
 
 def name_this_thread() -> None:
     """Give the calling thread its Python name at the OS level (cut to 15 bytes)."""
-    if _prctl is not None:
-        _prctl(_PR_SET_NAME, threading.current_thread().name.encode()[:_NAME_BYTES], 0, 0, 0)
+    _name(threading.current_thread())
 
 
 def name_all_threads() -> None:
     """The same for every live Python thread, those of libraries (grpc's poller) included."""
     for thread in threading.enumerate():
-        with contextlib.suppress(OSError):  # not Linux, or the thread just ended
-            Path(f"/proc/self/task/{thread.native_id}/comm").write_bytes(thread.name.encode()[:_NAME_BYTES])
+        _name(thread)
+
+
+def _name(thread: threading.Thread) -> None:
+    with contextlib.suppress(OSError):  # not Linux, or the thread just ended
+        Path(f"/proc/self/task/{thread.native_id}/comm").write_bytes(thread.name.encode()[:_NAME_BYTES])
