@@ -23,7 +23,7 @@ from bench.ops import Workload
 from bench.seed import seed_accounts
 from bench.servers import PostgresDatabase, ServerProcess, bootstrap_token
 
-SCENARIOS = ("health", "create_spread", "create_hot", "get_account", "list_transactions")
+SCENARIOS = ("health", "create_spread", "create_hot", "get_account", "list_transactions", "batch_create")
 _SWITCHES = re.compile(rb"ctxt_switches:\s+(\d+)")
 
 
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of calls before each window")
     parser.add_argument("--accounts", type=int, default=1000, help="accounts of the spread case")
+    parser.add_argument("--batch", type=int, default=1000, help="postings per call of batch_create")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     return parser
 
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 with ServerProcess(url, Path(tmp) / "server.log") as server:
                     accounts = seed_accounts(server.address, token, args.accounts, 10)
-                    workload = Workload(args.scenario, token, accounts.spread, accounts.hot)
+                    batch = args.batch if args.scenario == "batch_create" else 1
+                    workload = Workload(args.scenario, token, accounts.spread, accounts.hot, batch)
                     for in_flight in levels:
                         samples: list[dict[str, ThreadTimes]] = []
                         m = pool.measure(
@@ -91,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                             database=database.name if database else None,
                             window=partial(_sample, samples, server.pid),
                         )
+                        each, count = ("posting", m.postings) if batch > 1 else ("call", m.calls)
                         print(
                             f"{args.scenario} on {args.backend}, {in_flight} in flight: {m.calls_per_s:,.0f} "
-                            f"calls/s, p50 {m.p50_ms or 0:.2f} ms, p99 {m.p99_ms or 0:.2f} ms"
+                            f"calls/s, {m.postings_per_s:,.0f} postings/s, p50 {m.p50_ms or 0:.2f} ms, "
+                            f"p99 {m.p99_ms or 0:.2f} ms; CPU per {each}:"
                         )
-                        print(_per_call(samples[0], samples[1], m.calls))
+                        print(_per_call(samples[0], samples[1], count, each))
             finally:
                 pool.close()
         finally:
@@ -108,8 +112,9 @@ def _sample(samples: list[dict[str, ThreadTimes]], pid: int) -> None:
     samples.append(thread_times(pid))
 
 
-def _per_call(before: dict[str, ThreadTimes], after: dict[str, ThreadTimes], calls: int) -> str:
-    """One line per thread that used CPU in the window, the busiest first."""
+def _per_call(before: dict[str, ThreadTimes], after: dict[str, ThreadTimes], calls: int, each: str) -> str:
+    """One line per thread that used CPU in the window, the busiest first; `calls` counts
+    the `each` (call, or posting of a batch) that the figures are per."""
     per_call = 1e6 / max(calls, 1)
     rows = []
     for name, t in after.items():
@@ -117,9 +122,9 @@ def _per_call(before: dict[str, ThreadTimes], after: dict[str, ThreadTimes], cal
         user, system = (t.user - b.user) * per_call, (t.system - b.system) * per_call
         if user + system > 0:
             rows.append((user + system, name, user, system, (t.switches - b.switches) / max(calls, 1)))
-    lines = [f"  {'thread':<16}{'user us/call':>14}{'system us/call':>16}{'switches/call':>15}"]
+    lines = [f"  {'thread':<16}{'user us/' + each:>17}{'system us/' + each:>19}{'switches/' + each:>18}"]
     for _, name, user, system, switches in sorted(rows, reverse=True):
-        lines.append(f"  {name:<16}{user:>14.0f}{system:>16.0f}{switches:>15.2f}")
+        lines.append(f"  {name:<16}{user:>17.0f}{system:>19.0f}{switches:>18.2f}")
     return "\n".join(lines)
 
 
