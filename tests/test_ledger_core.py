@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import uuid
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -62,6 +63,19 @@ def test_credit_and_debit_move_balance_and_write_balanced_entries(ledger: Ledger
     assert credit.kind is TransactionKind.ADJUSTMENT
     assert count(engine, entries) == 4
     assert invariant_violations(engine) == []
+
+
+def test_new_ids_are_time_ordered_uuids(ledger: Ledger, engine: Engine) -> None:
+    """UUIDv7: rows inserted in turn go to the right-hand edge of each index on their id
+    (ledger_server/core/ids.py), the counter accounts' ids too."""
+    first, second = open_account(ledger), open_account(ledger)
+    posted = [post(ledger, first, Direction.CREDIT, n) for n in (1, 2, 3)]
+    ids = [first.id, second.id] + [t.id for t in posted]
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert ids == sorted(ids)
+    with engine.connect() as conn:
+        counters = conn.execute(select(accounts.c.id).where(accounts.c.kind != "customer")).scalars().all()
+    assert counters and all(uuid.UUID(i).version == 7 for i in counters)
 
 
 def test_debit_below_floor_is_refused_and_changes_nothing(ledger: Ledger, engine: Engine) -> None:

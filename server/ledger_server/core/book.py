@@ -8,12 +8,12 @@ once at the end (flush)."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ledger_server.core import lots
 from ledger_server.core.errors import Category, LedgerError, not_found
+from ledger_server.core.ids import new_id
 from ledger_server.core.model import (
     INT64_MAX,
     INT64_MIN,
@@ -172,7 +172,7 @@ class Book:
     ) -> Transaction:
         """A transaction of this unit (balances are filled in by record)."""
         return Transaction(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             tenant_id=self.tenant_id,
             account_id=account.id,
             direction=direction,

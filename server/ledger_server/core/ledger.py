@@ -8,7 +8,6 @@ not at all. A unit that loses a race (WriteConflict) is re-run from the start.""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
@@ -26,6 +25,7 @@ from ledger_server.core.errors import (
     invalid,
     not_found,
 )
+from ledger_server.core.ids import new_id
 from ledger_server.core.model import (
     Account,
     Direction,
@@ -127,7 +127,7 @@ class Ledger:
         check.check_metadata(v, "account.metadata", new.metadata)
         if v:
             raise invalid(v)
-        account_id = str(uuid.uuid4())
+        account_id = new_id()
         return self._write(
             tenant_id,
             account_id,

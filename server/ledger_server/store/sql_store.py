@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import random
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -35,6 +34,7 @@ from sqlalchemy import exc as sa_exc
 from ledger_server.call_greenlet import in_call_greenlet
 from ledger_server.core.deadline import current_deadline, remaining
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable, WriteConflict
+from ledger_server.core.ids import new_id
 from ledger_server.core.model import (
     INT64_MAX,
     INT64_MIN,
@@ -675,7 +675,7 @@ class SqlUnit:
             "insert_account",
             [
                 {
-                    "id": str(uuid.uuid4()),
+                    "id": new_id(),
                     "tenant_id": tenant_id,
                     "kind": SYSTEM,
                     "purpose": purpose,
