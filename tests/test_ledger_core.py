@@ -24,6 +24,7 @@ from ledger_server.core.model import (
     TransactionKind,
 )
 from ledger_server.store.schema import accounts, entries, transactions
+from ledger_server.store.sql_store import BULK_MIN_ROWS
 from tests.support import invariant_violations
 
 T = DEFAULT_TENANT
@@ -243,6 +244,68 @@ def test_an_atomic_batch_replays_request_ids_stored_before_and_within_it(
     reused = [BatchItem(credit, idem("fresh")), BatchItem(credit, idem("new", b"credit 6"))]
     assert refusal(ledger.post_batch, T, reused, atomic=True).reason == "REQUEST_ID_REUSED"
     assert count(engine, transactions) == 3
+
+
+def test_an_atomic_batch_over_many_accounts_writes_every_row_and_balance(
+    ledger: Ledger, engine: Engine
+) -> None:
+    """Enough rows and accounts for each write to go as one bulk statement on Postgres
+    (sql_store.BULK_MIN_ROWS): every field, balance and stored response as item by item."""
+    accounts_ = [open_account(ledger, ref=f"cust-{i}") for i in range(BULK_MIN_ROWS + 4)]
+
+    def idem(request_id: str) -> Idempotency[Transaction]:
+        return Idempotency(request_id, hashlib.sha256(request_id.encode()).digest(), lambda t: t.id.encode())
+
+    commands = [
+        NewTransaction(
+            a.id,
+            direction,
+            amount,
+            "USD",
+            description=f"item {i}",
+            external_id=f"ext-{i}" if i % 2 else "",
+            metadata={"i": str(i)} if i % 3 else {},
+        )
+        for i, (a, direction, amount) in enumerate(
+            [(a, Direction.CREDIT, 100 + n) for n, a in enumerate(accounts_)]
+            + [(a, Direction.DEBIT, 30) for a in accounts_]
+        )
+    ]
+    request_ids = [str(uuid.UUID(int=i)) for i in range(len(commands))]
+    items = [BatchItem(cmd, idem(rid)) for cmd, rid in zip(commands, request_ids, strict=True)]
+    results = ledger.post_batch(T, items, atomic=True)
+    assert all(isinstance(r, Transaction) for r in results)
+    for cmd, txn in zip(commands, results, strict=True):
+        assert isinstance(txn, Transaction)
+        assert ledger.get_transaction(T, txn.id) == txn
+        assert (txn.account_id, txn.amount, txn.external_id, txn.metadata) == (
+            cmd.account_id,
+            cmd.amount,
+            cmd.external_id,
+            cmd.metadata,
+        )
+    assert [ledger.get_account(T, a.id).posted for a in accounts_] == [70 + n for n in range(len(accounts_))]
+    assert invariant_violations(engine) == []
+    replayed = ledger.post_batch(T, items, atomic=True)
+    assert replayed == [Replay(r.id.encode()) for r in results if isinstance(r, Transaction)]
+
+
+def test_an_external_id_repeated_within_a_batch_is_refused(ledger: Ledger, engine: Engine) -> None:
+    """The batch's own rows are still buffered when the repeat is checked (sql_store
+    looks at them in memory): atomic refuses the batch, independent only the repeat."""
+    account = open_account(ledger)
+    items = [
+        BatchItem(NewTransaction(account.id, Direction.CREDIT, n, "USD", external_id=ext))
+        for n, ext in ((1, "order-1"), (2, "order-2"), (3, "order-1"))
+    ]
+    err = refusal(ledger.post_batch, T, items, atomic=True)
+    assert (err.reason, err.metadata["item_index"]) == ("DUPLICATE_EXTERNAL_ID", "2")
+    assert count(engine, transactions) == 0
+    first, second, repeat = ledger.post_batch(T, items, atomic=False)
+    assert isinstance(first, Transaction) and isinstance(second, Transaction)
+    assert isinstance(repeat, LedgerError) and repeat.reason == "DUPLICATE_EXTERNAL_ID"
+    assert repeat.metadata["existing_transaction"] == f"transactions/{first.id}"
+    assert count(engine, transactions) == 2
 
 
 def test_refused_request_does_not_consume_its_request_id(ledger: Ledger) -> None:

@@ -282,13 +282,7 @@ class Book:
             self.lots_expired += 1
 
     def flush(self) -> None:
-        for held in self._held.values():
-            if held.dirty:
-                self.w.set_balances(
-                    held.id,
-                    posted=held.posted,
-                    pending=held.pending,
-                    expiring=held.expiring,
-                    last_posting_date=held.last_posting_date,
-                    now=self.now,
-                )
+        """Write back every changed balance: one statement for an atomic batch's many."""
+        dirty = [held for held in self._held.values() if held.dirty]
+        if dirty:
+            self.w.set_balances(dirty, self.now)

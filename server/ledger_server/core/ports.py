@@ -72,6 +72,21 @@ class BrokenLink:
     found: int
 
 
+class NewBalances(Protocol):
+    """An account's balances as a unit leaves them (book.Held)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def posted(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def expiring(self) -> int: ...
+    @property
+    def last_posting_date(self) -> dt.date | None: ...
+
+
 class ReadUnit(Protocol):
     def get_account(self, tenant_id: str, account_id: str) -> Account | None: ...
     def list_accounts(
@@ -141,16 +156,10 @@ class WriteUnit(ReadUnit, Protocol):
         captured: int,
         now: dt.datetime,
     ) -> None: ...
-    def set_balances(
-        self,
-        account_id: str,
-        *,
-        posted: int,
-        pending: int,
-        expiring: int,
-        last_posting_date: dt.date | None,
-        now: dt.datetime,
-    ) -> None: ...
+    def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
+        """Write back the balances of accounts this unit has locked, all at once."""
+        ...
+
     def date_balance_before(self, account_id: str, date: dt.date) -> int:
         """The account's balance over its entries dated on or before `date`."""
         ...

@@ -10,7 +10,10 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from ledger_server.store.schema import accounts, transactions
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
+
+from ledger_server.store.schema import accounts, entries, idempotency_keys, transactions
 
 # Whole rows, in table order: sql_store's _account and _transaction read them by position.
 ACCOUNT_COLUMNS = ", ".join(c.name for c in accounts.c)
@@ -150,3 +153,35 @@ def sql(dialect: str, name: str) -> str:
         )
         return re.sub(r":(\w+)", r"%(\1)s", text)
     return text.format(lock="", skip_locked="", in_list="IN (SELECT value FROM json_each(:request_ids))")
+
+
+# Postgres: many rows of a buffered insert (sql_store's _DEFERRED) or of set_balances as
+# one statement, each column one array parameter through unnest(). psycopg's executemany
+# pipelines a statement per row instead: 1000 entries cost 12.7 ms of client CPU that way
+# against 4.0 ms (measured); an atomic batch of 1000 postings: +21-26 % postings/s.
+_BULK_TABLES = {
+    "insert_transaction": transactions,
+    "insert_entry": entries,
+    "save_response": idempotency_keys,
+    "set_balances": accounts,
+}
+
+
+@cache
+def bulk_sql(name: str, keys: tuple[str, ...]) -> str:
+    """Postgres: statement `name` (an insert, or set_balances: an update by id) for many
+    rows, its parameters named after `keys`, each a list of one column's values."""
+    table = _BULK_TABLES[name]
+    arrays = ", ".join(f"%({k})s::{_array_type(table, k)}" for k in keys)
+    if name == "set_balances":
+        assigned = ", ".join(f"{k} = v.{k}" for k in keys if k != "id")
+        rows = f"unnest({arrays}) AS v({', '.join(keys)})"
+        return f"UPDATE {table.name} SET {assigned} FROM {rows} WHERE {table.name}.id = v.id"
+    return f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT * FROM unnest({arrays})"
+
+
+_POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _array_type(table: Table, column: str) -> str:
+    return f"{table.c[column].type.compile(dialect=_POSTGRES)}[]"

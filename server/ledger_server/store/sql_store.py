@@ -55,10 +55,10 @@ from ledger_server.core.model import (
     TransactionStatus,
     TransactionType,
 )
-from ledger_server.core.ports import AccountAudit, BrokenLink, LockedBalance, StoredResponse
+from ledger_server.core.ports import AccountAudit, BrokenLink, LockedBalance, NewBalances, StoredResponse
 from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.group_commit import GroupCommitter
-from ledger_server.store.hot_sql import sql
+from ledger_server.store.hot_sql import bulk_sql, sql
 from ledger_server.store.schema import (
     accounts,
     api_tokens,
@@ -268,14 +268,19 @@ def _translated(deadline: float | None = None) -> Iterator[None]:
 
 
 # Inserts that a unit never reads back but through find_response (which looks at them
-# first): buffered, and sent as one executemany per statement, in this (foreign key)
-# order, at the end of the unit or before any statement not known to leave them alone.
-# A batch's rows then take one statement each (pipelined by psycopg), not one per row.
+# first): buffered, and sent as one executemany per statement (or one bulk_sql statement),
+# in this (foreign key) order, at the end of the unit or before any statement not known to
+# leave them alone. A batch's rows then take one statement each, not one per row.
+# Postgres: from this many rows on, a buffered statement goes as one bulk_sql statement;
+# below, psycopg's executemany sends the rows with fewer round trips (crossover measured at
+# 8-16 rows: 16 rows took 240 us vs 273 us wall, 145 vs 255 us CPU; 2 rows 153 vs 126 wall).
+BULK_MIN_ROWS = 16
 _DEFERRED = ("insert_transaction", "insert_entry", "save_response")
 _BESIDE_DEFERRED = frozenset(
     {
         "find_response",
         "find_responses",
+        "find_external_id",  # and the buffered rows' external ids (SqlUnit._external_ids)
         "lock_by_id",
         "lock_any_counter",
         "lock_counter_shard",
@@ -300,6 +305,9 @@ class SqlUnit:
         # (tenant, request_id) -> its stored response (None: none) as this transaction
         # knows it: prefetched, or saved by a unit not rolled back since.
         self._responses: dict[tuple[str, str], StoredResponse | None] = {}
+        # (tenant, external_id) -> the id of a buffered transaction (find_external_id
+        # looks here, not at the table, which would need the buffer flushed first).
+        self._external_ids: dict[tuple[str, str], str] = {}
 
     # -- reads ------------------------------------------------------------------------
 
@@ -497,6 +505,7 @@ class SqlUnit:
         """Drop what a refused unit buffered (what it wrote is its savepoint's to undo)."""
         self._deferred = {}
         self._responses.clear()
+        self._external_ids.clear()
 
     def change_count(self) -> int | None:
         """Rows this transaction's connection has changed so far, where a unit that
@@ -514,10 +523,20 @@ class SqlUnit:
     def flush(self) -> None:
         """Send the buffered inserts (_DEFERRED): at the end of each unit, in its savepoint."""
         deferred, self._deferred = self._deferred, {}
+        self._external_ids.clear()
         for name in _DEFERRED:
             rows = deferred.get(name)
             if rows:
-                self._execute(sql(self._dialect, name), rows)
+                self._execute_rows(name, rows)
+
+    def _execute_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Many rows of one statement: executemany, or on Postgres from BULK_MIN_ROWS rows
+        on one bulk_sql statement (executemany pipelines a statement per row)."""
+        if len(rows) >= BULK_MIN_ROWS and self._dialect == "postgresql":
+            keys = tuple(rows[0])
+            self._execute(bulk_sql(name, keys), {k: [row[k] for row in rows] for k in keys})
+        else:
+            self._execute(sql(self._dialect, name), rows)
 
     def release_savepoint(self) -> None:
         self._execute("RELEASE SAVEPOINT unit" + self._bounds(None))
@@ -692,11 +711,16 @@ class SqlUnit:
         )
 
     def find_transaction_id_by_external_id(self, tenant_id: str, external_id: str) -> str | None:
+        buffered = self._external_ids.get((tenant_id, external_id))
+        if buffered is not None:
+            return buffered
         row = self._run("find_external_id", {"tenant_id": tenant_id, "external_id": external_id}).fetchone()
         return None if row is None else str(row[0])
 
     def insert_transaction(self, txn: Transaction, legs: list[Entry]) -> None:
         created = to_micros(txn.created_at)
+        if txn.external_id:
+            self._external_ids[(txn.tenant_id, txn.external_id)] = txn.id
         self._run(
             "insert_transaction",
             {
@@ -845,27 +869,23 @@ class SqlUnit:
         )
         return result.rowcount == 1
 
-    def set_balances(
-        self,
-        account_id: str,
-        *,
-        posted: int,
-        pending: int,
-        expiring: int,
-        last_posting_date: dt.date | None,
-        now: dt.datetime,
-    ) -> None:
-        self._run(
-            "set_balances",
+    def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
+        rows = [
             {
-                "posted": posted,
-                "pending": pending,
-                "expiring": expiring,
-                "last_posting_date": self._date_param(last_posting_date),
+                "posted": b.posted,
+                "pending": b.pending,
+                "expiring": b.expiring,
+                "last_posting_date": self._date_param(b.last_posting_date),
                 "updated_at": to_micros(now),
-                "id": account_id,
-            },
-        )
+                "id": b.id,
+            }
+            for b in balances
+        ]
+        if self._dialect == "postgresql" and len(rows) < BULK_MIN_ROWS:
+            for row in rows:  # a posting's two: less CPU than executemany's pipeline (measured)
+                self._execute(sql(self._dialect, "set_balances"), row)
+        else:
+            self._execute_rows("set_balances", rows)
 
 
 def _customer_of(tenant_id: str, row: Any, *, tenant_at: int, kind_at: int) -> bool:
