@@ -112,3 +112,4 @@ def test_thread_profile_names_the_loop_and_the_writer() -> None:
     # The units run on the loop (SQLite), the writer commits: both named, both busy.
     assert {"grpc-aio-loop", "writer-0"} <= rows.keys(), run.stdout
     assert int(rows["grpc-aio-loop"]) > 0
+    assert int(rows["(all)"]) >= int(rows["grpc-aio-loop"]) + int(rows["writer-0"])
