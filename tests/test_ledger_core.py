@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -23,8 +24,10 @@ from ledger_server.core.model import (
     TransactionFilter,
     TransactionKind,
 )
+from ledger_server.core.ports import WriteUnit
+from ledger_server.store.hot_sql import BULK_MIN_ROWS
 from ledger_server.store.schema import accounts, entries, transactions
-from ledger_server.store.sql_store import BULK_MIN_ROWS
+from ledger_server.store.sql_store import SqlStore
 from tests.support import invariant_violations
 
 T = DEFAULT_TENANT
@@ -250,7 +253,7 @@ def test_an_atomic_batch_over_many_accounts_writes_every_row_and_balance(
     ledger: Ledger, engine: Engine
 ) -> None:
     """Enough rows and accounts for each write to go as one bulk statement on Postgres
-    (sql_store.BULK_MIN_ROWS): every field, balance and stored response as item by item."""
+    (hot_sql.BULK_MIN_ROWS): every field, balance and stored response as item by item."""
     accounts_ = [open_account(ledger, ref=f"cust-{i}") for i in range(BULK_MIN_ROWS + 4)]
 
     def idem(request_id: str) -> Idempotency[Transaction]:
@@ -306,6 +309,23 @@ def test_an_external_id_repeated_within_a_batch_is_refused(ledger: Ledger, engin
     assert isinstance(repeat, LedgerError) and repeat.reason == "DUPLICATE_EXTERNAL_ID"
     assert repeat.metadata["existing_transaction"] == f"transactions/{first.id}"
     assert count(engine, transactions) == 2
+
+
+def test_a_buffered_balance_is_written_before_its_account_is_locked_again(
+    ledger: Ledger, store: SqlStore
+) -> None:
+    """set_balances is buffered until the unit's end (sql_store._DEFERRED); locking an
+    account sends it first, so a lock never reads a balance the unit has changed."""
+    account = open_account(ledger)
+    now = dt.datetime.now(dt.UTC)
+    changed = SimpleNamespace(id=account.id, posted=7, pending=2, expiring=0, last_posting_date=None)
+
+    def unit(w: WriteUnit) -> tuple[int, int] | None:
+        w.set_balances([changed], now)
+        locked = w.lock_customer_account(T, account.id)
+        return None if locked is None else (locked.posted, locked.pending)
+
+    assert store.write(account.id, unit) == (7, 2)
 
 
 def test_refused_request_does_not_consume_its_request_id(ledger: Ledger) -> None:

@@ -155,33 +155,69 @@ def sql(dialect: str, name: str) -> str:
     return text.format(lock="", skip_locked="", in_list="IN (SELECT value FROM json_each(:request_ids))")
 
 
-# Postgres: many rows of a buffered insert (sql_store's _DEFERRED) or of set_balances as
-# one statement, each column one array parameter through unnest(). psycopg's executemany
-# pipelines a statement per row instead: 1000 entries cost 12.7 ms of client CPU that way
-# against 4.0 ms (measured); an atomic batch of 1000 postings: +21-26 % postings/s.
-_BULK_TABLES = {
+# Postgres: a unit's buffered writes (sql_store's _DEFERRED) as one statement, each part a
+# data-modifying CTE but the last: one round trip where a posting took five (two balance
+# updates and three inserts, the entries pipelined by psycopg's executemany at ~80 us of
+# CPU a row). A part's rows go as VALUES, or from BULK_MIN_ROWS rows on as one array per
+# column through unnest(): executemany cost 1000 entries 12.7 ms of client CPU, unnest 4.0
+# (measured); below 16 rows VALUES was faster on the wall clock.
+BULK_MIN_ROWS = 16
+_TABLES = {
     "insert_transaction": transactions,
     "insert_entry": entries,
     "save_response": idempotency_keys,
     "set_balances": accounts,
 }
 
+# The part of a statement: its name, the keys of its rows, and how many rows it has.
+Part = tuple[str, tuple[str, ...], int]
+
 
 @cache
-def bulk_sql(name: str, keys: tuple[str, ...]) -> str:
-    """Postgres: statement `name` (an insert, or set_balances: an update by id) for many
-    rows, its parameters named after `keys`, each a list of one column's values."""
-    table = _BULK_TABLES[name]
-    arrays = ", ".join(f"%({k})s::{_array_type(table, k)}" for k in keys)
-    if name == "set_balances":
+def writes_sql(parts: tuple[Part, ...]) -> str:
+    """Postgres: `parts` in one statement. Parameter names: see write_params."""
+    statements = [_part_sql(i, *part) for i, part in enumerate(parts)]
+    ctes = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(statements[:-1]))
+    return f"WITH {ctes} {statements[-1]}" if ctes else statements[-1]
+
+
+def write_params(parts: tuple[Part, ...], rows_of_parts: list[list[dict[str, object]]]) -> dict[str, object]:
+    """The parameters of writes_sql(parts): p<part>_<row>_<key>, or p<part>_<key> (a list)."""
+    params: dict[str, object] = {}
+    for i, ((_, keys, count), rows) in enumerate(zip(parts, rows_of_parts, strict=True)):
+        if count >= BULK_MIN_ROWS:
+            params.update({f"p{i}_{k}": [row[k] for row in rows] for k in keys})
+        else:
+            for j, row in enumerate(rows):
+                params.update(zip(_names(i, j, keys), (row[k] for k in keys), strict=True))
+    return params
+
+
+@cache
+def _names(part: int, row: int, keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"p{part}_{row}_{k}" for k in keys)
+
+
+def _part_sql(i: int, name: str, keys: tuple[str, ...], count: int) -> str:
+    table = _TABLES[name]
+    types = [_type(table, k) for k in keys]
+    if count >= BULK_MIN_ROWS:
+        arrays = ", ".join(f"%(p{i}_{k})s::{t}[]" for k, t in zip(keys, types, strict=True))
+        source = f"SELECT * FROM unnest({arrays})"
+    else:
+        source = "VALUES " + ", ".join(
+            "(" + ", ".join(f"%({n})s::{t}" for n, t in zip(_names(i, j, keys), types, strict=True)) + ")"
+            for j in range(count)
+        )
+    if name == "set_balances":  # an update by id
         assigned = ", ".join(f"{k} = v.{k}" for k in keys if k != "id")
-        rows = f"unnest({arrays}) AS v({', '.join(keys)})"
+        rows = f"({source}) AS v({', '.join(keys)})"
         return f"UPDATE {table.name} SET {assigned} FROM {rows} WHERE {table.name}.id = v.id"
-    return f"INSERT INTO {table.name} ({', '.join(keys)}) SELECT * FROM unnest({arrays})"
+    return f"INSERT INTO {table.name} ({', '.join(keys)}) {source}"
 
 
 _POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _array_type(table: Table, column: str) -> str:
-    return f"{table.c[column].type.compile(dialect=_POSTGRES)}[]"
+def _type(table: Table, column: str) -> str:
+    return str(table.c[column].type.compile(dialect=_POSTGRES))

@@ -58,7 +58,7 @@ from ledger_server.core.model import (
 from ledger_server.core.ports import AccountAudit, BrokenLink, LockedBalance, NewBalances, StoredResponse
 from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.group_commit import GroupCommitter
-from ledger_server.store.hot_sql import bulk_sql, sql
+from ledger_server.store.hot_sql import sql, write_params, writes_sql
 from ledger_server.store.schema import (
     accounts,
     api_tokens,
@@ -267,15 +267,12 @@ def _translated(deadline: float | None = None) -> Iterator[None]:
         raise translated from exc
 
 
-# Inserts that a unit never reads back but through find_response (which looks at them
-# first): buffered, and sent as one executemany per statement (or one bulk_sql statement),
-# in this (foreign key) order, at the end of the unit or before any statement not known to
-# leave them alone. A batch's rows then take one statement each, not one per row.
-# Postgres: from this many rows on, a buffered statement goes as one bulk_sql statement;
-# below, psycopg's executemany sends the rows with fewer round trips (crossover measured at
-# 8-16 rows: 16 rows took 240 us vs 273 us wall, 145 vs 255 us CPU; 2 rows 153 vs 126 wall).
-BULK_MIN_ROWS = 16
-_DEFERRED = ("insert_transaction", "insert_entry", "save_response")
+# Writes that a unit never reads back but through find_response (which looks at them
+# first) and the account locks (which flush them first): buffered, and sent at the end of
+# the unit or before any statement not known to leave them alone. On SQLite one
+# executemany per statement, in this (foreign key) order; on Postgres all in one statement
+# (hot_sql.writes_sql). A batch's rows then take one statement, not one per row.
+_DEFERRED = ("insert_transaction", "insert_entry", "save_response", "set_balances")
 _BESIDE_DEFERRED = frozenset(
     {
         "find_response",
@@ -285,9 +282,10 @@ _BESIDE_DEFERRED = frozenset(
         "lock_any_counter",
         "lock_counter_shard",
         "insert_account",
-        "set_balances",
     }
 )
+# Of those, the ones that read what a buffered set_balances changes.
+_READS_BALANCES = frozenset({"lock_by_id", "lock_any_counter", "lock_counter_shard"})
 
 
 class SqlUnit:
@@ -524,18 +522,14 @@ class SqlUnit:
         """Send the buffered inserts (_DEFERRED): at the end of each unit, in its savepoint."""
         deferred, self._deferred = self._deferred, {}
         self._external_ids.clear()
-        for name in _DEFERRED:
-            rows = deferred.get(name)
-            if rows:
-                self._execute_rows(name, rows)
-
-    def _execute_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
-        """Many rows of one statement: executemany, or on Postgres from BULK_MIN_ROWS rows
-        on one bulk_sql statement (executemany pipelines a statement per row)."""
-        if len(rows) >= BULK_MIN_ROWS and self._dialect == "postgresql":
-            keys = tuple(rows[0])
-            self._execute(bulk_sql(name, keys), {k: [row[k] for row in rows] for k in keys})
-        else:
+        present = [(name, deferred[name]) for name in _DEFERRED if deferred.get(name)]
+        if not present:
+            return
+        if self._dialect == "postgresql":
+            parts = tuple((name, tuple(rows[0]), len(rows)) for name, rows in present)
+            self._execute(writes_sql(parts), write_params(parts, [rows for _, rows in present]))
+            return
+        for name, rows in present:
             self._execute(sql(self._dialect, name), rows)
 
     def release_savepoint(self) -> None:
@@ -552,7 +546,9 @@ class SqlUnit:
             else:
                 rows.append(params)
             return None
-        if self._deferred and name not in _BESIDE_DEFERRED:
+        if self._deferred and (
+            name not in _BESIDE_DEFERRED or (name in _READS_BALANCES and "set_balances" in self._deferred)
+        ):
             self.flush()
         return self._execute(sql(self._dialect, name), params)
 
@@ -881,11 +877,7 @@ class SqlUnit:
             }
             for b in balances
         ]
-        if self._dialect == "postgresql" and len(rows) < BULK_MIN_ROWS:
-            for row in rows:  # a posting's two: less CPU than executemany's pipeline (measured)
-                self._execute(sql(self._dialect, "set_balances"), row)
-        else:
-            self._execute_rows("set_balances", rows)
+        self._run("set_balances", rows)
 
 
 def _customer_of(tenant_id: str, row: Any, *, tenant_at: int, kind_at: int) -> bool:
