@@ -495,6 +495,12 @@ class SqlUnit:
     def savepoint(self, deadline: float | None = None) -> None:
         self._execute("SAVEPOINT unit" + self._bounds(deadline))
 
+    def bound(self, deadline: float | None) -> None:
+        """Bound the rest of the transaction by `deadline` (Postgres; a unit without a
+        savepoint: see group_commit._Writer._alone)."""
+        if self._dialect == "postgresql":
+            self._execute(_bounds(deadline))
+
     def rollback_to_savepoint(self) -> None:
         self.forget_unit()
         self._execute("ROLLBACK TO SAVEPOINT unit")
