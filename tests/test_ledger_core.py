@@ -27,7 +27,7 @@ from ledger_server.core.model import (
 from ledger_server.core.ports import WriteUnit
 from ledger_server.store.hot_sql import BULK_MIN_ROWS
 from ledger_server.store.schema import accounts, entries, transactions
-from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_store import SqlStore, SqlUnit
 from tests.support import invariant_violations
 
 T = DEFAULT_TENANT
@@ -326,6 +326,27 @@ def test_a_buffered_balance_is_written_before_its_account_is_locked_again(
         return None if locked is None else (locked.posted, locked.pending)
 
     assert store.write(account.id, unit) == (7, 2)
+
+
+def test_a_posting_locks_its_account_and_a_counter_shard_in_one_statement(
+    ledger: Ledger, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the currency's shards exist (the first posting makes them), a posting takes
+    its shard with its account (lock_customer_and_counter): a round trip fewer."""
+    account = open_account(ledger)
+    post(ledger, account, Direction.CREDIT, 50)
+    separately: list[str] = []
+    original = SqlUnit.lock_counter_account
+
+    def counted(unit: SqlUnit, *args: object) -> object:
+        separately.append(str(args))
+        return original(unit, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SqlUnit, "lock_counter_account", counted)
+    debit = post(ledger, account, Direction.DEBIT, 20)
+    assert separately == []
+    assert debit.ending_balance == 30 and ledger.get_account(T, account.id).posted == 30
+    assert invariant_violations(engine) == []
 
 
 def test_refused_request_does_not_consume_its_request_id(ledger: Ledger) -> None:

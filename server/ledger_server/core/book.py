@@ -78,16 +78,25 @@ class Book:
         self.now = now
         self._held: dict[str, Held] = {}
         self._counters: dict[tuple[str, str], Held] = {}
+        # Counter shards locked along with a customer account, not yet asked for.
+        self._prefetched: dict[tuple[str, str], LockedBalance] = {}
         self.lots_expired = 0
         self.holds_voided = 0
 
     # -- locking ----------------------------------------------------------------------
 
-    def customer(self, account_id: str) -> Held:
-        """Lock a customer account (once per unit), up to date as of now."""
+    def customer(self, account_id: str, counter: tuple[str, str] | None = None) -> Held:
+        """Lock a customer account (once per unit), up to date as of now; with `counter`
+        (currency, purpose), also a shard that counter() will be asked for, in the same
+        round trip (one of a Postgres posting's six)."""
         held = self._held.get(account_id)
         if held is None:
-            row = self.w.lock_customer_account(self.tenant_id, account_id)
+            if counter is not None and counter not in self._counters:
+                row, shard = self.w.lock_customer_and_counter(self.tenant_id, account_id, *counter)
+                if shard is not None:
+                    self._prefetched[counter] = shard
+            else:
+                row = self.w.lock_customer_account(self.tenant_id, account_id)
             if row is None:
                 raise not_found("account", f"accounts/{account_id}")
             held = self._held[account_id] = Held.of(row)
@@ -100,7 +109,9 @@ class Book:
         """Lock one of the tenant's counter-account shards for `currency` (once per unit)."""
         held = self._counters.get((currency, purpose))
         if held is None:
-            row = self.w.lock_counter_account(self.tenant_id, currency, purpose, self.now)
+            row = self._prefetched.pop((currency, purpose), None) or self.w.lock_counter_account(
+                self.tenant_id, currency, purpose, self.now
+            )
             held = self._held.get(row.id) or Held.of(row)
             self._held[row.id] = self._counters[(currency, purpose)] = held
             # A shard is shared by every replica and writer: its entries, too, must be in

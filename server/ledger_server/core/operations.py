@@ -36,7 +36,7 @@ class Refund:
 
 def post(book: Book, cmd: NewTransaction) -> Transaction:
     """A credit (optionally expiring) or a debit against the tenant's issuance account."""
-    account = book.customer(cmd.account_id)
+    account = book.customer(cmd.account_id, counter=(cmd.currency, ISSUANCE))
     _check_postable(account, cmd.currency)
     _check_expiry(book, cmd, "transaction")
     _check_external_id(book, cmd.external_id)

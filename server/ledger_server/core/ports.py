@@ -138,6 +138,13 @@ class WriteUnit(ReadUnit, Protocol):
         self, tenant_id: str, account_id: str, new: NewAccount, now: dt.datetime
     ) -> Account: ...
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None: ...
+    def lock_customer_and_counter(
+        self, tenant_id: str, account_id: str, currency: str, purpose: str
+    ) -> tuple[LockedBalance | None, LockedBalance | None]:
+        """lock_customer_account, and in the same round trip a free counter-account shard
+        for `currency` (None if none is free, none exists yet, or this transaction has one)."""
+        ...
+
     def lock_counter_account(
         self, tenant_id: str, currency: str, purpose: str, now: dt.datetime
     ) -> LockedBalance:

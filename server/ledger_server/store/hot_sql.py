@@ -63,6 +63,14 @@ _STATEMENTS = {
     # By id alone, as get_account; the caller checks the tenant and kind it appends (a row it
     # refuses stays locked only until the refused unit rolls back to its savepoint).
     "lock_by_id": f"SELECT {_LOCKED}, tenant_id, kind FROM accounts WHERE id = :id{{lock}}",
+    # lock_by_id and lock_any_counter in one round trip, the customer's row first (which = 0).
+    "lock_with_counter": (
+        f"SELECT * FROM (SELECT 0 AS which, {_LOCKED}, tenant_id, kind FROM accounts "
+        "WHERE id = :id{lock}) AS c "
+        f"UNION ALL SELECT * FROM (SELECT 1, {_LOCKED}, tenant_id, kind FROM accounts "
+        "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "
+        "ORDER BY random() LIMIT 1{skip_locked}) AS s"
+    ),
     "lock_any_counter": (
         f"SELECT {_LOCKED} FROM accounts "
         "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "

@@ -289,13 +289,14 @@ _BESIDE_DEFERRED = frozenset(
         "find_responses",
         "find_external_id",  # and the buffered rows' external ids (SqlUnit._external_ids)
         "lock_by_id",
+        "lock_with_counter",
         "lock_any_counter",
         "lock_counter_shard",
         "insert_account",
     }
 )
 # Of those, the ones that read what a buffered set_balances changes.
-_READS_BALANCES = frozenset({"lock_by_id", "lock_any_counter", "lock_counter_shard"})
+_READS_BALANCES = frozenset({"lock_by_id", "lock_with_counter", "lock_any_counter", "lock_counter_shard"})
 
 
 class SqlUnit:
@@ -676,6 +677,22 @@ class SqlUnit:
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
         row = self._run("lock_by_id", {"id": account_id}).fetchone()
         return self._locked(row) if _customer_of(tenant_id, row, tenant_at=9, kind_at=10) else None
+
+    def lock_customer_and_counter(
+        self, tenant_id: str, account_id: str, currency: str, purpose: str
+    ) -> tuple[LockedBalance | None, LockedBalance | None]:
+        key = (tenant_id, currency, purpose)
+        if key in self._counters:  # the shard this transaction uses: lock_counter_account
+            return self.lock_customer_account(tenant_id, account_id), None
+        where = {"id": account_id, "tenant_id": tenant_id, "currency": currency, "purpose": purpose}
+        customer = shard = None
+        for which, *row in self._run("lock_with_counter", where).fetchall():
+            if which == 0 and _customer_of(tenant_id, row, tenant_at=9, kind_at=10):
+                customer = self._locked(row)
+            elif which == 1:
+                self._counters[key] = row[0]
+                shard = self._locked(row)
+        return customer, shard
 
     def lock_counter_account(
         self, tenant_id: str, currency: str, purpose: str, now: dt.datetime
