@@ -11,13 +11,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from ledger_server.api.aio_bridge import shared_loop
 from ledger_server.call_greenlet import run_in_greenlet
+from ledger_server.core.admin import Admin
+from ledger_server.core.book import ISSUANCE
 from ledger_server.core.errors import Category, LedgerError, StoreUnavailable
-from ledger_server.core.model import Tenant
+from ledger_server.core.ledger import Ledger
+from ledger_server.core.model import Account, Direction, NewAccount, NewTransaction, Tenant
 from ledger_server.store.engine import make_engine
 from ledger_server.store.group_commit import LOOP_CHUNK
 from ledger_server.store.sql_store import SqlStore, SqlUnit
@@ -136,6 +140,31 @@ def pg_store(pg_url: str) -> Iterator[SqlStore]:
     store = SqlStore(make_engine(pg_url))
     yield store
     store.close()
+
+
+def test_a_counter_shard_locked_by_a_rolled_back_unit_is_not_relocked_by_id(pg_store: SqlStore) -> None:
+    """Rolling back to a savepoint releases the shard's row lock; the next unit of the
+    transaction then takes any free shard rather than queue for that one by id."""
+    admin = Admin(pg_store)
+    admin.create_tenant("shards", "Shards")
+    ledger = Ledger(pg_store)
+    account = ledger.create_account("shards", NewAccount("c", "USD", 0))
+    assert isinstance(account, Account)
+    ledger.post_transaction(
+        "shards", NewTransaction(account.id, Direction.CREDIT, 5, "USD")
+    )  # makes the shards
+    with pg_store.writing() as unit:
+        unit.savepoint()
+        _, shard = unit.lock_customer_and_counter("shards", account.id, "USD", ISSUANCE)
+        assert shard is not None
+        unit.rollback_to_savepoint()
+        with psycopg.connect(
+            pg_store.engine.url.render_as_string(hide_password=False).replace("+psycopg", "")
+        ) as other:
+            other.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (shard.id,))
+            unit.savepoint(time.monotonic() + 2)  # re-locking by id would wait 2 s, then fail
+            again = unit.lock_counter_account("shards", "USD", ISSUANCE, NOW)
+            assert again.id != shard.id
 
 
 def test_a_lost_connection_fails_the_whole_batch_and_the_next_recovers(

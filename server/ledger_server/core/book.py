@@ -88,7 +88,7 @@ class Book:
     def customer(self, account_id: str, counter: tuple[str, str] | None = None) -> Held:
         """Lock a customer account (once per unit), up to date as of now; with `counter`
         (currency, purpose), also a shard that counter() will be asked for, in the same
-        round trip (one of a Postgres posting's six)."""
+        round trip (a Postgres posting makes five)."""
         held = self._held.get(account_id)
         if held is None:
             if counter is not None and counter not in self._counters:

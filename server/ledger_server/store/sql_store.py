@@ -314,6 +314,7 @@ class SqlUnit:
         self._cursor: Any = None
         # (tenant, currency, purpose) -> the counter shard this transaction has locked.
         self._counters: dict[tuple[str, str, str], str] = {}
+        self._counters_at_savepoint: dict[tuple[str, str, str], str] = {}
         self._deferred: dict[str, list[dict[str, Any]]] = {}  # statement -> rows (_DEFERRED)
         # (tenant, request_id) -> its stored response (None: none) as this transaction
         # knows it: prefetched, or saved by a unit not rolled back since.
@@ -508,6 +509,7 @@ class SqlUnit:
     # release, hence the reset to the caps there; a rollback to it undoes it by itself.
 
     def savepoint(self, deadline: float | None = None) -> None:
+        self._counters_at_savepoint = dict(self._counters)
         self._execute("SAVEPOINT unit" + self._bounds(deadline))
 
     def bound(self, deadline: float | None) -> None:
@@ -517,7 +519,11 @@ class SqlUnit:
             self._execute(_bounds(deadline))
 
     def rollback_to_savepoint(self) -> None:
+        """The rollback also releases the row locks taken since the savepoint: a counter
+        shard locked then is forgotten, or a later unit would re-lock it by id, waiting
+        for whichever writer took it meanwhile instead of taking a free one."""
         self.forget_unit()
+        self._counters = self._counters_at_savepoint
         self._execute("ROLLBACK TO SAVEPOINT unit")
 
     def forget_unit(self) -> None:
