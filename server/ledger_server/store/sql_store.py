@@ -546,7 +546,7 @@ class SqlUnit:
         return int(raw.total_changes)
 
     def flush(self) -> None:
-        """Send the buffered inserts (_DEFERRED): at the end of each unit, in its savepoint."""
+        """Send the buffered writes (_DEFERRED): at the end of each unit, in its savepoint."""
         deferred, self._deferred = self._deferred, {}
         self._external_ids.clear()
         present = [(name, deferred[name]) for name in _DEFERRED if deferred.get(name)]
@@ -682,7 +682,7 @@ class SqlUnit:
 
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
         row = self._run("lock_by_id", {"id": account_id}).fetchone()
-        return self._locked(row) if _customer_of(tenant_id, row, tenant_at=9, kind_at=10) else None
+        return self._locked_customer(tenant_id, row)
 
     def lock_customer_and_counter(
         self, tenant_id: str, account_id: str, currency: str, purpose: str
@@ -693,9 +693,9 @@ class SqlUnit:
         where = {"id": account_id, "tenant_id": tenant_id, "currency": currency, "purpose": purpose}
         customer = shard = None
         for which, *row in self._run("lock_with_counter", where).fetchall():
-            if which == 0 and _customer_of(tenant_id, row, tenant_at=9, kind_at=10):
-                customer = self._locked(row)
-            elif which == 1:
+            if which == 0:
+                customer = self._locked_customer(tenant_id, row)
+            else:
                 self._counters[key] = row[0]
                 shard = self._locked(row)
         return customer, shard
@@ -716,6 +716,10 @@ class SqlUnit:
             row = _one(self._run("lock_counter_shard", {**where, "shard": random.randrange(self._shards)}))
         self._counters[key] = row[0]
         return self._locked(row)
+
+    def _locked_customer(self, tenant_id: str, row: Any) -> LockedBalance | None:
+        """A lock_by_id row (tenant and kind after the locked columns), if a customer's."""
+        return self._locked(row) if _customer_of(tenant_id, row, tenant_at=9, kind_at=10) else None
 
     def _locked(self, row: Any) -> LockedBalance:
         id_, currency, floor, status, posted, pending, expiring, last_date, updated = row[:9]
