@@ -312,6 +312,7 @@ class SqlUnit:
         self._dialect = conn.dialect.name
         self._dbapi: Any = conn.dialect.dbapi
         self._cursor: Any = None
+        self._raw_cursor: Any = None  # Postgres: for the writes statement (see _execute)
         # (tenant, currency, purpose) -> the counter shard this transaction has locked.
         self._counters: dict[tuple[str, str, str], str] = {}
         self._counters_at_savepoint: dict[tuple[str, str, str], str] = {}
@@ -554,7 +555,8 @@ class SqlUnit:
             return
         if self._dialect == "postgresql":
             parts = tuple((name, tuple(rows[0]), len(rows)) for name, rows in present)
-            self._execute(writes_sql(parts), write_params(parts, [rows for _, rows in present]))
+            params = write_params(parts, [rows for _, rows in present])
+            self._execute(writes_sql(parts), params, raw=True)
             return
         for name, rows in present:
             self._execute(sql(self._dialect, name), rows)
@@ -579,11 +581,18 @@ class SqlUnit:
             self.flush()
         return self._execute(sql(self._dialect, name), params)
 
-    def _execute(self, statement: str, params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Any:
+    def _execute(
+        self,
+        statement: str,
+        params: dict[str, Any] | list[dict[str, Any]] | list[Any] | None = None,
+        *,
+        raw: bool = False,
+    ) -> Any:
         """Run a statement on the DBAPI cursor itself: SQLAlchemy's per-execution
-        bookkeeping costs more CPU than the SQL (profiled). Errors are wrapped as
-        SQLAlchemy's own, so that translate() treats them alike, and a lost connection is
-        handled as SQLAlchemy would (_lost)."""
+        bookkeeping costs more CPU than the SQL (profiled). `raw`: on a psycopg RawCursor
+        (numbered placeholders, `params` a list of values; see hot_sql.writes_sql). Errors
+        are wrapped as SQLAlchemy's own, so that translate() treats them alike, and a lost
+        connection is handled as SQLAlchemy would (_lost)."""
         if self._cursor is None:
             self._cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         if self._begin:
@@ -592,23 +601,28 @@ class SqlUnit:
                 statement = "BEGIN; " + statement
             else:
                 self._execute("BEGIN")
+        cursor = self._cursor
+        if raw:
+            if self._raw_cursor is None:
+                self._raw_cursor = self._dbapi.RawCursor(self._cursor.connection)
+            cursor = self._raw_cursor
         try:
-            if isinstance(params, list) and len(params) == 1:  # executemany costs psycopg a pipeline
-                self._cursor.execute(statement, params[0])
-            elif isinstance(params, list):
-                self._cursor.executemany(statement, params)
-            elif params is None:
-                self._cursor.execute(statement)
+            if params is None:
+                cursor.execute(statement)
+            elif raw or not isinstance(params, list):
+                cursor.execute(statement, params)
+            elif len(params) == 1:  # executemany costs psycopg a pipeline
+                cursor.execute(statement, params[0])
             else:
-                self._cursor.execute(statement, params)
+                cursor.executemany(statement, params)
         except self._dbapi.Error as exc:
-            lost = self._conn.dialect.is_disconnect(exc, self._cursor.connection, self._cursor)
+            lost = self._conn.dialect.is_disconnect(exc, cursor.connection, cursor)
             if lost:
                 self._lost(exc)
             raise sa_exc.DBAPIError.instance(
                 statement, params, exc, self._dbapi.Error, connection_invalidated=lost
             ) from exc
-        return self._cursor
+        return cursor
 
     def _lost(self, exc: BaseException) -> None:
         """The database dropped this connection (a restart, say), and likely every other
