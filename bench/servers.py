@@ -40,17 +40,26 @@ def bootstrap_token(database_url: str) -> str:
 class ServerProcess:
     """One `ledger-server serve` on 127.0.0.1 and a free port; its JSON log goes to a file."""
 
-    def __init__(self, database_url: str, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        log_path: Path,
+        extra_args: tuple[str, ...] = (),
+        *,
+        wrapper: tuple[str, ...] = (),
+        start_timeout: float = 60,
+    ) -> None:
+        """`wrapper`: a command the server runs under (e.g. valgrind's)."""
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*SERVE, "--listen", "127.0.0.1:0", "--database-url", database_url, *extra_args],
+            [*wrapper, *SERVE, "--listen", "127.0.0.1:0", "--database-url", database_url, *extra_args],
             stdout=self._log,
             stderr=self._log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.pid = self.proc.pid
-        self.port = self._wait_serving(timeout=60)
+        self.port = self._wait_serving(timeout=start_timeout)
         self.address = f"127.0.0.1:{self.port}"
 
     def _wait_serving(self, timeout: float) -> int:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LEVEL = 4
@@ -113,3 +116,19 @@ def test_thread_profile_names_the_loop_and_the_writer() -> None:
     assert {"grpc-aio-loop", "writer-0"} <= rows.keys(), run.stdout
     assert int(rows["grpc-aio-loop"]) > 0
     assert int(rows["(all)"]) >= int(rows["grpc-aio-loop"]) + int(rows["writer-0"])
+
+
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None, reason="valgrind is not installed: bench.instructions needs it"
+)
+def test_instruction_count_covers_the_calls_window() -> None:
+    """`python -m bench.instructions` counts the server's instructions over its calls: a
+    health check through gRPC takes far more than 100,000 (a window that counted nothing,
+    or only the dump, would report a few thousand at most)."""
+    run = run_module("bench.instructions", "--scenario", "health", "--calls", "20", "--warmup", "5")
+    assert run.returncode == 0, run.stderr[-4000:]
+    found = re.search(
+        r"health on sqlite, 8 in flight: ([\d,]+) instructions per call \(20 calls\)", run.stdout
+    )
+    assert found, run.stdout
+    assert int(found.group(1).replace(",", "")) > 100_000
