@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--in-flight", type=int, default=8, help="calls kept in flight")
     parser.add_argument("--accounts", type=int, default=100, help="accounts of the spread case")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--save", type=Path, help="keep the window's callgrind dump (for callgrind_annotate)")
     return parser
 
 
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 _callgrind_control("-d", server.pid)  # dump what the window counted
             dumped = [path for path in out.parent.glob(f"{out.name}.*") if path.suffix != ".log"]
             counted = sum(_summary(path) for path in dumped)
+            if args.save is not None and dumped:
+                shutil.copy(dumped[0], args.save)
         finally:
             if database is not None:
                 database.drop()
