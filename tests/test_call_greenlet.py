@@ -254,3 +254,58 @@ def test_blocking_work_leaves_the_loop_free() -> None:
 
     assert run(main()) != threading.get_ident()
     assert blocking(threading.get_ident) == threading.get_ident()
+
+
+def test_sqlite_reads_on_the_loop_keep_one_connection(store: SqlStore) -> None:
+    """SQLite reads in call greenlets share their loop thread's connection, held from read
+    to read, instead of a pool checkout each; reads elsewhere take pooled connections."""
+    if not store.quick_reads:
+        pytest.skip("Postgres reads never run on the loop")
+
+    async def main() -> list[object]:
+        return [await run_in_greenlet(read_connection, store) for _ in range(3)]
+
+    first, *rest = run(main())
+    assert all(conn is first for conn in rest)
+    assert store.engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # the loop's, between reads
+    assert read_connection(store) is not first  # a thread's read
+
+
+def read_connection(store: SqlStore) -> object:
+    """The connection a read ran on."""
+    with store.reading() as unit:
+        assert unit.get_account("default", "00000000-0000-0000-0000-000000000000") is None
+        return unit._conn
+
+
+def test_a_read_on_the_loop_while_another_waits_inside_its_read_gets_its_own(store: SqlStore) -> None:
+    """A call greenlet that waits (on a write, say) inside a read keeps its loop's reader
+    busy: a read of another greenlet meanwhile takes a pooled connection, and both reads
+    end normally."""
+    if not store.quick_reads:
+        pytest.skip("Postgres reads never run on the loop")
+
+    async def main() -> tuple[object, object]:
+        loop = asyncio.get_running_loop()
+        release = loop.create_future()
+
+        def waits_inside() -> object:
+            with store.reading() as unit:
+                await_(release)
+                assert unit.list_tenants()
+                return unit._conn
+
+        def reads() -> object:
+            with store.reading() as unit:
+                assert unit.list_tenants()
+                return unit._conn
+
+        waiting = asyncio.ensure_future(run_in_greenlet(waits_inside))
+        await asyncio.sleep(0)
+        other = await run_in_greenlet(reads)
+        release.set_result(None)
+        return await waiting, other
+
+    held, other = run(main())
+    assert held is not other
+    assert run(run_in_greenlet(read_connection, store)) is held  # the loop's reader, free again
