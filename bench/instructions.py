@@ -32,7 +32,7 @@ from bench.ops import Workload, make_op
 from bench.seed import seed_accounts
 from bench.servers import PostgresDatabase, ServerProcess, bootstrap_token
 
-SCENARIOS = ("health", "create_spread", "create_hot", "get_account", "list_transactions")
+SCENARIOS = ("health", "create_spread", "create_hot", "get_account", "list_transactions", "batch_create")
 _SUMMARY = re.compile(rb"^summary:\s+(\d+)", re.M)
 
 
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=200, help="calls before the counters are zeroed")
     parser.add_argument("--in-flight", type=int, default=8, help="calls kept in flight")
     parser.add_argument("--accounts", type=int, default=100, help="accounts of the spread case")
+    parser.add_argument("--batch", type=int, default=100, help="postings per call of batch_create")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--save", type=Path, help="keep the window's callgrind dump (for callgrind_annotate)")
     return parser
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 workload = Workload(args.scenario, token, (), ())
                 if args.scenario != "health":
                     accounts = seed_accounts(server.address, token, args.accounts, 10)
-                    workload = Workload(args.scenario, token, accounts.spread, accounts.hot)
+                    batch = args.batch if args.scenario == "batch_create" else 1
+                    workload = Workload(args.scenario, token, accounts.spread, accounts.hot, batch)
                 asyncio.run(_calls(server.address, workload, args.warmup, args.in_flight))
                 _callgrind_control("-i", "on", server.pid)  # count from here
                 _callgrind_control("-z", server.pid)
@@ -81,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if database is not None:
                 database.drop()
+    per = "call" if args.scenario != "batch_create" else f"call of {args.batch} postings"
     print(
         f"{args.scenario} on {args.backend}, {args.in_flight} in flight: "
-        f"{counted / args.calls:,.0f} instructions per call ({args.calls} calls)"
+        f"{counted / args.calls:,.0f} instructions per {per} ({args.calls} calls)"
     )
     return 0
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 WRITE = {"ledger_write": True}
+_T = TypeVar("_T")
 
 
 def make_engine(url: str, pool_size: int = 16, autocommit: bool = False) -> Engine:
@@ -40,6 +41,18 @@ def make_engine(url: str, pool_size: int = 16, autocommit: bool = False) -> Engi
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )
+
+
+def _as_is(value: _T) -> _T:
+    return value
+
+
+# sqlite3 binds int, float and str directly but "adapts" every other parameter, None and
+# bytes included: two attribute lookups that fail, one of them formatting an
+# AttributeError message (~9 a posting, 2.7 % of a batch's instructions: callgrind). A
+# registered adapter is found by one dict lookup instead; these two bind what they got.
+sqlite3.register_adapter(type(None), _as_is)
+sqlite3.register_adapter(bytes, _as_is)
 
 
 def _sqlite_engine(url: str, pool_size: int) -> Engine:
