@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import uuid
@@ -23,6 +24,7 @@ from ledger_server.core.model import (
     Transaction,
     TransactionFilter,
     TransactionKind,
+    evolve,
 )
 from ledger_server.core.ports import WriteUnit
 from ledger_server.store.hot_sql import BULK_MIN_ROWS
@@ -80,6 +82,19 @@ def test_new_ids_are_time_ordered_uuids(ledger: Ledger, engine: Engine) -> None:
     with engine.connect() as conn:
         counters = conn.execute(select(accounts.c.id).where(accounts.c.kind != "customer")).scalars().all()
     assert counters and all(uuid.UUID(i).version == 7 for i in counters)
+
+
+def test_evolve_copies_a_frozen_record_with_changes(ledger: Ledger) -> None:
+    """evolve is dataclasses.replace without __init__: an equal copy but for the changes,
+    still frozen, the original untouched; a field it does not have is refused."""
+    txn = post(ledger, open_account(ledger), Direction.CREDIT, 5)
+    copy = evolve(txn, ending_balance=7, description="changed")
+    assert copy == dataclasses.replace(txn, ending_balance=7, description="changed")
+    assert type(copy) is Transaction and (txn.ending_balance, txn.description) == (5, "")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.amount = 1  # type: ignore[misc]
+    with pytest.raises(AssertionError, match="no such fields"):
+        evolve(txn, ending_balanse=7)
 
 
 def test_debit_below_floor_is_refused_and_changes_nothing(ledger: Ledger, engine: Engine) -> None:

@@ -26,6 +26,7 @@ from ledger_server.core.model import (
     TransactionKind,
     TransactionStatus,
     TransactionType,
+    evolve,
 )
 from ledger_server.core.ports import LockedBalance, WriteUnit
 
@@ -145,10 +146,7 @@ class Book:
                 entries.append(Entry(held.id, amount, held.posted))
         ending = self._held[txn.account_id].posted
         counter_ending = self._held[txn.counterparty_id].posted if txn.counterparty_id else 0
-        # Not dataclasses.replace: it costs ~7 us a call, a fifth of a batch item (profiled).
-        txn = Transaction(
-            **{**vars(txn), "ending_balance": ending, "counterparty_ending_balance": counter_ending}
-        )
+        txn = evolve(txn, ending_balance=ending, counterparty_ending_balance=counter_ending)
         self.w.insert_transaction(txn, entries)
         return txn
 

@@ -5,9 +5,15 @@ reads already leave them out, so no caller ever sees expired credit as spendable
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 
-from ledger_server.core.model import Account, Expiration, Transaction, TransactionStatus, TransactionType
+from ledger_server.core.model import (
+    Account,
+    Expiration,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    evolve,
+)
 from ledger_server.core.ports import ReadUnit
 
 MAX_NEXT_EXPIRATIONS = 10
@@ -18,7 +24,7 @@ def account_now(r: ReadUnit, account: Account, now: dt.datetime) -> Account:
     if pending > 0:
         pending -= sum(h.amount for h in r.expired_holds(account.id, now))
     if account.expiring <= 0:
-        return replace(account, pending=pending)
+        return evolve(account, pending=pending)
     expired = 0
     upcoming: dict[dt.datetime, int] = {}
     for lot in r.open_lots(account.id):
@@ -26,7 +32,7 @@ def account_now(r: ReadUnit, account: Account, now: dt.datetime) -> Account:
             expired += lot.remaining
         elif len(upcoming) < MAX_NEXT_EXPIRATIONS or lot.expires_at in upcoming:
             upcoming[lot.expires_at] = upcoming.get(lot.expires_at, 0) + lot.remaining
-    return replace(
+    return evolve(
         account,
         posted=account.posted - expired,
         pending=pending,
@@ -43,5 +49,5 @@ def transaction_now(txn: Transaction, now: dt.datetime) -> Transaction:
         and txn.expires_at is not None
         and txn.expires_at <= now
     ):
-        return replace(txn, status=TransactionStatus.VOIDED, updated_at=txn.expires_at)
+        return evolve(txn, status=TransactionStatus.VOIDED, updated_at=txn.expires_at)
     return txn
