@@ -94,12 +94,11 @@ class LedgerServer:
             methods: dict[str, Handler] = {}
             server.add_generic_rpc_handlers((_ByName(methods),))  # consulted first
             # As grpc.Servers:
-            ledger: Any = _Registry(
-                server, methods, _LedgerHandlers(self._interceptor, self._pool, self._ledger.quick_reads).wrap
-            )
-            add_servicer(ledger, ACCOUNT_SERVICE, AccountServicer(self._ledger))
-            add_servicer(ledger, TRANSACTION_SERVICE, TransactionServicer(self._ledger))
-            add_servicer(ledger, ADMIN_SERVICE, AdminServicer(self._ledger))
+            wrapping = _LedgerHandlers(self._interceptor, self._pool, self._ledger.quick_reads)
+            ledger_services: Any = _Registry(server, methods, wrapping.wrap)
+            add_servicer(ledger_services, ACCOUNT_SERVICE, AccountServicer(self._ledger))
+            add_servicer(ledger_services, TRANSACTION_SERVICE, TransactionServicer(self._ledger))
+            add_servicer(ledger_services, ADMIN_SERVICE, AdminServicer(self._ledger))
             plain: Any = _Registry(server, methods)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, plain)
             reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

@@ -189,8 +189,8 @@ def writes_sql(parts: tuple[Part, ...]) -> str:
     ~300 us of CPU a posting (measured in process); a raw query is sent as it is."""
     statements = []
     first = 1
-    for i, part in enumerate(parts):
-        statement, first = _part_sql(i, *part, first=first)
+    for part in parts:
+        statement, first = _part_sql(*part, first=first)
         statements.append(statement)
     ctes = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(statements[:-1]))
     return f"WITH {ctes} {statements[-1]}" if ctes else statements[-1]
@@ -209,8 +209,8 @@ def write_params(parts: tuple[Part, ...], rows_of_parts: list[list[dict[str, obj
     return params
 
 
-def _part_sql(i: int, name: str, keys: tuple[str, ...], count: int, *, first: int) -> tuple[str, int]:
-    """Part `i`'s statement, its placeholders numbered from `first`; and the next number."""
+def _part_sql(name: str, keys: tuple[str, ...], count: int, *, first: int) -> tuple[str, int]:
+    """A part's statement, its placeholders numbered from `first`; and the next number."""
     table = _TABLES[name]
     types = [_type(table, k) for k in keys]
     if count >= BULK_MIN_ROWS:
