@@ -256,11 +256,10 @@ def test_blocking_work_leaves_the_loop_free() -> None:
     assert blocking(threading.get_ident) == threading.get_ident()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # Postgres reads never run on the loop
 def test_sqlite_reads_on_the_loop_keep_one_connection(store: SqlStore) -> None:
     """SQLite reads in call greenlets share their loop thread's connection, held from read
     to read, instead of a pool checkout each; reads elsewhere take pooled connections."""
-    if not store.quick_reads:
-        pytest.skip("Postgres reads never run on the loop")
 
     async def main() -> list[object]:
         return [await run_in_greenlet(read_connection, store) for _ in range(3)]
@@ -278,12 +277,11 @@ def read_connection(store: SqlStore) -> object:
         return unit._conn
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_read_on_the_loop_while_another_waits_inside_its_read_gets_its_own(store: SqlStore) -> None:
     """A call greenlet that waits (on a write, say) inside a read keeps its loop's reader
     busy: a read of another greenlet meanwhile takes a pooled connection, and both reads
     end normally."""
-    if not store.quick_reads:
-        pytest.skip("Postgres reads never run on the loop")
 
     async def main() -> tuple[object, object]:
         loop = asyncio.get_running_loop()
