@@ -1,4 +1,4 @@
-"""Registers servicers from their service descriptors, like the generated
+"""Registers servicers from their service descriptors, by method name, like the generated
 add_*Servicer_to_server, but serializing responses deterministically: protobuf writes
 map entries in hash order otherwise, and a request_id retry must get back the very
 bytes of the first response (which the ledger stores deterministically serialized)."""
@@ -33,5 +33,4 @@ def add_servicer(server: grpc.Server, service_name: str, servicer: Any) -> None:
         )
         for method in service.methods
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
     server.add_registered_method_handlers(service_name, handlers)

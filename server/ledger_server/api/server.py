@@ -92,14 +92,14 @@ class LedgerServer:
         )
         try:
             methods: dict[str, Handler] = {}
-            server.add_generic_rpc_handlers((_ByName(methods),))  # consulted first
+            server.add_generic_rpc_handlers((_ByName(methods),))
             # As grpc.Servers:
             wrapping = _LedgerHandlers(self._interceptor, self._pool, self._ledger.quick_reads)
-            ledger_services: Any = _Registry(server, methods, wrapping.wrap)
+            ledger_services: Any = _Registry(methods, wrapping.wrap)
             add_servicer(ledger_services, ACCOUNT_SERVICE, AccountServicer(self._ledger))
             add_servicer(ledger_services, TRANSACTION_SERVICE, TransactionServicer(self._ledger))
             add_servicer(ledger_services, ADMIN_SERVICE, AdminServicer(self._ledger))
-            plain: Any = _Registry(server, methods)
+            plain: Any = _Registry(methods)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, plain)
             reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
                 DocumentedReflectionServicer(
@@ -183,17 +183,14 @@ Wrap: TypeAlias = Callable[[str, Handler], Handler]
 
 class _Registry:
     """Stands for the grpc.aio server where servicers are added (by add_servicer and the
-    generated add_*_to_server functions), handing it each handler once, wrapped by `wrap`
-    if given. No method is registered by name with grpc: its serving loop keeps a pending
-    request per registered method and, for every incoming call, waits on all of them
-    (asyncio.wait over 20 futures here). The methods go into one dict, served by _ByName
-    instead: one lookup a call. A health check -20 % instructions, a CreateTransaction -6 %
-    (callgrind, bench/instructions.py)."""
+    generated add_*_to_server functions), taking each handler once, wrapped by `wrap` if
+    given, into `methods`. No method is registered by name with grpc: its serving loop
+    keeps a pending request per registered method and, for every incoming call, waits on
+    all of them (asyncio.wait over 20 futures here). _ByName serves the dict instead: one
+    lookup a call. A health check -20 % instructions, a CreateTransaction -6 % (callgrind,
+    bench/instructions.py)."""
 
-    def __init__(
-        self, server: grpc.aio.Server, methods: dict[str, Handler], wrap: Wrap | None = None
-    ) -> None:
-        self._server = server
+    def __init__(self, methods: dict[str, Handler], wrap: Wrap | None = None) -> None:
         self._methods = methods
         self._wrap = wrap
 
@@ -203,11 +200,9 @@ class _Registry:
             self._methods[method] = handler if self._wrap is None else self._wrap(method, handler)
 
     def add_generic_rpc_handlers(self, generic_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
-        """The same methods again, as the generated code adds both: never reached for
-        those (_ByName comes first), kept for any method only a generic handler knows."""
-        if self._wrap is not None:
-            generic_handlers = [_Wrapped(g, self._wrap) for g in generic_handlers]
-        self._server.add_generic_rpc_handlers(generic_handlers)
+        """Kept none: the generated code adds the same methods by name as well, and a
+        generic handler would only be a second route to them (for a ledger method, one
+        around the call interceptor)."""
 
 
 class _ByName(grpc.GenericRpcHandler):
@@ -262,19 +257,6 @@ def on_loop(method: str, quick_reads: bool) -> bool:
         service = method.lstrip("/").partition("/")[0]
         return service in (ACCOUNT_SERVICE, TRANSACTION_SERVICE) and method not in _WORKER_METHODS
     return method in _WRITE_ONLY_METHODS
-
-
-class _Wrapped(grpc.GenericRpcHandler):
-    """A generic handler whose handlers are wrapped as they are looked up (the methods
-    in _ByName's dict, all of ours, never get here)."""
-
-    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap) -> None:
-        self._inner = inner
-        self._wrap = wrap
-
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = self._inner.service(details)
-        return None if handler is None else self._wrap(details.method, handler)
 
 
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials | None:
