@@ -135,11 +135,8 @@ class SqlStore:
                     with self.engine.connect() as conn, conn.begin():
                         yield SqlUnit(conn, self.counter_shards)
                     return
-                try:
-                    with loop_reader.begin():
-                        yield SqlUnit(loop_reader, self.counter_shards)
-                finally:
-                    self._readers.busy = False
+                with loop_reader.begin():
+                    yield SqlUnit(loop_reader, self.counter_shards)
             return
         # Postgres reads run in autocommit: under READ COMMITTED a transaction gives a
         # read-only unit nothing (each statement has its own snapshot anyway), and its
@@ -152,18 +149,16 @@ class SqlStore:
     def _loop_reader(self) -> Connection | None:
         """SQLite, in a call greenlet: its event loop thread's own connection, kept from read
         to read (checking one out of the pool and back cost a GetAccount ~10 % of its
-        instructions, measured), marked busy until the read ends; None if that read has
-        not ended yet (its greenlet waits on a write, say): then the caller takes one from
-        the pool."""
-        if not (self.quick_reads and in_call_greenlet()) or getattr(self._readers, "busy", False):
+        instructions, measured); None while a read on it is still in its transaction (its
+        greenlet waits on a write, say): then the caller takes one from the pool."""
+        if not (self.quick_reads and in_call_greenlet()):
             return None
         conn: Connection | None = getattr(self._readers, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self._readers.conn = self.engine.connect()
             with self._lock:
                 self._reader_conns.append(conn)
-        self._readers.busy = True
-        return conn
+        return None if conn.in_transaction() else conn
 
     @contextmanager
     def snapshot(self) -> Iterator[SqlUnit]:
