@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 _callgrind_control("-z", server.pid)
                 asyncio.run(_calls(server.address, workload, args.calls, args.in_flight))
                 _callgrind_control("-d", server.pid)  # dump what the window counted
-            dumped = [path for path in out.parent.glob(f"{out.name}.*") if path.suffix != ".log"]
+            dumped = list(out.parent.glob(f"{out.name}.*"))  # the window's dump (-d)
             counted = sum(_summary(path) for path in dumped)
             if args.save is not None and dumped:
                 shutil.copy(dumped[0], args.save)
