@@ -16,7 +16,7 @@ SCENARIOS = (
     "health",  # the trivial-RPC ceiling: grpc.health.v1 Health/Check on the ledger server
     "create_spread",  # CreateTransaction over many accounts
     "create_hot",  # CreateTransaction over 10 accounts
-    "batch_create",  # a batch create RPC (bench/batch_hook.py); 'not available' until one exists
+    "batch_create",  # BatchCreateTransactions, atomic, 100 and 1000 postings per call
     "get_account",
     "list_transactions",
     "two_servers",  # Postgres: CreateTransaction spread over two server processes

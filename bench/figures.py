@@ -41,7 +41,7 @@ class Figure:
     in_flight: int  # calls in flight (connections, for raw psycopg)
     unit: str  # "calls/s" or "postings/s"
     batch_size: int = 1  # postings per call (batch create)
-    status: str = "ok"  # "ok", "not available: …", "skipped: …", "failed: …"
+    status: str = "ok"  # "ok", "skipped: …", "failed: …"
     value: float | None = None
     calls: int = 0
     postings: int = 0
@@ -74,8 +74,7 @@ class Figure:
             self.load_cpu_pct = m.cpu.load_pct
             self.other_cpu_pct = round(m.cpu.other_pct, 1)
         if m.failure and m.calls == 0:
-            failure = m.failure.strip()
-            self.status = failure if failure.startswith("not available") else f"failed: {failure}"
+            self.status = f"failed: {m.failure.strip()}"
             self.value = None
         elif m.calls == 0:
             errors = ", ".join(f"{k} {v}" for k, v in sorted(m.errors.items())) or "no call completed"

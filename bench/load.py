@@ -22,7 +22,7 @@ import grpc
 
 from bench import cpu
 from bench.measurement import LoadResult, Measurement, merge
-from bench.ops import NotAvailable, Op, Workload, make_op, outcome_of
+from bench.ops import Op, Workload, make_op, outcome_of
 
 CONNECT_TIMEOUT = 10.0
 READY_TIMEOUT = 60.0
@@ -73,8 +73,6 @@ async def run_point(spec: LoadSpec) -> LoadResult:
         ]
         await asyncio.sleep(max(spec.start_ns - time.monotonic_ns(), 0) / 1e9)
         await asyncio.gather(*(_keep_calling(op, spec, result, latencies) for op in ops))
-    except NotAvailable as exc:
-        result.failure = str(exc)
     finally:
         for channel in channels:
             await channel.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from bench import batch_hook, chart, cpu, report
+from bench import chart, cpu, report
 from bench.ceilings import prepare_postgres, raw_postgres, raw_sqlite
 from bench.config import BenchConfig, parse_config
 from bench.figures import HEALTH, RAW_PSYCOPG, RAW_SQLITE, Figure, attach_ceilings, key
@@ -171,11 +171,6 @@ class Run:
 def measure_point(
     run: Run, f: Figure, servers: list[ServerProcess], token: str, accounts: Accounts, *, database: str | None
 ) -> Figure:
-    if f.section == "batch":
-        reason = batch_hook.unavailable_reason()
-        if reason is not None:
-            f.status = reason
-            return f
     workload = Workload(f.scenario, token, accounts.spread, accounts.hot, f.batch_size)
     config = run.config
     measurement = run.pool.measure(
@@ -369,9 +364,6 @@ def _notes(config: BenchConfig, run: Run, chart_note: str | None) -> list[str]:
         "DB CPU (Postgres rows): every `postgres` process on the machine except client backends of "
         "other databases (those count as other CPU).",
     ]
-    reason = batch_hook.unavailable_reason()
-    if reason is not None and config.wants("batch_create"):
-        notes.append(f"Batch create: {reason}.")
     disturbed = [f.key for f in run.figures if (f.other_cpu_pct or 0.0) > DISTURBED_PCT]
     if disturbed:
         notes.append(
