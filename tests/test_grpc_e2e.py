@@ -19,16 +19,19 @@ def test_walkthrough_account_credit_debit_balance(client: LedgerClient) -> None:
     assert account.name.startswith("accounts/")
     assert account.currency == "USD"
     assert account.status == account_pb2.ACCOUNT_STATUS_ACTIVE
+    assert dict(account.metadata) == {"tier": "gold"}
     credit = client.credit(account.name, 1500, "USD", description="welcome", external_id="grant-1")
     debit = client.debit(
         account.name, 400, "USD", posting_date=dt.date(2025, 1, 1), metadata={"order_id": "4"}
     )
     assert (credit.ending_balance, debit.ending_balance) == (1500, 1100)
     assert debit.posting_date.year == 2025
+    assert (dict(debit.metadata), dict(credit.metadata)) == ({"order_id": "4"}, {})
     assert debit.status == transaction_pb2.TRANSACTION_STATUS_POSTED
     assert debit.create_time.seconds > 0 and debit.update_time.seconds > 0
     balance = client.get_account(account.name).balance
     assert (balance.posted, balance.pending, balance.available) == (1100, 0, 1100)
+    assert dict(client.get_account(account.name).metadata) == {"tier": "gold"}
     assert client.get_transaction(credit.name) == credit
     history = list(client.iter_transactions(account=account.name, page_size=1))
     assert [t.name for t in history] == [debit.name, credit.name]

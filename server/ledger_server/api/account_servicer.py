@@ -7,7 +7,7 @@ from ledger.v1 import account_service_pb2 as pb
 from ledger.v1 import account_service_pb2_grpc
 
 from ledger_server.api.caller import tenant_of_call
-from ledger_server.api.convert import account_pb, parse_date, parse_name, parse_time
+from ledger_server.api.convert import account_pb, parse_date, parse_metadata, parse_name, parse_time
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
@@ -34,7 +34,7 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
             external_ref=a.external_ref,
             currency=a.currency,
             balance_floor=a.balance_floor,
-            metadata=dict(a.metadata),
+            metadata=parse_metadata(a.metadata),
         )
         return responder.respond(self._ledger.create_account(tenant_of_call(), new, idem, v))
 

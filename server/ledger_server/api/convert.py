@@ -4,6 +4,7 @@ the core reports together with its own, so one error names every bad field."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
@@ -72,6 +73,12 @@ def parse_name(v: Violations, field: str, name: str, collection: str, *, require
     return resource_id
 
 
+def parse_metadata(field: Mapping[str, str]) -> dict[str, str]:
+    """A request's metadata map as a dict. Most are empty, and protobuf's map iterates in
+    Python (~1 us for an empty one, measured): `len` is in C."""
+    return dict(field) if field else {}
+
+
 def parse_date(v: Violations, field: str, date: date_pb2.Date) -> dt.date | None:
     if (date.year, date.month, date.day) == (0, 0, 0):
         return None
@@ -131,7 +138,7 @@ def account_pb(a: Account) -> account_pb2.Account:
         currency=a.currency,
         balance_floor=a.balance_floor,
         status=ACCOUNT_STATUS_PB[a.status],
-        metadata=a.metadata,
+        metadata=a.metadata or None,  # an empty map assigned still costs ~1.5 us (measured)
         balance=account_pb2.AccountBalance(
             posted=a.posted,
             pending=a.pending,
@@ -164,7 +171,7 @@ def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
         description=t.description,
         posting_date=date_pb(t.posting_date),
         external_id=t.external_id,
-        metadata=t.metadata,
+        metadata=t.metadata or None,  # as in account_pb
         status=TX_STATUS_PB[t.status],
         ending_balance=t.ending_balance,
         create_time=timestamp(t.created_at),

@@ -13,6 +13,7 @@ from ledger_server.api.convert import (
     parse_date,
     parse_direction,
     parse_kind,
+    parse_metadata,
     parse_name,
     parse_time,
     transaction_pb,
@@ -49,7 +50,7 @@ def _command(
         description=t.description,
         posting_date=parse_date(v, f"{field}.posting_date", t.posting_date),
         external_id=t.external_id,
-        metadata=dict(t.metadata),
+        metadata=parse_metadata(t.metadata),
         creator=Creator(caller.token_id, caller.token_name),
         expires_at=parse_time(v, f"{field}.expire_time", t.HasField("expire_time"), t.expire_time),
         counterparty_id=parse_name(
@@ -192,7 +193,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         responder = Responder(_refunded, pb.RefundTransactionResponse.FromString)
         idem = responder.idempotency("RefundTransaction", request, v)
         original_id = parse_name(v, "name", request.name, "transactions")
-        details = _details(caller, request.description, request.external_id, dict(request.metadata))
+        details = _details(caller, request.description, request.external_id, parse_metadata(request.metadata))
         outcome = self._ledger.refund(
             caller.tenant_id, original_id, amount=request.amount, cmd=details, idem=idem, violations=v
         )
