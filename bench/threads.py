@@ -4,7 +4,7 @@ Starts one `ledger-server serve` on a fresh database, seeds accounts, keeps N ca
 scenario in flight, and prints per level the throughput, p50 and p99 and, for each server
 thread (by its OS name, see server/ledger_server/os_thread.py), its user and system CPU and
 its context switches per call, counted from /proc over the measured window only. It is how
-the event loop was found to be the bottleneck (README, Performance). Loopback only; about
+the event loop was found to be the bottleneck (docs/performance.md). Loopback only; about
 (warm-up + seconds + 1) s per level after a few seconds of set-up."""
 
 from __future__ import annotations
