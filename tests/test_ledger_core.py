@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from ledger_server.core.admin import Admin
+from ledger_server.core.book import ISSUANCE, Book
 from ledger_server.core.errors import LedgerError
 from ledger_server.core.ledger import BatchItem, Idempotency, Ledger, Replay
 from ledger_server.core.model import (
@@ -184,6 +185,24 @@ def test_other_tenants_ids_and_counter_accounts_are_not_found(
         assert refusal(ledger.post_transaction, tenant, credit).reason == "ACCOUNT_NOT_FOUND"
     assert refusal(ledger.get_transaction, "globex", txn.id).reason == "TRANSACTION_NOT_FOUND"
     assert ledger.get_account(T, account.id).posted == 5
+
+
+def test_a_counter_shard_locked_in_a_unit_is_not_a_customer_account(ledger: Ledger, store: SqlStore) -> None:
+    """A Book holds the counter shard it has locked beside its customer accounts; an item
+    naming that shard (in a batch, after an item that took it) must still be refused, not
+    posted to the shard. Before, customer() handed out any account the unit held."""
+    account = open_account(ledger)
+    post(ledger, account, Direction.CREDIT, 5)  # the currency's counter shards exist
+
+    def unit(w: WriteUnit) -> str:
+        book = Book(w, T, dt.datetime.now(dt.UTC))
+        book.customer(account.id)
+        shard = book.counter("USD", ISSUANCE)
+        with pytest.raises(LedgerError) as info:
+            book.customer(shard.id)
+        return info.value.reason
+
+    assert store.write(account.id, unit) == "ACCOUNT_NOT_FOUND"
 
 
 def test_external_id_is_unique_and_names_the_original(ledger: Ledger) -> None:

@@ -77,7 +77,8 @@ class Book:
         # The unit's time. Never before the last change of an account it locked, so
         # that every account's entries are in the same order by time and by seq.
         self.now = now
-        self._held: dict[str, Held] = {}
+        self._held: dict[str, Held] = {}  # every account locked, counter shards too
+        self._customers: dict[str, Held] = {}  # those that customer() may hand out
         self._counters: dict[tuple[str, str], Held] = {}
         # Counter shards locked along with a customer account, not yet asked for.
         self._prefetched: dict[tuple[str, str], LockedBalance] = {}
@@ -90,7 +91,7 @@ class Book:
         """Lock a customer account (once per unit), up to date as of now; with `counter`
         (currency, purpose), also a shard that counter() will be asked for, in the same
         round trip (a Postgres posting makes five)."""
-        held = self._held.get(account_id)
+        held = self._customers.get(account_id)
         if held is None:
             if counter is not None and counter not in self._counters:
                 row, shard = self.w.lock_customer_and_counter(self.tenant_id, account_id, *counter)
@@ -100,7 +101,7 @@ class Book:
                 row = self.w.lock_customer_account(self.tenant_id, account_id)
             if row is None:
                 raise not_found("account", f"accounts/{account_id}")
-            held = self._held[account_id] = Held.of(row)
+            held = self._held[account_id] = self._customers[account_id] = Held.of(row)
             self.now = max(self.now, held.updated_at)
             self._release_expired_holds(held)
             self._expire_lots(held)
