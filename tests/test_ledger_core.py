@@ -187,6 +187,33 @@ def test_other_tenants_ids_and_counter_accounts_are_not_found(
     assert ledger.get_account(T, account.id).posted == 5
 
 
+def test_an_atomic_batch_refuses_an_item_naming_no_account_of_the_tenant(
+    ledger: Ledger, admin: Admin, store: SqlStore, engine: Engine
+) -> None:
+    """The batch locks its accounts in one statement (lock_customer_accounts), which
+    leaves out ids that are missing, another tenant's or a counter-account's: the item
+    naming one is refused, by its index, and nothing of the batch is posted."""
+    admin.create_tenant("globex", "Globex")
+    ours, other = open_account(ledger), open_account(ledger, ref="other")
+    theirs = ledger.create_account("globex", NewAccount("cust", "USD", 0))
+    assert isinstance(theirs, Account)
+    post(ledger, ours, Direction.CREDIT, 5)
+    with engine.connect() as conn:
+        counter = conn.execute(select(accounts.c.id).where(accounts.c.kind == "system")).scalars().first()
+    assert counter is not None
+    missing = str(uuid.uuid4())
+    ids = [other.id, theirs.id, counter, missing, ours.id]
+    locked = store.write(ours.id, lambda w: w.lock_customer_accounts(T, ids))
+    assert sorted(locked) == sorted([ours.id, other.id])
+    assert locked[ours.id] == store.write(ours.id, lambda w: w.lock_customer_account(T, ours.id))
+    for stranger in (theirs.id, counter, missing):
+        named = (ours.id, stranger, other.id)
+        items = [BatchItem(NewTransaction(a, Direction.CREDIT, 1, "USD")) for a in named]
+        err = refusal(ledger.post_batch, T, items, atomic=True)
+        assert (err.reason, err.metadata["item_index"]) == ("ACCOUNT_NOT_FOUND", "1")
+    assert count(engine, transactions) == 1
+
+
 def test_a_counter_shard_locked_in_a_unit_is_not_a_customer_account(ledger: Ledger, store: SqlStore) -> None:
     """A Book holds the counter shard it has locked beside its customer accounts; an item
     naming that shard (in a batch, after an item that took it) must still be refused, not
@@ -200,9 +227,34 @@ def test_a_counter_shard_locked_in_a_unit_is_not_a_customer_account(ledger: Ledg
         shard = book.counter("USD", ISSUANCE)
         with pytest.raises(LedgerError) as info:
             book.customer(shard.id)
+        book.customers([shard.id])
+        with pytest.raises(LedgerError):
+            book.customer(shard.id)
         return info.value.reason
 
     assert store.write(account.id, unit) == "ACCOUNT_NOT_FOUND"
+
+
+def test_an_atomic_batch_locks_all_its_accounts_in_one_statement(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts_ = [open_account(ledger, ref=f"cust-{i}") for i in range(5)]
+    post(ledger, accounts_[0], Direction.CREDIT, 5)  # the currency's counter shards exist
+    one_by_one: list[str] = []
+    original = SqlUnit.lock_customer_account
+
+    def counted(unit: SqlUnit, tenant_id: str, account_id: str) -> object:
+        one_by_one.append(account_id)
+        return original(unit, tenant_id, account_id)
+
+    monkeypatch.setattr(SqlUnit, "lock_customer_account", counted)
+    items = [
+        BatchItem(NewTransaction(a.id, Direction.CREDIT, 10 + i, "USD")) for i, a in enumerate(accounts_)
+    ]
+    results = ledger.post_batch(T, items * 2, atomic=True)
+    assert one_by_one == []
+    balances = [r.ending_balance for r in results if isinstance(r, Transaction)]
+    assert balances == [15, 11, 12, 13, 14, 25, 22, 24, 26, 28]
 
 
 def test_external_id_is_unique_and_names_the_original(ledger: Ledger) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import psycopg
@@ -28,7 +29,7 @@ from ledger_server.core.model import (
     TransactionType,
 )
 from ledger_server.core.operations import Capture, Refund
-from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_store import SqlStore, SqlUnit
 from tests.support import invariant_violations
 from tests.test_server_process import holding_account_lock
 
@@ -283,6 +284,27 @@ def test_transfer_moves_credit_and_reports_both_ending_balances(book: Ledger, en
     assert refusal(transfer, book, company, company, 1).reason == "INVALID_REQUEST"
     euro = open_account(book, "EUR")
     assert refusal(transfer, book, company, euro, 1).reason == "CURRENCY_MISMATCH"
+    clean(book, engine)
+
+
+def test_a_transfer_locks_both_accounts_in_one_statement(
+    book: Ledger, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    company, member = open_account(book), open_account(book)
+    credit(book, company, 100)
+    one_by_one: list[str] = []
+    original = SqlUnit.lock_customer_account
+
+    def counted(unit: SqlUnit, tenant_id: str, account_id: str) -> object:
+        one_by_one.append(account_id)
+        return original(unit, tenant_id, account_id)
+
+    monkeypatch.setattr(SqlUnit, "lock_customer_account", counted)
+    assert transfer(book, company, member, 40).counterparty_ending_balance == 40
+    assert one_by_one == []
+    nowhere = NewTransaction(company.id, None, 1, "USD", counterparty_id=str(uuid.uuid4()))
+    assert refusal(book.transfer, T, nowhere).reason == "ACCOUNT_NOT_FOUND"
+    assert balances(book, company)[0] == 60
     clean(book, engine)
 
 

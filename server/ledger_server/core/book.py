@@ -8,7 +8,7 @@ once at the end (flush)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from ledger_server.core import lots
@@ -101,10 +101,26 @@ class Book:
                 row = self.w.lock_customer_account(self.tenant_id, account_id)
             if row is None:
                 raise not_found("account", f"accounts/{account_id}")
-            held = self._held[account_id] = self._customers[account_id] = Held.of(row)
-            self.now = max(self.now, held.updated_at)
-            self._release_expired_holds(held)
-            self._expire_lots(held)
+            held = self._hold(row)
+        return held
+
+    def customers(self, account_ids: Iterable[str]) -> None:
+        """Lock these customer accounts as customer() would, in one statement (in id order:
+        one order for every unit that locks several). One that does not exist is left to
+        customer() to refuse."""
+        wanted = sorted(set(account_ids) - self._customers.keys())
+        if wanted:
+            rows = self.w.lock_customer_accounts(self.tenant_id, wanted)
+            for account_id in wanted:
+                if account_id in rows:
+                    self._hold(rows[account_id])
+
+    def _hold(self, row: LockedBalance) -> Held:
+        """A customer account just locked, brought up to date as of now."""
+        held = self._held[row.id] = self._customers[row.id] = Held.of(row)
+        self.now = max(self.now, held.updated_at)
+        self._release_expired_holds(held)
+        self._expire_lots(held)
         return held
 
     def counter(self, currency: str, purpose: str) -> Held:

@@ -234,18 +234,14 @@ class Ledger:
     def _write_atomic(
         self, tenant_id: str, items: Sequence[BatchItem], cmds: list[NewTransaction]
     ) -> list[Transaction | Replay]:
-        account_ids = sorted({c.account_id for c in cmds})
+        account_ids = {c.account_id for c in cmds}
 
         def all_or_none(w: WriteUnit) -> list[Transaction | Replay]:
             # One Book for the whole batch: each account is locked (in one order for every
             # batch: no deadlock between them) and written back once, not once per item.
             book = Book(w, tenant_id, self._clock())
             w.prefetch_responses(tenant_id, [item.idem.request_id for item in items if item.idem])
-            for account_id in account_ids:
-                try:
-                    book.customer(account_id)
-                except LedgerError:
-                    break  # no such account: the item naming it is refused below
+            book.customers(account_ids)  # an item naming no account is refused below
             results: list[Transaction | Replay] = []
             for i, (item, cmd) in enumerate(zip(items, cmds, strict=True)):
                 try:

@@ -169,10 +169,9 @@ def refund(book: Book, account_id: str, original_id: str, amount: int, cmd: NewT
 
 
 def transfer(book: Book, cmd: NewTransaction) -> Transaction:
-    """Move `amount` from cmd.account_id to cmd.counterparty_id. Accounts are locked in
-    id order, so opposite transfers between two accounts cannot deadlock."""
-    for account_id in sorted((cmd.account_id, cmd.counterparty_id)):
-        book.customer(account_id)
+    """Move `amount` from cmd.account_id to cmd.counterparty_id. Both accounts are locked
+    at once, in id order, so opposite transfers between two accounts cannot deadlock."""
+    book.customers((cmd.account_id, cmd.counterparty_id))
     source, destination = book.customer(cmd.account_id), book.customer(cmd.counterparty_id)
     _check_postable(source, cmd.currency)
     _check_postable(destination, cmd.currency, "transfer.counterparty_account")

@@ -138,6 +138,11 @@ class WriteUnit(ReadUnit, Protocol):
         self, tenant_id: str, account_id: str, new: NewAccount, now: dt.datetime
     ) -> Account: ...
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None: ...
+    def lock_customer_accounts(self, tenant_id: str, account_ids: Sequence[str]) -> dict[str, LockedBalance]:
+        """lock_customer_account of each, in one statement and in id order; by id, those
+        that are the tenant's customer accounts."""
+        ...
+
     def lock_customer_and_counter(
         self, tenant_id: str, account_id: str, currency: str, purpose: str
     ) -> tuple[LockedBalance | None, LockedBalance | None]:

@@ -314,6 +314,7 @@ _BESIDE_DEFERRED = frozenset(
         "find_responses",
         "find_external_id",  # and the buffered rows' external ids (SqlUnit._external_ids)
         "lock_by_id",
+        "lock_many_by_id",
         "lock_with_counter",
         "lock_any_counter",
         "lock_counter_shard",
@@ -321,7 +322,9 @@ _BESIDE_DEFERRED = frozenset(
     }
 )
 # Of those, the ones that read what a buffered set_balances changes.
-_READS_BALANCES = frozenset({"lock_by_id", "lock_with_counter", "lock_any_counter", "lock_counter_shard"})
+_READS_BALANCES = frozenset(
+    {"lock_by_id", "lock_many_by_id", "lock_with_counter", "lock_any_counter", "lock_counter_shard"}
+)
 
 
 class SqlUnit:
@@ -666,8 +669,8 @@ class SqlUnit:
     def prefetch_responses(self, tenant_id: str, request_ids: Sequence[str]) -> None:
         """One query instead of one per find_response (a round trip each on Postgres)."""
         wanted = list(dict.fromkeys(request_ids))
-        ids: Any = wanted if self._dialect == "postgresql" else json.dumps(wanted)
-        rows = self._run("find_responses", {"tenant_id": tenant_id, "request_ids": ids}).fetchall()
+        where = {"tenant_id": tenant_id, "ids": self._ids_param(wanted)}
+        rows = self._run("find_responses", where).fetchall()
         found = {
             rid: StoredResponse(bytes(fingerprint), bytes(response)) for rid, fingerprint, response in rows
         }
@@ -722,6 +725,14 @@ class SqlUnit:
     def lock_customer_account(self, tenant_id: str, account_id: str) -> LockedBalance | None:
         row = self._run("lock_by_id", {"id": account_id}).fetchone()
         return self._locked_customer(tenant_id, row)
+
+    def lock_customer_accounts(self, tenant_id: str, account_ids: Sequence[str]) -> dict[str, LockedBalance]:
+        rows = self._run("lock_many_by_id", {"ids": self._ids_param(list(account_ids))}).fetchall()
+        return {locked.id: locked for row in rows if (locked := self._locked_customer(tenant_id, row))}
+
+    def _ids_param(self, ids: list[str]) -> Any:
+        """A list for hot_sql's `{in_ids}`: an array on Postgres, JSON for SQLite's json_each."""
+        return ids if self._dialect == "postgresql" else json.dumps(ids)
 
     def lock_customer_and_counter(
         self, tenant_id: str, account_id: str, currency: str, purpose: str
