@@ -29,9 +29,10 @@ def test_walkthrough_account_credit_debit_balance(client: LedgerClient) -> None:
     assert (dict(debit.metadata), dict(credit.metadata)) == ({"order_id": "4"}, {})
     assert debit.status == transaction_pb2.TRANSACTION_STATUS_POSTED
     assert debit.create_time.seconds > 0 and debit.update_time.seconds > 0
-    balance = client.get_account(account.name).balance
+    fetched = client.get_account(account.name)
+    balance = fetched.balance
     assert (balance.posted, balance.pending, balance.available) == (1100, 0, 1100)
-    assert dict(client.get_account(account.name).metadata) == {"tier": "gold"}
+    assert dict(fetched.metadata) == {"tier": "gold"}
     assert client.get_transaction(credit.name) == credit
     history = list(client.iter_transactions(account=account.name, page_size=1))
     assert [t.name for t in history] == [debit.name, credit.name]
