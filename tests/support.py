@@ -17,14 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from sqlalchemy import Engine, text
 
 from ledger_server.config import Settings
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
-from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_store import SqlStore, SqlUnit
 
 SERVER = [sys.executable, "-m", "ledger_server.cli"]
+
+
+def unit_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[tuple[object, ...]]:
+    """The arguments (after the unit) of every call of SqlUnit.`method` from now on; the
+    calls still happen."""
+    calls: list[tuple[object, ...]] = []
+    original = getattr(SqlUnit, method)
+
+    def recorded(unit: SqlUnit, *args: object) -> object:
+        calls.append(args)
+        return original(unit, *args)
+
+    monkeypatch.setattr(SqlUnit, method, recorded)
+    return calls
 
 
 def server_settings(**overrides: object) -> Settings:

@@ -30,8 +30,8 @@ from ledger_server.core.model import (
 from ledger_server.core.ports import WriteUnit
 from ledger_server.store.hot_sql import BULK_MIN_ROWS
 from ledger_server.store.schema import accounts, entries, transactions
-from ledger_server.store.sql_store import SqlStore, SqlUnit
-from tests.support import invariant_violations
+from ledger_server.store.sql_store import SqlStore
+from tests.support import invariant_violations, unit_calls
 
 T = DEFAULT_TENANT
 
@@ -240,14 +240,7 @@ def test_an_atomic_batch_locks_all_its_accounts_in_one_statement(
 ) -> None:
     accounts_ = [open_account(ledger, ref=f"cust-{i}") for i in range(5)]
     post(ledger, accounts_[0], Direction.CREDIT, 5)  # the currency's counter shards exist
-    one_by_one: list[str] = []
-    original = SqlUnit.lock_customer_account
-
-    def counted(unit: SqlUnit, tenant_id: str, account_id: str) -> object:
-        one_by_one.append(account_id)
-        return original(unit, tenant_id, account_id)
-
-    monkeypatch.setattr(SqlUnit, "lock_customer_account", counted)
+    one_by_one = unit_calls(monkeypatch, "lock_customer_account")
     items = [
         BatchItem(NewTransaction(a.id, Direction.CREDIT, 10 + i, "USD")) for i, a in enumerate(accounts_)
     ]
@@ -421,14 +414,7 @@ def test_a_posting_locks_its_account_and_a_counter_shard_in_one_statement(
     its shard with its account (lock_customer_and_counter): a round trip fewer."""
     account = open_account(ledger)
     post(ledger, account, Direction.CREDIT, 50)
-    separately: list[str] = []
-    original = SqlUnit.lock_counter_account
-
-    def counted(unit: SqlUnit, *args: object) -> object:
-        separately.append(str(args))
-        return original(unit, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(SqlUnit, "lock_counter_account", counted)
+    separately = unit_calls(monkeypatch, "lock_counter_account")
     debit = post(ledger, account, Direction.DEBIT, 20)
     assert separately == []
     assert debit.ending_balance == 30 and ledger.get_account(T, account.id).posted == 30

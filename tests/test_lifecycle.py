@@ -29,8 +29,8 @@ from ledger_server.core.model import (
     TransactionType,
 )
 from ledger_server.core.operations import Capture, Refund
-from ledger_server.store.sql_store import SqlStore, SqlUnit
-from tests.support import invariant_violations
+from ledger_server.store.sql_store import SqlStore
+from tests.support import invariant_violations, unit_calls
 from tests.test_server_process import holding_account_lock
 
 T = DEFAULT_TENANT
@@ -292,14 +292,7 @@ def test_a_transfer_locks_both_accounts_in_one_statement(
 ) -> None:
     company, member = open_account(book), open_account(book)
     credit(book, company, 100)
-    one_by_one: list[str] = []
-    original = SqlUnit.lock_customer_account
-
-    def counted(unit: SqlUnit, tenant_id: str, account_id: str) -> object:
-        one_by_one.append(account_id)
-        return original(unit, tenant_id, account_id)
-
-    monkeypatch.setattr(SqlUnit, "lock_customer_account", counted)
+    one_by_one = unit_calls(monkeypatch, "lock_customer_account")
     assert transfer(book, company, member, 40).counterparty_ending_balance == 40
     assert one_by_one == []
     nowhere = NewTransaction(company.id, None, 1, "USD", counterparty_id=str(uuid.uuid4()))
