@@ -28,7 +28,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.ops import Workload, make_op
+from bench.ops import Op, Workload, make_op
 from bench.seed import seed_accounts
 from bench.servers import PostgresDatabase, ServerProcess, bootstrap_token
 
@@ -96,15 +96,16 @@ async def _calls(address: str, workload: Workload, count: int, in_flight: int) -
     calls that did their work)."""
     left = count
     async with grpc.aio.insecure_channel(address) as channel:
-        op = make_op(workload, channel, random.Random(1))
 
-        async def caller() -> None:
+        async def caller(op: Op) -> None:
             nonlocal left
             while left > 0:
                 left -= 1
                 await op()
 
-        await asyncio.gather(*(caller() for _ in range(in_flight)))
+        # An op of its own per caller: ListTransactions' pager follows one account's pages.
+        ops = [make_op(workload, channel, random.Random(i)) for i in range(in_flight)]
+        await asyncio.gather(*(caller(op) for op in ops))
 
 
 def _callgrind_control(*args: str | int) -> None:
