@@ -5,10 +5,30 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import date_pb2
 from hypothesis import given
 from hypothesis import strategies as st
+from ledger.v1 import transaction_pb2
 
-from ledger_server.api.convert import timestamp
+from ledger_server.api.convert import (
+    DIRECTION_PB,
+    KIND_PB,
+    TX_STATUS_PB,
+    TX_TYPE_PB,
+    account_pb,
+    timestamp,
+    transaction_pb,
+)
+from ledger_server.core.model import (
+    Account,
+    AccountStatus,
+    Creator,
+    Direction,
+    Transaction,
+    TransactionKind,
+    TransactionStatus,
+    TransactionType,
+)
 
 OFFSETS = st.sampled_from(
     [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=8))]
@@ -27,3 +47,87 @@ def test_a_naive_time_is_utc_as_in_fromdatetime(t: dt.datetime) -> None:
     expected = Timestamp()
     expected.FromDatetime(t)
     assert timestamp(t) == expected
+
+
+TIMES = st.datetimes(
+    min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)
+)
+TEXT = st.text(max_size=8)
+
+
+def _time(t: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(t)
+    return ts
+
+
+@given(
+    st.builds(
+        Transaction,
+        id=st.uuids().map(str),
+        tenant_id=TEXT,
+        account_id=st.uuids().map(str),
+        direction=st.sampled_from(Direction),
+        amount=st.integers(1, 2**63 - 1),
+        currency=TEXT,
+        kind=st.sampled_from(TransactionKind),
+        description=TEXT,
+        posting_date=st.dates(),
+        external_id=TEXT,
+        metadata=st.dictionaries(TEXT, TEXT, max_size=3),
+        status=st.sampled_from(TransactionStatus),
+        ending_balance=st.integers(-(2**63), 2**63 - 1),
+        created_at=TIMES,
+        updated_at=TIMES,
+        creator=st.none() | st.builds(Creator, TEXT, TEXT),
+        type=st.sampled_from(TransactionType),
+        expires_at=st.none() | TIMES,
+        counterparty_id=st.just("") | st.uuids().map(str),
+        related_id=st.just("") | st.uuids().map(str),
+        refunded_amount=st.integers(0, 2**63 - 1),
+        captured_amount=st.integers(0, 2**63 - 1),
+    )
+)
+def test_transaction_pb_is_the_plain_constructor_s_message(t: Transaction) -> None:
+    """transaction_pb fills its sub-messages in place (faster); the message is the one
+    the constructor makes from protobuf's own conversions, field presence included."""
+    plain = transaction_pb2.Transaction(
+        name=f"transactions/{t.id}",
+        account=f"accounts/{t.account_id}",
+        direction=DIRECTION_PB[t.direction],
+        amount=t.amount,
+        currency=t.currency,
+        kind=KIND_PB[t.kind],
+        description=t.description,
+        posting_date=date_pb2.Date(
+            year=t.posting_date.year, month=t.posting_date.month, day=t.posting_date.day
+        ),
+        external_id=t.external_id,
+        metadata=t.metadata,
+        status=TX_STATUS_PB[t.status],
+        ending_balance=t.ending_balance,
+        create_time=_time(t.created_at),
+        update_time=_time(t.updated_at),
+        creator=transaction_pb2.Creator(token=f"tokens/{t.creator.token_id}", token_name=t.creator.token_name)
+        if t.creator
+        else None,
+        type=TX_TYPE_PB[t.type],
+        expire_time=_time(t.expires_at) if t.expires_at else None,
+        counterparty_account=f"accounts/{t.counterparty_id}" if t.counterparty_id else "",
+        counterparty_ending_balance=t.counterparty_ending_balance,
+        related_transaction=f"transactions/{t.related_id}" if t.related_id else "",
+        refunded_amount=t.refunded_amount,
+        captured_amount=t.captured_amount,
+    )
+    built = transaction_pb(t)
+    assert built == plain
+    assert built.SerializeToString(deterministic=True) == plain.SerializeToString(deterministic=True)
+    for field in ("posting_date", "create_time", "update_time", "creator", "expire_time"):
+        assert built.HasField(field) == plain.HasField(field), field
+
+
+@given(TIMES, TIMES)
+def test_account_pb_times_are_fromdatetime(created: dt.datetime, updated: dt.datetime) -> None:
+    account = Account("a", "t", "ref", "USD", 0, AccountStatus.ACTIVE, {}, 5, 1, created, updated)
+    built = account_pb(account)
+    assert (built.create_time, built.update_time) == (_time(created), _time(updated))

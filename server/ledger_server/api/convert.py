@@ -118,21 +118,24 @@ def parse_time(v: Violations, field: str, has: bool, ts: Timestamp) -> dt.dateti
     return ts.ToDatetime(tzinfo=dt.UTC)
 
 
-def timestamp(t: dt.datetime) -> Timestamp:
-    """Like Timestamp.FromDatetime (a naive time is UTC) at less than half its cost: a
-    posting's response carries two or three (profiled)."""
+def set_time(field: Timestamp, t: dt.datetime) -> None:
+    """Fill a Timestamp field in place, like Timestamp.FromDatetime (a naive time is UTC) at
+    less than half its cost. In place because a message handed to a constructor is copied
+    (~1 us each, measured), and a response carries two or three."""
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
-    seconds, micros = divmod((t - _EPOCH) // _MICROSECOND, 1_000_000)
-    return Timestamp(seconds=seconds, nanos=micros * 1000)
+    field.seconds, micros = divmod((t - _EPOCH) // _MICROSECOND, 1_000_000)
+    field.nanos = micros * 1000
 
 
-def date_pb(d: dt.date) -> date_pb2.Date:
-    return date_pb2.Date(year=d.year, month=d.month, day=d.day)
+def timestamp(t: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    set_time(ts, t)
+    return ts
 
 
 def account_pb(a: Account) -> account_pb2.Account:
-    return account_pb2.Account(
+    m = account_pb2.Account(
         name=f"accounts/{a.id}",
         external_ref=a.external_ref,
         currency=a.currency,
@@ -150,18 +153,16 @@ def account_pb(a: Account) -> account_pb2.Account:
                 for e in a.next_expirations
             ],
         ),
-        create_time=timestamp(a.created_at),
-        update_time=timestamp(a.updated_at),
     )
+    set_time(m.create_time, a.created_at)
+    set_time(m.update_time, a.updated_at)
+    return m
 
 
 def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
-    creator = (
-        transaction_pb2.Creator(token=f"tokens/{t.creator.token_id}", token_name=t.creator.token_name)
-        if t.creator
-        else None
-    )
-    return transaction_pb2.Transaction(
+    """Its scalars through the constructor, its sub-messages filled in place (set_time):
+    7 us instead of 12 (measured), and a history page holds 50."""
+    m = transaction_pb2.Transaction(
         name=f"transactions/{t.id}",
         account=f"accounts/{t.account_id}",
         direction=DIRECTION_PB[t.direction],
@@ -169,19 +170,24 @@ def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
         currency=t.currency,
         kind=KIND_PB[t.kind],
         description=t.description,
-        posting_date=date_pb(t.posting_date),
         external_id=t.external_id,
         metadata=t.metadata or None,  # as in account_pb
         status=TX_STATUS_PB[t.status],
         ending_balance=t.ending_balance,
-        create_time=timestamp(t.created_at),
-        update_time=timestamp(t.updated_at),
-        creator=creator,
         type=TX_TYPE_PB[t.type],
-        expire_time=timestamp(t.expires_at) if t.expires_at else None,
         counterparty_account=f"accounts/{t.counterparty_id}" if t.counterparty_id else "",
         counterparty_ending_balance=t.counterparty_ending_balance,
         related_transaction=f"transactions/{t.related_id}" if t.related_id else "",
         refunded_amount=t.refunded_amount,
         captured_amount=t.captured_amount,
     )
+    date, posted = m.posting_date, t.posting_date
+    date.year, date.month, date.day = posted.year, posted.month, posted.day
+    set_time(m.create_time, t.created_at)
+    set_time(m.update_time, t.updated_at)
+    if t.expires_at:
+        set_time(m.expire_time, t.expires_at)
+    if t.creator:
+        m.creator.token = f"tokens/{t.creator.token_id}"
+        m.creator.token_name = t.creator.token_name
+    return m
