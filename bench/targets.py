@@ -62,7 +62,7 @@ def evaluate(figure_list: list[Figure]) -> list[TargetResult]:
             den=key(RAW_PSYCOPG, "postgres", 8, servers=0),
             threshold=1.0,
         ),
-        _p99_target(figures),
+        _p99_target(figures, health_backend),
     ]
     results.extend(_hot_target(figure_list, backend) for backend in ("sqlite", "postgres"))
     return results
@@ -83,13 +83,19 @@ def _batch_target(figures: dict[str, Figure]) -> TargetResult:
     return _ratio_target(figures, name, rule, num=best.key, den=ceiling_key, threshold=0.50)
 
 
-def _p99_target(figures: dict[str, Figure]) -> TargetResult:
+def _p99_target(figures: dict[str, Figure], health_backend: str) -> TargetResult:
+    """Beside the p99, the health check's own p99 at 8 in flight: a latency has a ceiling
+    too, what the same server and load generator take for a call that does nothing."""
     name = "SQLite CreateTransaction p99 ≤ 5 ms at 8 in flight"
     rule = "p99 latency of create_spread (sqlite, 8) ≤ 5 ms"
     f = figures.get(key("create_spread", "sqlite", 8))
     if f is None or not f.ok or f.p99_ms is None:
         return TargetResult(name, rule, "-", _why_missing(figures, key("create_spread", "sqlite", 8)))
-    return TargetResult(name, rule, f"{f.p99_ms:.2f} ms", "PASS" if f.p99_ms <= P99_TARGET_MS else "FAIL")
+    measured = f"{f.p99_ms:.2f} ms"
+    health = figures.get(key(HEALTH, health_backend, 8))
+    if health is not None and health.ok and health.p99_ms is not None:
+        measured += f" (Health/Check at 8 in flight: {health.p99_ms:.2f} ms)"
+    return TargetResult(name, rule, measured, "PASS" if f.p99_ms <= P99_TARGET_MS else "FAIL")
 
 
 def _hot_target(figure_list: list[Figure], backend: str) -> TargetResult:
