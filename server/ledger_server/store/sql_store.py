@@ -86,12 +86,17 @@ READ_BOUNDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)  # seconds; beyon
 CUSTOMER, SYSTEM = "customer", "system"
 
 
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+# Three per posting, two per row read: a timedelta made per call (and by keyword) cost
+# these as much again (to_micros 0.66 against 0.25 us, from_micros 0.54 against 0.38).
 def to_micros(t: dt.datetime) -> int:
-    return (t - EPOCH) // dt.timedelta(microseconds=1)
+    return (t - EPOCH) // _MICROSECOND
 
 
 def from_micros(us: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(microseconds=us)
+    return EPOCH + dt.timedelta(0, 0, us)
 
 
 class SqlStore:
