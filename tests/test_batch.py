@@ -73,6 +73,25 @@ def test_atomic_batch_names_every_invalid_item(client: LedgerClient, account: st
     }
 
 
+def test_an_atomic_batch_with_thousands_of_violations_lists_what_the_trailers_hold(
+    client: LedgerClient, account: str
+) -> None:
+    """1,500 violations (30 items, 50 over-long metadata values each) would make trailers
+    far above the 8 KiB gRPC clients accept: the client would get RESOURCE_EXHAUSTED from
+    its own transport instead of the refusal. The first violations come, with the count
+    of the rest."""
+    items = [credit(account, 1) for _ in range(30)]
+    for item in items:
+        item.transaction.metadata.update({f"key_{k}": "v" * 501 for k in range(50)})
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions(items)
+    assert (info.value.code, info.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    listed = [v.field for v in info.value.field_violations]
+    assert listed and listed[0].startswith("requests[0].transaction.metadata[")
+    assert int(info.value.error_metadata["omitted_violations"]) == 1500 - len(listed)
+    assert info.value.message.startswith(f"{1500 - len(listed)} more field violations not listed; ")
+
+
 def test_independent_batch_answers_each_item(client: LedgerClient, account: str) -> None:
     results = client.batch_create_transactions(
         [credit(account, 10), debit(account, 500), debit(account, 60)], independent=True

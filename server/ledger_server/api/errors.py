@@ -12,6 +12,15 @@ from ledger_server.core.errors import Category, LedgerError
 DOMAIN = "ledger.v1"
 CODES = {category: grpc.StatusCode[category.value] for category in Category}
 
+# A status travels in the call's trailers, which gRPC clients refuse above 8 KiB by default
+# (grpc.max_metadata_size): grpc-message percent-encoded (a byte outside printable ASCII
+# takes three), and the Status, the message in it again, base64-encoded (4/3). An atomic
+# batch's field violations alone can run to megabytes, so a status is cut to these
+# budgets (~4.5 KiB of trailers at most) and says how many violations it left out: every
+# client then receives it as sent.
+MAX_MESSAGE_BYTES = 512  # grpc-message, once encoded
+MAX_VIOLATIONS_BYTES = 2048  # the BadRequest detail, serialized
+
 
 def _pack(*details: object) -> list[any_pb2.Any]:
     packed = []
@@ -26,18 +35,45 @@ def status_of(
     code: grpc.StatusCode, reason: str, message: str, metadata: dict[str, str] | None = None
 ) -> status_pb2.Status:
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
-    return status_pb2.Status(code=code.value[0], message=message, details=_pack(info))
+    return status_pb2.Status(code=code.value[0], message=_clipped(message), details=_pack(info))
+
+
+def _clipped(message: str) -> str:
+    """`message`, cut short if it would take more than MAX_MESSAGE_BYTES as grpc-message."""
+    if len(message) * 12 <= MAX_MESSAGE_BYTES:  # 4 bytes a character, 3 each encoded
+        return message
+    room = MAX_MESSAGE_BYTES - len("...")
+    for end, char in enumerate(message):
+        room -= 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "replace"))
+        if room < 0:
+            return message[:end] + "..."
+    return message
+
+
+def _violations(err: LedgerError) -> tuple[error_details_pb2.BadRequest, int]:
+    """The BadRequest of `err`'s first violations that fit MAX_VIOLATIONS_BYTES, and how many
+    did not fit."""
+    bad = error_details_pb2.BadRequest()
+    size = 0
+    for listed, v in enumerate(err.violations):
+        violation = error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+        size += violation.ByteSize() + 4  # with its tag and length
+        if size > MAX_VIOLATIONS_BYTES:
+            return bad, len(err.violations) - listed
+        bad.field_violations.append(violation)
+    return bad, 0
 
 
 def ledger_status(err: LedgerError) -> status_pb2.Status:
-    status = status_of(CODES[err.category], err.reason, err.message, err.metadata)
-    if err.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in err.violations
-            ]
-        )
+    if not err.violations:
+        status = status_of(CODES[err.category], err.reason, err.message, err.metadata)
+    else:
+        bad, omitted = _violations(err)
+        metadata, message = err.metadata, err.message
+        if omitted:  # said first, where clipping the message cannot cut it off
+            metadata = {**metadata, "omitted_violations": str(omitted)}
+            message = f"{omitted} more field violations not listed; {message}"
+        status = status_of(CODES[err.category], err.reason, message, metadata)
         status.details.extend(_pack(bad))
     if err.resource:
         resource_type, name = err.resource

@@ -25,7 +25,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
     """Not set. Never returned."""
     ERROR_REASON_INVALID_REQUEST: _ErrorReason.ValueType  # 1
-    """INVALID_ARGUMENT: one or more fields are invalid; google.rpc.BadRequest names each."""
+    """INVALID_ARGUMENT: one or more fields are invalid; google.rpc.BadRequest names each
+    (the first ones, when more than fit in a reply: ErrorInfo metadata
+    "omitted_violations" counts the rest).
+    """
     ERROR_REASON_CURRENCY_MISMATCH: _ErrorReason.ValueType  # 2
     """INVALID_ARGUMENT: the transaction's currency differs from its account's."""
     ERROR_REASON_INVALID_PAGE_TOKEN: _ErrorReason.ValueType  # 3
@@ -106,7 +109,10 @@ class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
 ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 """Not set. Never returned."""
 ERROR_REASON_INVALID_REQUEST: ErrorReason.ValueType  # 1
-"""INVALID_ARGUMENT: one or more fields are invalid; google.rpc.BadRequest names each."""
+"""INVALID_ARGUMENT: one or more fields are invalid; google.rpc.BadRequest names each
+(the first ones, when more than fit in a reply: ErrorInfo metadata
+"omitted_violations" counts the rest).
+"""
 ERROR_REASON_CURRENCY_MISMATCH: ErrorReason.ValueType  # 2
 """INVALID_ARGUMENT: the transaction's currency differs from its account's."""
 ERROR_REASON_INVALID_PAGE_TOKEN: ErrorReason.ValueType  # 3
