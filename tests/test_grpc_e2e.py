@@ -110,6 +110,37 @@ def test_tampered_page_token_is_invalid_argument(client: LedgerClient) -> None:
     assert [v.field for v in negative.value.field_violations] == ["page_size"]
 
 
+FULL_METADATA = {f"key-{i:02d}-".ljust(40, "k"): "v" * 500 for i in range(50)}  # the most allowed
+
+
+@pytest.mark.parametrize("listed", ["accounts", "transactions"])
+def test_pages_of_items_with_full_metadata_stay_under_the_message_limit(
+    client: LedgerClient, listed: str
+) -> None:
+    """160 items of ~27 KB each: one page of them would be a 4.4 MB reply, which gRPC
+    refuses to send (RESOURCE_EXHAUSTED). Pages hold fewer instead, and paging through
+    them returns every item once, in order."""
+    holder = client.create_account(currency="USD", external_ref="full")
+    if listed == "accounts":
+        made = [client.create_account(currency="USD", metadata=FULL_METADATA).name for _ in range(160)]
+    else:
+        made = [client.credit(holder.name, 1, "USD", metadata=FULL_METADATA).name for _ in range(160)][::-1]
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        if listed == "accounts":
+            accounts = client.list_accounts(page_size=1000, page_token=token)
+            page, token = [a.name for a in accounts.accounts], accounts.next_page_token
+        else:
+            history = client.list_transactions(account=holder.name, page_size=1000, page_token=token)
+            page, token = [t.name for t in history.transactions], history.next_page_token
+        pages.append(page)
+        if not token:
+            break
+    assert [name for page in pages for name in page if name != holder.name] == made
+    assert len(pages) > 1 and all(len(page) >= 20 for page in pages[:-1])
+
+
 def test_health_reports_serving(server: LedgerServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -8,12 +8,28 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 
 from ledger_server.core.errors import Category, FieldViolation, LedgerError
 from ledger_server.core.validation import Violations
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# A page holds at most page_size items, and fewer where their text could take the reply
+# past 4 MiB, which gRPC refuses to send (the server's default message limit) and clients
+# to receive (theirs): 1000 transactions carrying full metadata would be ~100 MiB. Each item
+# counts as its text at UTF-8's worst (4 bytes a character) plus ITEM_BYTES for the rest,
+# so a page's reply stays below MAX_PAGE_BYTES; ordinary pages of 1000 are never cut.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+ITEM_BYTES = 1536
+
+
+def item_bytes(metadata: Mapping[str, str], chars: int) -> int:
+    """An upper bound of an item's size in a reply: its metadata and `chars` characters of
+    other text (descriptions, references), each map entry with its framing."""
+    if metadata:
+        chars += sum(len(key) + len(value) for key, value in metadata.items()) + 2 * len(metadata)
+    return ITEM_BYTES + 4 * chars
 
 
 def page_limit(v: Violations, page_size: int) -> int:

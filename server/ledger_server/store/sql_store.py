@@ -55,6 +55,7 @@ from ledger_server.core.model import (
     TransactionStatus,
     TransactionType,
 )
+from ledger_server.core.paging import MAX_PAGE_BYTES, item_bytes
 from ledger_server.core.ports import AccountAudit, BrokenLink, LockedBalance, NewBalances, StoredResponse
 from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.group_commit import GroupCommitter
@@ -389,7 +390,7 @@ class SqlUnit:
         if after is not None:
             q = q.where(accounts.c.seq > after)
         rows = self._conn.execute(q.order_by(accounts.c.seq).limit(limit + 1)).all()
-        return _page(rows, limit, _account)
+        return _page(rows, limit, _account, _account_size)
 
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None:
         row = self._run("get_transaction", {"id": transaction_id}).fetchone()
@@ -411,7 +412,8 @@ class SqlUnit:
                 "other_direction": other.value,
                 "limit": limit + 1,
             }
-            return _page(self._run("account_history", params).fetchall(), limit, _transaction)
+            rows = self._run("account_history", params).fetchall()
+            return _page(rows, limit, _transaction, _transaction_size)
         q = select(transactions).where(t.tenant_id == tenant_id)
         if flt.date_from:
             q = q.where(t.posting_date >= flt.date_from)
@@ -422,7 +424,7 @@ class SqlUnit:
         if before is not None:
             q = q.where(t.seq < before)
         rows = self._conn.execute(q.order_by(t.seq.desc()).limit(limit + 1)).all()
-        return _page(rows, limit, _transaction)
+        return _page(rows, limit, _transaction, _transaction_size)
 
     def open_lots(self, account_id: str) -> list[Lot]:
         rows = self._run("open_lots", {"account_id": account_id}).fetchall()
@@ -1016,10 +1018,27 @@ def _to_date(value: Any) -> Any:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _page(rows: Sequence[Any], limit: int, convert: Callable[[Any], T]) -> Page[T]:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page([convert(r) for r in rows], rows[-1][0] if more else None)  # seq comes first
+def _page(rows: Sequence[Any], limit: int, convert: Callable[[Any], T], size: Callable[[T], int]) -> Page[T]:
+    """Up to `limit` items of `rows` (`limit + 1` were read, to tell whether more follow),
+    fewer where their `size` would take the reply past MAX_PAGE_BYTES (core/paging.py).
+    The next page continues after the last row taken (seq comes first in a row)."""
+    items: list[T] = []
+    room = MAX_PAGE_BYTES
+    for taken, row in enumerate(rows[:limit]):
+        item = convert(row)
+        room -= size(item)
+        if room < 0 and items:
+            return Page(items, rows[taken - 1][0])
+        items.append(item)
+    return Page(items, rows[limit - 1][0] if len(rows) > limit else None)
+
+
+def _account_size(a: Account) -> int:
+    return item_bytes(a.metadata, len(a.external_ref))
+
+
+def _transaction_size(t: Transaction) -> int:
+    return item_bytes(t.metadata, len(t.description) + len(t.external_id))
 
 
 # Whole rows in table order (hot_sql's *_COLUMNS, or select(table)), from the DBAPI

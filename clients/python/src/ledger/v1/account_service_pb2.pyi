@@ -135,7 +135,9 @@ class ListAccountsRequest(_message.Message):
     EXTERNAL_REF_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of accounts to return: default 50, at most 1000 (larger values
-    are lowered to 1000); negative is refused.
+    are lowered to 1000); negative is refused. A page may hold fewer, down to a few
+    dozen accounts with full metadata, to keep the reply under 4 MiB: page until
+    next_page_token is empty.
     """
     page_token: _builtins.str
     """next_page_token of a previous call with the same filters; empty for the first page."""

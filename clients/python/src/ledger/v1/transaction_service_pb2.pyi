@@ -255,7 +255,9 @@ class ListTransactionsRequest(_message.Message):
     DIRECTION_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of transactions to return: default 50, at most 1000 (larger
-    values are lowered to 1000); negative is refused.
+    values are lowered to 1000); negative is refused. A page may hold fewer, down to
+    a few dozen transactions with full metadata, to keep the reply under 4 MiB: page
+    until next_page_token is empty.
     """
     page_token: _builtins.str
     """next_page_token of a previous call with the same filters; empty for the first page."""
