@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -14,8 +14,12 @@ from ledger.v1 import transaction_service_pb2
 from ledger_client import LedgerClient, LedgerError, transaction_request
 from sqlalchemy import Engine, func, select
 
+from ledger_server.api.server import LedgerServer
+from ledger_server.core.auth import Authenticator
+from ledger_server.core.ledger import Ledger
 from ledger_server.store.schema import transactions
-from tests.support import invariant_violations
+from ledger_server.store.sql_store import SqlStore
+from tests.support import invariant_violations, server_settings
 
 
 def posted_count(engine: Engine) -> int:
@@ -181,4 +185,53 @@ def test_concurrent_atomic_batches_over_shared_accounts(client: LedgerClient, en
         t.join(120)
     assert errors == []
     assert {client.get_account(a).balance.posted for a in accounts} == {24}
+    assert invariant_violations(engine) == []
+
+
+@pytest.fixture
+def small_replies(ledger: Ledger, store: SqlStore, token: str) -> Iterator[LedgerClient]:
+    """A client of a server whose messages are limited to 20,000 bytes: ~100 results."""
+    srv = LedgerServer(
+        ledger, Authenticator(store, cache_seconds=0), server_settings(max_message_bytes=20_000)
+    )
+    srv.start()
+    try:
+        with LedgerClient(f"127.0.0.1:{srv.port}", token=token, timeout=20.0) as c:
+            yield c
+    finally:
+        srv.stop(0)
+
+
+def test_an_import_whose_results_outgrow_the_reply_says_what_it_committed(
+    small_replies: LedgerClient, engine: Engine
+) -> None:
+    """Without the check, the client got a bare RESOURCE_EXHAUSTED (the server could not
+    send its reply) and no word of the items already committed."""
+    client = small_replies
+    account = client.create_account(currency="USD").name
+    items = [credit(account, 1) for _ in range(300)]
+    chunks = [
+        transaction_service_pb2.ImportTransactionsRequest(requests=items[i : i + 50])
+        for i in range(0, 300, 50)
+    ]
+    with pytest.raises(LedgerError) as info:
+        client._call_stream(client._transactions.ImportTransactions, chunks, timeout=20)
+    err = info.value
+    assert (err.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "IMPORT_TOO_LARGE")
+    in_reply, committed = (
+        int(err.error_metadata["items_in_reply"]),
+        int(err.error_metadata["committed_items"]),
+    )
+    assert 0 < in_reply < committed < 300 and committed % 50 == 0
+    assert err.error_metadata["chunk_index"] == str(committed // 50 - 1)
+    assert client.get_account(account).balance.posted == committed
+    # The client library splits an import into calls whose replies fit: the committed
+    # items replay, the rest are posted, every result comes back in order.
+    imported = client.import_transactions(items, chunk_size=50, reply_bytes=12_000)
+    assert (imported.posted_count, imported.replayed_count, imported.failed_count) == (
+        300 - committed,
+        committed,
+        0,
+    )
+    assert [r.transaction.ending_balance for r in imported.results] == list(range(1, 301))
     assert invariant_violations(engine) == []

@@ -97,7 +97,11 @@ class LedgerServer:
             wrapping = _LedgerHandlers(self._interceptor, self._pool, self._ledger.quick_reads)
             ledger_services: Any = _Registry(methods, wrapping.wrap)
             add_servicer(ledger_services, ACCOUNT_SERVICE, AccountServicer(self._ledger))
-            add_servicer(ledger_services, TRANSACTION_SERVICE, TransactionServicer(self._ledger))
+            add_servicer(
+                ledger_services,
+                TRANSACTION_SERVICE,
+                TransactionServicer(self._ledger, settings.max_message_bytes),
+            )
             add_servicer(ledger_services, ADMIN_SERVICE, AdminServicer(self._ledger))
             plain: Any = _Registry(methods)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, plain)

@@ -21,7 +21,7 @@ from ledger_server.api.convert import (
 from ledger_server.api.errors import ledger_status
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.auth import Caller
-from ledger_server.core.errors import FieldViolation, LedgerError, invalid
+from ledger_server.core.errors import Category, FieldViolation, LedgerError, invalid
 from ledger_server.core.ledger import BatchItem, ItemResult, Ledger, Replay
 from ledger_server.core.model import Creator, NewTransaction, Transaction, TransactionFilter
 from ledger_server.core.operations import Capture, Refund
@@ -123,9 +123,26 @@ def _batch_items(
     return items, responders
 
 
+def _import_too_large(chunk_index: int, in_reply: int, committed: int) -> LedgerError:
+    return LedgerError(
+        Category.RESOURCE_EXHAUSTED,
+        "IMPORT_TOO_LARGE",
+        f"the results of chunk {chunk_index} would take the reply past the message size limit: "
+        f"this call committed its first {committed} items (sent again, they are replayed); "
+        f"import at most {in_reply} items a call",
+        metadata={
+            "chunk_index": str(chunk_index),
+            "committed_items": str(committed),
+            "items_in_reply": str(in_reply),
+        },
+    )
+
+
 class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, max_reply_bytes: int = 4 * 1024 * 1024) -> None:
+        """`max_reply_bytes`: the server's message size limit, which a reply must fit."""
         self._ledger = ledger
+        self._max_reply_bytes = max_reply_bytes
 
     def CreateTransaction(
         self, request: pb.CreateTransactionRequest, context: grpc.ServicerContext
@@ -216,6 +233,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         keeps what was committed, and sending it again replays those items."""
         caller = current_caller()
         response = pb.ImportTransactionsResponse()
+        reply_bytes = 64  # the counts, at most
         for chunk_index, chunk in enumerate(request_iterator):
             items, responders = _batch_items(chunk.requests, caller, require_request_id=True)
             try:
@@ -228,8 +246,19 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
                     metadata={**err.metadata, "chunk_index": str(chunk_index)},
                     violations=err.violations,
                 ) from err
-            for result, responder in zip(results, responders, strict=True):
-                response.results.append(_item_result(result, responder))
+            chunk_results = [
+                _item_result(r, responder) for r, responder in zip(results, responders, strict=True)
+            ]
+            # Measured once built, its chunk committed: a reply above the message limit
+            # would reach the client as a bare RESOURCE_EXHAUSTED, saying nothing of what
+            # this call committed.
+            reply_bytes += sum(r.ByteSize() + 5 for r in chunk_results)  # with tag and length
+            if reply_bytes > self._max_reply_bytes:
+                raise _import_too_large(
+                    chunk_index, len(response.results), len(response.results) + len(results)
+                )
+            response.results.extend(chunk_results)
+            for result in results:
                 if isinstance(result, LedgerError):
                     response.failed_count += 1
                 elif isinstance(result, Replay):

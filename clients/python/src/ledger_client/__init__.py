@@ -10,6 +10,7 @@ distribution.
 """
 
 from .client import (
+    IMPORT_REPLY_BYTES,
     MAX_IMPORT_CHUNK,
     CreditOptions,
     DirectionLike,
@@ -33,6 +34,7 @@ from .retry import RETRYABLE_CODES, RetryPolicy
 
 __all__ = [
     "ERROR_DOMAIN",
+    "IMPORT_REPLY_BYTES",
     "MAX_IMPORT_CHUNK",
     "RETRYABLE_CODES",
     "CreditOptions",

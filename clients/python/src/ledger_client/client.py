@@ -28,6 +28,7 @@ from .errors import LedgerError
 from .retry import RetryPolicy, call_with_retry
 
 __all__ = [
+    "IMPORT_REPLY_BYTES",
     "MAX_IMPORT_CHUNK",
     "CreditOptions",
     "DirectionLike",
@@ -40,6 +41,12 @@ __all__ = [
 
 #: The most items one ImportTransactions chunk (and one batch) may carry.
 MAX_IMPORT_CHUNK = 1000
+
+#: How large :meth:`LedgerClient.import_transactions` lets one call's reply grow, each
+#: item's result estimated as its request plus 512 bytes: the server refuses a call whose
+#: results would pass its message limit (4 MiB by default) with IMPORT_TOO_LARGE, so a
+#: larger import is sent as several calls.
+IMPORT_REPLY_BYTES = 3 * 1024 * 1024
 
 #: A transaction direction: ``transaction_pb2.DIRECTION_CREDIT`` / ``DIRECTION_DEBIT`` or
 #: the strings ``"credit"`` / ``"debit"`` (any case; ``"DIRECTION_CREDIT"`` also works).
@@ -149,6 +156,23 @@ _Resp = TypeVar("_Resp")
 def new_request_id() -> str:
     """A fresh idempotency key (a random UUID, as AIP-155 asks)."""
     return str(uuid.uuid4())
+
+
+def _import_calls(
+    chunks: list[transaction_service_pb2.ImportTransactionsRequest], reply_bytes: int
+) -> list[list[transaction_service_pb2.ImportTransactionsRequest]]:
+    """`chunks` grouped into calls whose replies stay within ``reply_bytes`` (estimated),
+    each with at least one chunk; no chunks make one call that sends none, as before."""
+    calls: list[list[transaction_service_pb2.ImportTransactionsRequest]] = [[]]
+    estimate = 0
+    for chunk in chunks:
+        size = sum(item.ByteSize() + 512 for item in chunk.requests)
+        if calls[-1] and estimate + size > reply_bytes:
+            calls.append([])
+            estimate = 0
+        calls[-1].append(chunk)
+        estimate += size
+    return calls
 
 
 def _check_request_id(request_id: str | None) -> str:
@@ -691,6 +715,7 @@ class LedgerClient:
         requests: Iterable[transaction_service_pb2.CreateTransactionRequest],
         *,
         chunk_size: int = 500,
+        reply_bytes: int = IMPORT_REPLY_BYTES,
         timeout: float | None = None,
     ) -> transaction_service_pb2.ImportTransactionsResponse:
         """Stream many transactions (backfills, past posting dates) in chunks of
@@ -701,8 +726,13 @@ class LedgerClient:
         memory, so a call that fails with UNAVAILABLE is retried by sending the whole
         stream again: the items already committed are replayed, not posted twice.
 
+        A reply carries every item's result, so an import whose results would pass
+        ``reply_bytes`` (see :data:`IMPORT_REPLY_BYTES`) is sent as several calls, one
+        after the other, each with its own ``timeout``; if one fails, the calls before it
+        stay committed, and importing the same requests again replays them.
+
         Returns one result per item in order (``transaction`` or ``error``) with
-        ``posted_count``, ``replayed_count`` and ``failed_count``."""
+        ``posted_count``, ``replayed_count`` and ``failed_count``, over all the calls."""
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise TypeError(f"chunk_size must be an int, not {type(chunk_size).__name__}")
         if not 1 <= chunk_size <= MAX_IMPORT_CHUNK:
@@ -720,7 +750,14 @@ class LedgerClient:
             if not chunks or len(chunks[-1].requests) == chunk_size:
                 chunks.append(transaction_service_pb2.ImportTransactionsRequest())
             chunks[-1].requests.append(item)
-        return self._call_stream(self._transactions.ImportTransactions, chunks, timeout=timeout)
+        merged = transaction_service_pb2.ImportTransactionsResponse()
+        for call in _import_calls(chunks, reply_bytes):
+            response = self._call_stream(self._transactions.ImportTransactions, call, timeout=timeout)
+            merged.results.extend(response.results)
+            merged.posted_count += response.posted_count
+            merged.replayed_count += response.replayed_count
+            merged.failed_count += response.failed_count
+        return merged
 
     def get_transaction(self, name: str, *, timeout: float | None = None) -> transaction_pb2.Transaction:
         """Read one transaction (``transactions/{id}``)."""

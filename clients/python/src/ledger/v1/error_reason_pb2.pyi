@@ -98,6 +98,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     finish (e.g. while it waited for a row lock); nothing of it was applied. Retry with
     the same request_id and a longer deadline.
     """
+    ERROR_REASON_IMPORT_TOO_LARGE: _ErrorReason.ValueType  # 26
+    """RESOURCE_EXHAUSTED: an ImportTransactions call's results would pass the message
+    size limit. The chunks up to the one named (metadata "chunk_index") are committed,
+    "committed_items" items in all; "items_in_reply" is how many items' results the
+    reply could hold. Import at most that many items a call: sent again, committed items
+    are replayed.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -181,5 +188,12 @@ ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 25
 """DEADLINE_EXCEEDED: the call's deadline passed before its database work could
 finish (e.g. while it waited for a row lock); nothing of it was applied. Retry with
 the same request_id and a longer deadline.
+"""
+ERROR_REASON_IMPORT_TOO_LARGE: ErrorReason.ValueType  # 26
+"""RESOURCE_EXHAUSTED: an ImportTransactions call's results would pass the message
+size limit. The chunks up to the one named (metadata "chunk_index") are committed,
+"committed_items" items in all; "items_in_reply" is how many items' results the
+reply could hold. Import at most that many items a call: sent again, committed items
+are replayed.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

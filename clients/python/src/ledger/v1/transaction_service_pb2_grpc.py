@@ -168,7 +168,9 @@ class TransactionServiceServicer:
         client stream: each message is a chunk of 1 to 1000 items, committed on its own as
         an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
         interrupted import is resumed by sending the same stream again: items already
-        committed are replayed, not posted twice.
+        committed are replayed, not posted twice. The reply carries every item's result, so
+        one call imports as many items as their results fit in a message (4 MiB by default:
+        ~20,000 plain postings); beyond, the call fails with IMPORT_TOO_LARGE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

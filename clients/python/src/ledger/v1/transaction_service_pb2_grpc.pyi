@@ -82,7 +82,9 @@ class TransactionServiceStub:
     client stream: each message is a chunk of 1 to 1000 items, committed on its own as
     an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
     interrupted import is resumed by sending the same stream again: items already
-    committed are replayed, not posted twice.
+    committed are replayed, not posted twice. The reply carries every item's result, so
+    one call imports as many items as their results fit in a message (4 MiB by default:
+    ~20,000 plain postings); beyond, the call fails with IMPORT_TOO_LARGE.
     """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.GetTransactionRequest, _transaction_service_pb2.GetTransactionResponse]
     """Reads one transaction."""
@@ -145,7 +147,9 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     client stream: each message is a chunk of 1 to 1000 items, committed on its own as
     an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
     interrupted import is resumed by sending the same stream again: items already
-    committed are replayed, not posted twice.
+    committed are replayed, not posted twice. The reply carries every item's result, so
+    one call imports as many items as their results fit in a message (4 MiB by default:
+    ~20,000 plain postings); beyond, the call fails with IMPORT_TOO_LARGE.
     """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.GetTransactionRequest, _transaction_service_pb2.GetTransactionResponse]  # type: ignore[assignment]
     """Reads one transaction."""
@@ -253,7 +257,9 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         client stream: each message is a chunk of 1 to 1000 items, committed on its own as
         an INDEPENDENT batch as soon as it arrives. Every item needs a request_id, so an
         interrupted import is resumed by sending the same stream again: items already
-        committed are replayed, not posted twice.
+        committed are replayed, not posted twice. The reply carries every item's result, so
+        one call imports as many items as their results fit in a message (4 MiB by default:
+        ~20,000 plain postings); beyond, the call fails with IMPORT_TOO_LARGE.
         """
 
     @_abc_1.abstractmethod
