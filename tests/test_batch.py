@@ -235,3 +235,26 @@ def test_an_import_whose_results_outgrow_the_reply_says_what_it_committed(
     )
     assert [r.transaction.ending_balance for r in imported.results] == list(range(1, 301))
     assert invariant_violations(engine) == []
+
+
+@pytest.mark.parametrize(("count", "independent"), [(100, False), (10, True)])
+def test_a_batch_whose_reply_could_outgrow_the_message_limit_is_refused_first(
+    small_replies: LedgerClient, engine: Engine, count: int, independent: bool
+) -> None:
+    """100 results take ~20 KB, above this server's 20,000-byte limit: posted, they would
+    reach the client as a bare RESOURCE_EXHAUSTED. Independent items may each answer an
+    error of up to ~3.6 KB, so 10 of them could already pass it."""
+    account = small_replies.create_account(currency="USD").name
+    before = posted_count(engine)
+    with pytest.raises(LedgerError) as info:
+        small_replies.batch_create_transactions(
+            [credit(account, 1) for _ in range(count)], independent=independent
+        )
+    assert (info.value.code, info.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    [violation] = info.value.field_violations
+    assert violation.field == "requests" and "message limit" in violation.description
+    assert posted_count(engine) == before
+    fits = small_replies.batch_create_transactions(
+        [credit(account, 1) for _ in range(5)], independent=independent
+    )
+    assert len(fits) == 5

@@ -18,7 +18,7 @@ from ledger_server.api.convert import (
     parse_time,
     transaction_pb,
 )
-from ledger_server.api.errors import ledger_status
+from ledger_server.api.errors import MAX_MESSAGE_BYTES, MAX_VIOLATIONS_BYTES, ledger_status
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.auth import Caller
 from ledger_server.core.errors import Category, FieldViolation, LedgerError, invalid
@@ -123,6 +123,23 @@ def _batch_items(
     return items, responders
 
 
+# A reply above the message limit cannot be sent: the client would get a bare
+# RESOURCE_EXHAUSTED for a batch that was committed. So a batch whose reply could pass it
+# is refused before anything is posted. A posted item's result is its request's
+# transaction and the fields the server fills in (~170 bytes and the token's name); a
+# refused item's, a status within api/errors.py's budgets.
+RESULT_EXTRA_BYTES = 256
+ERROR_RESULT_BYTES = MAX_MESSAGE_BYTES + MAX_VIOLATIONS_BYTES + 1024
+
+
+def _reply_bound(request: pb.BatchCreateTransactionsRequest, atomic: bool, caller: Caller) -> int:
+    """At most what the batch's reply can take (an atomic batch answers all its items or
+    one error)."""
+    extra = RESULT_EXTRA_BYTES + len(caller.token_name.encode())
+    posted = [item.transaction.ByteSize() + extra for item in request.requests]
+    return sum(posted) if atomic else sum(max(size, ERROR_RESULT_BYTES) for size in posted)
+
+
 def _import_too_large(chunk_index: int, in_reply: int, committed: int) -> LedgerError:
     return LedgerError(
         Category.RESOURCE_EXHAUSTED,
@@ -160,8 +177,19 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         caller = current_caller()
         if request.mode not in (pb.BATCH_MODE_UNSPECIFIED, pb.BATCH_MODE_ATOMIC, pb.BATCH_MODE_INDEPENDENT):
             raise invalid([FieldViolation("mode", f"unknown mode {request.mode}")])
-        items, responders = _batch_items(request.requests, caller, require_request_id=False)
         atomic = request.mode != pb.BATCH_MODE_INDEPENDENT
+        bound = _reply_bound(request, atomic, caller)
+        if bound > self._max_reply_bytes:
+            raise invalid(
+                [
+                    FieldViolation(
+                        "requests",
+                        f"the reply could take {bound} bytes, above the {self._max_reply_bytes}-byte "
+                        "message limit: send fewer or smaller items a call",
+                    )
+                ]
+            )
+        items, responders = _batch_items(request.requests, caller, require_request_id=False)
         results = self._ledger.post_batch(caller.tenant_id, items, atomic)
         return pb.BatchCreateTransactionsResponse(
             results=[_item_result(r, responder) for r, responder in zip(results, responders, strict=True)]

@@ -105,7 +105,10 @@ class TransactionServiceServicer:
         posts all or none: a refusal names the failing item in its ErrorInfo metadata
         (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
         its transaction or its error. Each item is idempotent by its own request_id, so a
-        retried batch replays item by item.
+        retried batch replays item by item. A batch whose reply could pass the message size
+        limit (4 MiB by default; each item's result counted as its transaction plus ~300
+        bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+        with INVALID_REQUEST on `requests` before anything is posted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,7 +43,10 @@ class TransactionServiceStub:
     posts all or none: a refusal names the failing item in its ErrorInfo metadata
     (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
     its transaction or its error. Each item is idempotent by its own request_id, so a
-    retried batch replays item by item.
+    retried batch replays item by item. A batch whose reply could pass the message size
+    limit (4 MiB by default; each item's result counted as its transaction plus ~300
+    bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+    with INVALID_REQUEST on `requests` before anything is posted.
     """
     CreateHold: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]
     """Places a hold: a pending debit that lowers the account's available balance but
@@ -108,7 +111,10 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     posts all or none: a refusal names the failing item in its ErrorInfo metadata
     (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
     its transaction or its error. Each item is idempotent by its own request_id, so a
-    retried batch replays item by item.
+    retried batch replays item by item. A batch whose reply could pass the message size
+    limit (4 MiB by default; each item's result counted as its transaction plus ~300
+    bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+    with INVALID_REQUEST on `requests` before anything is posted.
     """
     CreateHold: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]  # type: ignore[assignment]
     """Places a hold: a pending debit that lowers the account's available balance but
@@ -182,7 +188,10 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         posts all or none: a refusal names the failing item in its ErrorInfo metadata
         (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
         its transaction or its error. Each item is idempotent by its own request_id, so a
-        retried batch replays item by item.
+        retried batch replays item by item. A batch whose reply could pass the message size
+        limit (4 MiB by default; each item's result counted as its transaction plus ~300
+        bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+        with INVALID_REQUEST on `requests` before anything is posted.
         """
 
     @_abc_1.abstractmethod
