@@ -18,12 +18,12 @@ from sqlalchemy import Engine, text
 
 from ledger_server.api.server import LedgerServer
 from ledger_server.core.admin import Admin
-from ledger_server.core.auth import ADMIN, Authenticator
+from ledger_server.core.auth import ADMIN
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
 from ledger_server.store.sql_store import SqlStore
-from tests.support import ServerProcess, migrated_database, server_settings
+from tests.support import ServerProcess, migrated_database, serving
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MUTABLE_TABLES = "entries, transactions, idempotency_keys, accounts, api_tokens"
@@ -101,10 +101,8 @@ def token(admin: Admin) -> str:
 
 @pytest.fixture
 def server(ledger: Ledger, store: SqlStore) -> Iterator[LedgerServer]:
-    srv = LedgerServer(ledger, Authenticator(store, cache_seconds=0), server_settings())
-    srv.start()
-    yield srv
-    srv.stop(0)
+    with serving(ledger, store) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -20,7 +20,10 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
+from ledger_server.api.server import LedgerServer
 from ledger_server.config import Settings
+from ledger_server.core.auth import Authenticator
+from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
 from ledger_server.store.sql_store import SqlStore, SqlUnit
@@ -57,6 +60,17 @@ def server_settings(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def serving(ledger: Ledger, store: SqlStore, **overrides: object) -> Iterator[LedgerServer]:
+    """A LedgerServer of `ledger` on a free port, `overrides` changing server_settings()."""
+    server = LedgerServer(ledger, Authenticator(store, cache_seconds=0), server_settings(**overrides))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(0)
 
 
 @contextmanager

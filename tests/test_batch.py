@@ -14,12 +14,10 @@ from ledger.v1 import transaction_service_pb2
 from ledger_client import LedgerClient, LedgerError, transaction_request
 from sqlalchemy import Engine, func, select
 
-from ledger_server.api.server import LedgerServer
-from ledger_server.core.auth import Authenticator
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.schema import transactions
 from ledger_server.store.sql_store import SqlStore
-from tests.support import invariant_violations, server_settings
+from tests.support import invariant_violations, serving
 
 
 def posted_count(engine: Engine) -> int:
@@ -191,15 +189,11 @@ def test_concurrent_atomic_batches_over_shared_accounts(client: LedgerClient, en
 @pytest.fixture
 def small_replies(ledger: Ledger, store: SqlStore, token: str) -> Iterator[LedgerClient]:
     """A client of a server whose messages are limited to 20,000 bytes: ~100 results."""
-    srv = LedgerServer(
-        ledger, Authenticator(store, cache_seconds=0), server_settings(max_message_bytes=20_000)
-    )
-    srv.start()
-    try:
-        with LedgerClient(f"127.0.0.1:{srv.port}", token=token, timeout=20.0) as c:
-            yield c
-    finally:
-        srv.stop(0)
+    with (
+        serving(ledger, store, max_message_bytes=20_000) as srv,
+        LedgerClient(f"127.0.0.1:{srv.port}", token=token, timeout=20.0) as c,
+    ):
+        yield c
 
 
 def test_an_import_whose_results_outgrow_the_reply_says_what_it_committed(

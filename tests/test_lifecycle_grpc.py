@@ -32,6 +32,9 @@ from ledger_client import LedgerClient
 from sqlalchemy import Engine, text
 
 from ledger_server.core.admin import Admin
+from ledger_server.core.ledger import Ledger
+from ledger_server.store.sql_store import SqlStore
+from tests.support import serving
 
 USD = "USD"
 
@@ -265,6 +268,32 @@ def test_expiring_credit_shows_in_the_account_balance(api: Api, client: LedgerCl
     balance = client.get_account(account).balance
     assert (balance.posted, balance.expiring, balance.permanent) == (140, 40, 100)
     assert [(e.amount, e.expire_time) for e in balance.next_expirations] == [(40, expires)]
+
+
+def test_verify_ledger_lists_the_violations_that_fit_in_its_reply(
+    ledger: Ledger, store: SqlStore, client: LedgerClient, token: str, engine: Engine
+) -> None:
+    """40 accounts with broken balances, a reply limited to 2,000 bytes: it lists what fits and counts
+    the rest (a reply above the limit would not be sent at all)."""
+    broken = [funded(client, 10).split("/")[1] for _ in range(40)]
+    with engine.begin() as conn:
+        for account_id in broken:
+            conn.execute(text("UPDATE accounts SET posted = posted + 1 WHERE id = :id"), {"id": account_id})
+    with (
+        serving(ledger, store, max_message_bytes=2_000) as small,
+        grpc.insecure_channel(f"127.0.0.1:{small.port}") as channel,
+    ):
+        limited = Api(channel, token)
+        report = limited(limited.admin.VerifyLedger, admin_service_pb2.VerifyLedgerRequest())
+    api = Api(client.channel, token)
+    full = api(api.admin.VerifyLedger, admin_service_pb2.VerifyLedgerRequest())
+    assert full.violations_omitted == 0 and {v.resource for v in full.violations} == {
+        f"accounts/{a}" for a in broken
+    }
+    listed = len(report.violations)
+    assert 0 < listed < len(full.violations)
+    assert listed + report.violations_omitted == len(full.violations)
+    assert list(report.violations) == list(full.violations)[:listed]
 
 
 def test_verify_ledger_needs_admin_and_reports_clean(

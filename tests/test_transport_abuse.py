@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import grpc
@@ -31,24 +31,13 @@ from ledger_client import LedgerClient
 from sqlalchemy import Engine, text
 
 from ledger_server.api.server import LedgerServer
-from ledger_server.core.auth import Authenticator
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.sql_store import SqlStore
-from tests.support import invariant_violations, server_settings
+from tests.support import invariant_violations, serving
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 CREATE_TRANSACTION = "/ledger.v1.TransactionService/CreateTransaction"
-
-
-@contextmanager
-def running(ledger: Ledger, store: SqlStore, **settings: object) -> Iterator[LedgerServer]:
-    server = LedgerServer(ledger, Authenticator(store, cache_seconds=0), server_settings(**settings))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(0)
 
 
 def still_serves(port: int, token: str) -> None:
@@ -119,7 +108,7 @@ def raw_socket(port: int, stack: ExitStack) -> socket.socket:
 def test_a_message_above_the_limit_is_resource_exhausted_and_others_are_served(
     ledger: Ledger, store: SqlStore, token: str
 ) -> None:
-    with running(ledger, store, max_message_bytes=64 * 1024) as server:
+    with serving(ledger, store, max_message_bytes=64 * 1024) as server:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
             request = transaction_service_pb2.CreateTransactionRequest(
@@ -166,7 +155,7 @@ def test_calls_whose_responses_are_never_read_do_not_stop_other_clients(
     """Complete requests on connections that grant the server no flow-control window
     and never read a byte: the answers can never leave, yet no worker stays stuck."""
     workers = 8
-    with running(ledger, store, workers=workers) as server, ExitStack() as stack:
+    with serving(ledger, store, workers=workers) as server, ExitStack() as stack:
         for _ in range(4):
             sock = raw_socket(server.port, stack)
             streams = b"".join(
@@ -178,7 +167,7 @@ def test_calls_whose_responses_are_never_read_do_not_stop_other_clients(
             )
         still_serves(server.port, token)
     # Each call also made with the grpc library, never asking for its result.
-    with running(ledger, store, workers=workers) as server:
+    with serving(ledger, store, workers=workers) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         check = health_pb2_grpc.HealthStub(channel).Check
         unread = [check.future(health_pb2.HealthCheckRequest()) for _ in range(4 * workers)]
@@ -218,7 +207,7 @@ def test_calls_that_never_send_their_request_do_not_stop_other_clients(
     """The event loop waits for a call's request, not a worker: request-less calls end at
     their deadline, and leave the server serving meanwhile and after."""
     workers = 8
-    with running(ledger, store, workers=workers) as server, ExitStack() as stack:
+    with serving(ledger, store, workers=workers) as server, ExitStack() as stack:
         calls = stalled_calls(server.port, workers - 3, stack, timeout=3.0)
         still_serves(server.port, token)
         wait_until(lambda: all(c.done() for c in calls))
@@ -240,7 +229,7 @@ def test_many_more_request_less_calls_than_workers_do_not_starve_the_server(
     Here the event loop waits for their requests: eight times --workers of them, on a
     health method and on a ledger one, and every other client is still served."""
     workers = 4
-    with running(ledger, store, workers=workers) as server, ExitStack() as stack:
+    with serving(ledger, store, workers=workers) as server, ExitStack() as stack:
         calls = stalled_calls(server.port, 8 * workers, stack, timeout=None, method=method)
         time.sleep(0.5)  # give them time to take workers, were they to
         still_serves(server.port, token)
@@ -256,7 +245,7 @@ def test_one_connection_cannot_take_every_call_slot(ledger: Ledger, store: SqlSt
     deadline. One connection gets at most --max-streams-per-connection of them, so it
     cannot fill --max-concurrent-rpcs: here 64 calls on one connection, 8 streams each."""
     with (
-        running(ledger, store, max_concurrent_rpcs=32, max_streams_per_connection=8) as server,
+        serving(ledger, store, max_concurrent_rpcs=32, max_streams_per_connection=8) as server,
         ExitStack() as stack,
     ):
         calls = stalled_calls(server.port, 64, stack, timeout=None, method=CREATE_TRANSACTION)
@@ -272,7 +261,7 @@ def test_open_watch_and_reflection_streams_hold_no_worker(
     """Health Watch and reflection need no token and stay open as long as the client
     likes: served on the event loop, four times --workers of each leave every worker free."""
     workers = 4
-    with running(ledger, store, workers=workers) as server, ExitStack() as stack:
+    with serving(ledger, store, workers=workers) as server, ExitStack() as stack:
         channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
         health = health_pb2_grpc.HealthStub(channel)
         reflect = reflection_pb2_grpc.ServerReflectionStub(channel)

@@ -11,18 +11,26 @@ from ledger_server.core.ledger import Ledger
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, max_reply_bytes: int = 4 * 1024 * 1024) -> None:
+        """`max_reply_bytes`: the server's message size limit, which a reply must fit."""
         self._ledger = ledger
+        self._max_reply_bytes = max_reply_bytes
 
     def VerifyLedger(
         self, request: pb.VerifyLedgerRequest, context: grpc.ServicerContext
     ) -> pb.VerifyLedgerResponse:
         report = self._ledger.verify(tenant_of_call())
-        return pb.VerifyLedgerResponse(
-            violations=[
-                pb.LedgerViolation(check=x.check, resource=x.resource, detail=x.detail)
-                for x in report.violations
-            ],
-            accounts_checked=report.accounts_checked,
-            transactions_checked=report.transactions_checked,
+        response = pb.VerifyLedgerResponse(
+            accounts_checked=report.accounts_checked, transactions_checked=report.transactions_checked
         )
+        # A badly broken ledger can have more violations than a reply can carry, and a
+        # reply above the message limit would not be sent at all: list what fits.
+        room = self._max_reply_bytes - 64  # the counts, at most
+        for listed, x in enumerate(report.violations):
+            violation = pb.LedgerViolation(check=x.check, resource=x.resource, detail=x.detail)
+            room -= violation.ByteSize() + 5  # with its tag and length
+            if room < 0:
+                response.violations_omitted = len(report.violations) - listed
+                break
+            response.violations.append(violation)
+        return response

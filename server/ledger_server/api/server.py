@@ -102,7 +102,9 @@ class LedgerServer:
                 TRANSACTION_SERVICE,
                 TransactionServicer(self._ledger, settings.max_message_bytes),
             )
-            add_servicer(ledger_services, ADMIN_SERVICE, AdminServicer(self._ledger))
+            add_servicer(
+                ledger_services, ADMIN_SERVICE, AdminServicer(self._ledger, settings.max_message_bytes)
+            )
             plain: Any = _Registry(methods)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, plain)
             reflection_pb2_grpc.add_ServerReflectionServicer_to_server(

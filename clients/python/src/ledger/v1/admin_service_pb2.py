@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ledger.v1 import auth_pb2 as ledger_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/admin_service.proto\x12\tledger.v1\x1a\x14ledger/v1/auth.proto\"\x15\n\x13VerifyLedgerRequest\"~\n\x14VerifyLedgerResponse\x12.\n\nviolations\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.LedgerViolation\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x02 \x01(\x03\x12\x1c\n\x14transactions_checked\x18\x03 \x01(\x03\"B\n\x0fLedgerViolation\x12\r\n\x05\x63heck\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t2j\n\x0c\x41\x64minService\x12Z\n\x0cVerifyLedger\x12\x1e.ledger.v1.VerifyLedgerRequest\x1a\x1f.ledger.v1.VerifyLedgerResponse\"\t\x8a\xb5\x18\x05\x61\x64minb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/admin_service.proto\x12\tledger.v1\x1a\x14ledger/v1/auth.proto\"\x15\n\x13VerifyLedgerRequest\"\x9a\x01\n\x14VerifyLedgerResponse\x12.\n\nviolations\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.LedgerViolation\x12\x18\n\x10\x61\x63\x63ounts_checked\x18\x02 \x01(\x03\x12\x1c\n\x14transactions_checked\x18\x03 \x01(\x03\x12\x1a\n\x12violations_omitted\x18\x04 \x01(\x03\"B\n\x0fLedgerViolation\x12\r\n\x05\x63heck\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t2j\n\x0c\x41\x64minService\x12Z\n\x0cVerifyLedger\x12\x1e.ledger.v1.VerifyLedgerRequest\x1a\x1f.ledger.v1.VerifyLedgerResponse\"\t\x8a\xb5\x18\x05\x61\x64minb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['VerifyLedger']._serialized_options = b'\212\265\030\005admin'
   _globals['_VERIFYLEDGERREQUEST']._serialized_start=66
   _globals['_VERIFYLEDGERREQUEST']._serialized_end=87
-  _globals['_VERIFYLEDGERRESPONSE']._serialized_start=89
-  _globals['_VERIFYLEDGERRESPONSE']._serialized_end=215
-  _globals['_LEDGERVIOLATION']._serialized_start=217
-  _globals['_LEDGERVIOLATION']._serialized_end=283
-  _globals['_ADMINSERVICE']._serialized_start=285
-  _globals['_ADMINSERVICE']._serialized_end=391
+  _globals['_VERIFYLEDGERRESPONSE']._serialized_start=90
+  _globals['_VERIFYLEDGERRESPONSE']._serialized_end=244
+  _globals['_LEDGERVIOLATION']._serialized_start=246
+  _globals['_LEDGERVIOLATION']._serialized_end=312
+  _globals['_ADMINSERVICE']._serialized_start=314
+  _globals['_ADMINSERVICE']._serialized_end=420
 # @@protoc_insertion_point(module_scope)

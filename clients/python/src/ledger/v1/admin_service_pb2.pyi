@@ -44,13 +44,20 @@ class VerifyLedgerResponse(_message.Message):
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     ACCOUNTS_CHECKED_FIELD_NUMBER: _builtins.int
     TRANSACTIONS_CHECKED_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_OMITTED_FIELD_NUMBER: _builtins.int
     accounts_checked: _builtins.int
     """How many accounts (customer and system) were checked."""
     transactions_checked: _builtins.int
     """How many transactions were checked."""
+    violations_omitted: _builtins.int
+    """Violations found beyond those listed: the reply holds as many as fit in a message
+    (4 MiB by default). `ledger-server verify` prints every one.
+    """
     @_builtins.property
     def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___LedgerViolation]:
-        """Every violation found; empty when the ledger is consistent."""
+        """The violations found, as many as fit in the reply; empty when the ledger is
+        consistent.
+        """
 
     def __init__(
         self,
@@ -58,10 +65,11 @@ class VerifyLedgerResponse(_message.Message):
         violations: _abc.Iterable[Global___LedgerViolation] | None = ...,
         accounts_checked: _builtins.int = ...,
         transactions_checked: _builtins.int = ...,
+        violations_omitted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_checked", b"accounts_checked", "transactions_checked", b"transactions_checked", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_checked", b"accounts_checked", "transactions_checked", b"transactions_checked", "violations", b"violations", "violations_omitted", b"violations_omitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
