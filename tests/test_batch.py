@@ -196,7 +196,7 @@ def small_replies(ledger: Ledger, store: SqlStore, token: str) -> Iterator[Ledge
         yield c
 
 
-def test_an_import_whose_results_outgrow_the_reply_says_what_it_committed(
+def test_an_import_whose_results_outgrow_the_reply_says_how_far_it_got(
     small_replies: LedgerClient, engine: Engine
 ) -> None:
     """Without the check, the client got a bare RESOURCE_EXHAUSTED (the server could not
@@ -214,7 +214,7 @@ def test_an_import_whose_results_outgrow_the_reply_says_what_it_committed(
     assert (err.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "IMPORT_TOO_LARGE")
     in_reply, committed = (
         int(err.error_metadata["items_in_reply"]),
-        int(err.error_metadata["committed_items"]),
+        int(err.error_metadata["processed_items"]),
     )
     assert 0 < in_reply < committed < 300 and committed % 50 == 0
     assert err.error_metadata["chunk_index"] == str(committed // 50 - 1)

@@ -140,16 +140,16 @@ def _reply_bound(request: pb.BatchCreateTransactionsRequest, atomic: bool, calle
     return sum(posted) if atomic else sum(max(size, ERROR_RESULT_BYTES) for size in posted)
 
 
-def _import_too_large(chunk_index: int, in_reply: int, committed: int) -> LedgerError:
+def _import_too_large(chunk_index: int, in_reply: int, processed: int) -> LedgerError:
     return LedgerError(
         Category.RESOURCE_EXHAUSTED,
         "IMPORT_TOO_LARGE",
         f"the results of chunk {chunk_index} would take the reply past the message size limit: "
-        f"this call committed its first {committed} items (sent again, they are replayed); "
+        f"this call processed its first {processed} items (sent again, those committed are replayed); "
         f"import at most {in_reply} items a call",
         metadata={
             "chunk_index": str(chunk_index),
-            "committed_items": str(committed),
+            "processed_items": str(processed),
             "items_in_reply": str(in_reply),
         },
     )

@@ -100,10 +100,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_IMPORT_TOO_LARGE: _ErrorReason.ValueType  # 26
     """RESOURCE_EXHAUSTED: an ImportTransactions call's results would pass the message
-    size limit. The chunks up to the one named (metadata "chunk_index") are committed,
-    "committed_items" items in all; "items_in_reply" is how many items' results the
-    reply could hold. Import at most that many items a call: sent again, committed items
-    are replayed.
+    size limit. The chunks up to the one named (metadata "chunk_index") are processed,
+    "processed_items" items in all, each committed or refused on its own;
+    "items_in_reply" is how many items' results the reply could hold. Import at most
+    that many items a call: sent again, committed items are replayed.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -191,9 +191,9 @@ the same request_id and a longer deadline.
 """
 ERROR_REASON_IMPORT_TOO_LARGE: ErrorReason.ValueType  # 26
 """RESOURCE_EXHAUSTED: an ImportTransactions call's results would pass the message
-size limit. The chunks up to the one named (metadata "chunk_index") are committed,
-"committed_items" items in all; "items_in_reply" is how many items' results the
-reply could hold. Import at most that many items a call: sent again, committed items
-are replayed.
+size limit. The chunks up to the one named (metadata "chunk_index") are processed,
+"processed_items" items in all, each committed or refused on its own;
+"items_in_reply" is how many items' results the reply could hold. Import at most
+that many items a call: sent again, committed items are replayed.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
