@@ -55,7 +55,7 @@ from ledger_server.core.model import (
     TransactionStatus,
     TransactionType,
 )
-from ledger_server.core.paging import MAX_PAGE_BYTES, item_bytes
+from ledger_server.core.paging import ITEM_BYTES, MAX_PAGE_BYTES, item_bytes
 from ledger_server.core.ports import AccountAudit, BrokenLink, LockedBalance, NewBalances, StoredResponse
 from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.group_commit import GroupCommitter
@@ -1022,23 +1022,27 @@ def _page(rows: Sequence[Any], limit: int, convert: Callable[[Any], T], size: Ca
     """Up to `limit` items of `rows` (`limit + 1` were read, to tell whether more follow),
     fewer where their `size` would take the reply past MAX_PAGE_BYTES (core/paging.py).
     The next page continues after the last row taken (seq comes first in a row)."""
-    items: list[T] = []
-    room = MAX_PAGE_BYTES
-    for taken, row in enumerate(rows[:limit]):
-        item = convert(row)
-        room -= size(item)
-        if room < 0 and items:
-            return Page(items, rows[taken - 1][0])
-        items.append(item)
-    return Page(items, rows[limit - 1][0] if len(rows) > limit else None)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [convert(r) for r in rows]
+    if sum(map(size, items)) > MAX_PAGE_BYTES:  # rare: items with a lot of text
+        room, taken = MAX_PAGE_BYTES, 0
+        while taken < len(items) and (room := room - size(items[taken])) >= 0:
+            taken += 1
+        taken = max(taken, 1)
+        return Page(items[:taken], rows[taken - 1][0])
+    return Page(items, rows[-1][0] if more else None)
 
 
+# Every row of a page is sized: the common case (no metadata) without a call.
 def _account_size(a: Account) -> int:
-    return item_bytes(a.metadata, len(a.external_ref))
+    chars = len(a.external_ref)
+    return item_bytes(a.metadata, chars) if a.metadata else ITEM_BYTES + 4 * chars
 
 
 def _transaction_size(t: Transaction) -> int:
-    return item_bytes(t.metadata, len(t.description) + len(t.external_id))
+    chars = len(t.description) + len(t.external_id)
+    return item_bytes(t.metadata, chars) if t.metadata else ITEM_BYTES + 4 * chars
 
 
 # Whole rows in table order (hot_sql's *_COLUMNS, or select(table)), from the DBAPI
