@@ -200,22 +200,18 @@ def test_a_write_on_the_loop_outside_a_call_greenlet_is_refused(store: SqlStore)
 
 
 def test_which_methods_run_on_the_loop() -> None:
-    """SQLite: every short method. Postgres, whose reads wait on the network: only the
-    writes that read nothing before their unit."""
-    create, get = f"/{TRANSACTION_SERVICE}/CreateTransaction", f"/{ACCOUNT_SERVICE}/GetAccount"
-    assert on_loop(create, quick_reads=True)
-    assert on_loop(get, quick_reads=True)
+    """Every short method; batches, imports and the admin methods in worker threads."""
+    for method in ("CreateTransaction", "CaptureHold", "GetTransaction", "ListTransactions"):
+        assert on_loop(f"/{TRANSACTION_SERVICE}/{method}")
+    assert on_loop(f"/{ACCOUNT_SERVICE}/GetAccount")
     for method in ("BatchCreateTransactions", "ImportTransactions"):
-        assert not on_loop(f"/{TRANSACTION_SERVICE}/{method}", quick_reads=True)
-    assert not on_loop(f"/{ADMIN_SERVICE}/VerifyLedger", quick_reads=True)
-    assert on_loop(create, quick_reads=False)
-    assert on_loop(f"/{ACCOUNT_SERVICE}/CreateAccount", quick_reads=False)
-    assert not on_loop(get, quick_reads=False)
-    assert not on_loop(f"/{TRANSACTION_SERVICE}/CaptureHold", quick_reads=False)  # reads the hold first
+        assert not on_loop(f"/{TRANSACTION_SERVICE}/{method}")
+    assert not on_loop(f"/{ADMIN_SERVICE}/VerifyLedger")
 
 
 def test_a_database_wait_on_the_loop_is_refused(store: SqlStore) -> None:
-    """A Postgres read, or any write lock taken outside group commit, would stall the loop."""
+    """A snapshot on Postgres, or any write lock taken outside group commit, would stall
+    the loop; reads may wait there (their statements wait in worker threads)."""
 
     def behavior() -> list[str]:
         refused = []
@@ -231,9 +227,41 @@ def test_a_database_wait_on_the_loop_is_refused(store: SqlStore) -> None:
                 refused.append(name)
         return refused
 
-    expected = ["writing"] if store.quick_reads else ["reading", "snapshot", "writing"]
+    expected = ["writing"] if store.quick_reads else ["snapshot", "writing"]
     assert run(run_in_greenlet(behavior)) == expected
     assert behavior() == []  # in a thread, all may wait
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgres_reads_on_the_loop_wait_in_threads_and_keep_their_connections(store: SqlStore) -> None:
+    """A read's statement waits in a worker thread while the loop runs other coroutines,
+    and the loop keeps its read connections from read to read."""
+
+    def slow_read() -> object:
+        with store.reading() as unit:
+            unit._execute("SELECT pg_sleep(0.3)")
+            return unit._conn
+
+    async def main() -> tuple[int, list[object]]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.ensure_future(tick())
+        first = await run_in_greenlet(slow_read)
+        during = ticks
+        rest = [await run_in_greenlet(read_connection, store) for _ in range(2)]
+        ticking.cancel()
+        return during, [first, *rest]
+
+    during, connections = run(main())
+    assert during >= 10, "the loop was blocked while the read waited"
+    assert all(conn is connections[0] for conn in connections)
+    assert read_connection(store) is not connections[0]  # a thread's read: from the pool
 
 
 def test_blocking_work_leaves_the_loop_free() -> None:

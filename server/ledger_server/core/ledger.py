@@ -101,11 +101,6 @@ class Ledger:
             raise RuntimeError("database has no page token secret: run `ledger-server migrate`")
         self._tokens = PageTokens(bytes.fromhex(secret))
 
-    @property
-    def quick_reads(self) -> bool:
-        """Whether its reads are local and short (see Store.quick_reads)."""
-        return self._store.quick_reads
-
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers (the health probe)."""
         self._store.ping()

@@ -204,10 +204,10 @@ class WriteUnit(ReadUnit, Protocol):
 
 
 class Store(Protocol):
-    # Reads are local and short (an embedded database): they may run on an event loop.
-    quick_reads: bool
+    def reading(self) -> AbstractContextManager[ReadUnit]:
+        """A read unit; in a call greenlet its waits leave the event loop free."""
+        ...
 
-    def reading(self) -> AbstractContextManager[ReadUnit]: ...
     def snapshot(self) -> AbstractContextManager[ReadUnit]:
         """A read unit whose every query sees the same committed state (for audits)."""
         ...
