@@ -262,6 +262,10 @@ def test_postgres_reads_on_the_loop_wait_in_threads_and_keep_their_connections(s
     assert during >= 10, "the loop was blocked while the read waited"
     assert all(conn is connections[0] for conn in connections)
     assert read_connection(store) is not connections[0]  # a thread's read: from the pool
+    # The pool replaced, as when the database was lost: its connections are let go.
+    store._reads.dispose(close=False)
+    assert run(run_in_greenlet(read_connection, store)) is not connections[0]
+    assert connections[0].closed
 
 
 def test_blocking_work_leaves_the_loop_free() -> None:

@@ -163,13 +163,14 @@ class SqlStore:
             # the call stays on the loop. Against the whole method in a worker thread:
             # GetAccount at 8 in flight +3-33 % (five pairs, measured).
             with _translated(deadline):
+                pool = self._reads.pool
                 conn = self._loop_read_connection()
                 try:
                     if _read_bound_changes(conn, deadline):
                         blocking(lambda: _bound_reads(conn, deadline))
                     yield SqlUnit(conn, self.counter_shards, offload=True)
                 finally:
-                    self._loop_read_done(conn)
+                    self._loop_read_done(conn, pool)
             return
         with _translated(deadline), self._reads.connect() as conn:
             _bound_reads(conn, deadline)
@@ -178,11 +179,12 @@ class SqlStore:
     def _loop_read_connection(self) -> Connection:
         """Postgres, in a call greenlet: an idle connection of the event loop's own, or a
         new one checked out in a worker thread. Only the loop's thread takes and returns
-        them, so taking one never waits (a pool checkout could, on the loop)."""
-        idle: list[Connection] = self._readers.__dict__.setdefault("idle", [])
+        them, so taking one never waits (a pool checkout could, on the loop). One from a
+        pool since replaced (the database was lost: SqlUnit._lost) is let go unused."""
+        idle: list[tuple[Connection, object]] = self._readers.__dict__.setdefault("idle", [])
         while idle:
-            conn = idle.pop()
-            if not conn.invalidated:
+            conn, pool = idle.pop()
+            if pool is self._reads.pool and not conn.invalidated:
                 return conn
             self._forget_reader(conn)
         conn = blocking(self._reads.connect)
@@ -190,12 +192,12 @@ class SqlStore:
             self._reader_conns.append(conn)
         return conn
 
-    def _loop_read_done(self, conn: Connection) -> None:
-        idle: list[Connection] = self._readers.__dict__.setdefault("idle", [])
-        if conn.invalidated or len(idle) >= LOOP_IDLE_READERS:
+    def _loop_read_done(self, conn: Connection, pool: object) -> None:
+        idle: list[tuple[Connection, object]] = self._readers.__dict__.setdefault("idle", [])
+        if conn.invalidated or pool is not self._reads.pool or len(idle) >= LOOP_IDLE_READERS:
             self._forget_reader(conn)
         else:
-            idle.append(conn)
+            idle.append((conn, pool))
 
     def _forget_reader(self, conn: Connection) -> None:
         conn.close()  # back to the pool: no round trip in autocommit
