@@ -161,7 +161,7 @@ class SqlStore:
             # not wait on the network: the unit's statements wait in worker threads
             # (call_greenlet.blocking) while the loop serves other calls, and the rest of
             # the call stays on the loop. Against the whole method in a worker thread:
-            # GetAccount at 8 in flight +3-33 % (five pairs, measured).
+            # GetAccount at 8 in flight +11-29 % (four pairs, measured).
             with _translated(deadline):
                 pool = self._reads.pool
                 conn = self._loop_read_connection()
