@@ -302,6 +302,21 @@ def test_sqlite_reads_on_the_loop_keep_one_connection(store: SqlStore) -> None:
     assert read_connection(store) is not first  # a thread's read
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_many_postgres_reads_on_the_loop_at_once_all_finish(store: SqlStore) -> None:
+    """64 reads at once, more than the read pool's connections: unbounded, they held every
+    connection and every worker thread waited for one, until the pool's timeout."""
+
+    def slow_read() -> int:
+        with store.reading() as unit:
+            return int(unit._execute("SELECT 1 FROM pg_sleep(0.02)").fetchone()[0])
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(run_in_greenlet(slow_read) for _ in range(64))))
+
+    assert run(main()) == [1] * 64
+
+
 def read_connection(store: SqlStore) -> object:
     """The connection a read ran on."""
     with store.reading() as unit:

@@ -10,6 +10,7 @@ so that one unit's short deadline never cuts a later unit or the shared commit."
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import random
@@ -33,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
-from ledger_server.call_greenlet import blocking, in_call_greenlet
+from ledger_server.call_greenlet import await_, blocking, in_call_greenlet
 from ledger_server.core.deadline import current_deadline, remaining
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable, WriteConflict
 from ledger_server.core.ids import new_id
@@ -87,8 +88,9 @@ MIN_DB_TIMEOUT = 0.05
 MAX_LOCK_WAIT = 5.0
 MAX_STATEMENT = 30.0
 READ_BOUNDS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)  # seconds; beyond: the caps
-# Postgres: idle read connections the event loop keeps for its call greenlets' reads.
-LOOP_IDLE_READERS = 8
+# Postgres: the reads of the event loop's calls at once, each on a connection the loop
+# keeps from read to read (fewer than the read pool's connections).
+LOOP_READERS = 8
 CUSTOMER, SYSTEM = "customer", "system"
 
 
@@ -162,7 +164,7 @@ class SqlStore:
             # (call_greenlet.blocking) while the loop serves other calls, and the rest of
             # the call stays on the loop. Against the whole method in a worker thread:
             # GetAccount at 8 in flight +11-29 % (four pairs, measured).
-            with _translated(deadline):
+            with _translated(deadline), self._loop_read_slot():
                 pool = self._reads.pool
                 conn = self._loop_read_connection()
                 try:
@@ -175,6 +177,21 @@ class SqlStore:
         with _translated(deadline), self._reads.connect() as conn:
             _bound_reads(conn, deadline)
             yield SqlUnit(conn, self.counter_shards)
+
+    @contextmanager
+    def _loop_read_slot(self) -> Iterator[None]:
+        """One of LOOP_READERS reads at a time on the event loop, the rest waiting on the
+        loop. Unbounded, its calls' reads took every connection of the pool and then every
+        worker thread, each waiting for a connection to come back: a deadlock at 64 reads
+        in flight (measured), broken only by the pool's timeout."""
+        slots: asyncio.Semaphore | None = getattr(self._readers, "slots", None)
+        if slots is None:
+            slots = self._readers.slots = asyncio.Semaphore(LOOP_READERS)
+        await_(slots.acquire())
+        try:
+            yield
+        finally:
+            slots.release()
 
     def _loop_read_connection(self) -> Connection:
         """Postgres, in a call greenlet: an idle connection of the event loop's own, or a
@@ -194,7 +211,7 @@ class SqlStore:
 
     def _loop_read_done(self, conn: Connection, pool: object) -> None:
         idle: list[tuple[Connection, object]] = self._readers.__dict__.setdefault("idle", [])
-        if conn.invalidated or pool is not self._reads.pool or len(idle) >= LOOP_IDLE_READERS:
+        if conn.invalidated or pool is not self._reads.pool or len(idle) >= LOOP_READERS:
             self._forget_reader(conn)
         else:
             idle.append((conn, pool))
