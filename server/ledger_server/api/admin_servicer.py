@@ -7,6 +7,7 @@ from ledger.v1 import admin_service_pb2 as pb
 from ledger.v1 import admin_service_pb2_grpc
 
 from ledger_server.api.caller import tenant_of_call
+from ledger_server.api.replies import SCALARS_BYTES, that_fit
 from ledger_server.core.ledger import Ledger
 
 
@@ -25,12 +26,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
         # A badly broken ledger can have more violations than a reply can carry, and a
         # reply above the message limit would not be sent at all: list what fits.
-        room = self._max_reply_bytes - 64  # the counts, at most
-        for listed, x in enumerate(report.violations):
-            violation = pb.LedgerViolation(check=x.check, resource=x.resource, detail=x.detail)
-            room -= violation.ByteSize() + 5  # with its tag and length
-            if room < 0:
-                response.violations_omitted = len(report.violations) - listed
-                break
-            response.violations.append(violation)
+        listed = that_fit(
+            (
+                pb.LedgerViolation(check=x.check, resource=x.resource, detail=x.detail)
+                for x in report.violations
+            ),
+            self._max_reply_bytes - SCALARS_BYTES,
+        )
+        response.violations.extend(listed)
+        response.violations_omitted = len(report.violations) - len(listed)
         return response

@@ -7,6 +7,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from ledger_server.api.replies import that_fit
 from ledger_server.core.errors import Category, LedgerError
 
 DOMAIN = "ledger.v1"
@@ -53,15 +54,14 @@ def _clipped(message: str) -> str:
 def _violations(err: LedgerError) -> tuple[error_details_pb2.BadRequest, int]:
     """The BadRequest of `err`'s first violations that fit MAX_VIOLATIONS_BYTES, and how many
     did not fit."""
-    bad = error_details_pb2.BadRequest()
-    size = 0
-    for listed, v in enumerate(err.violations):
-        violation = error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-        size += violation.ByteSize() + 4  # with its tag and length
-        if size > MAX_VIOLATIONS_BYTES:
-            return bad, len(err.violations) - listed
-        bad.field_violations.append(violation)
-    return bad, 0
+    listed = that_fit(
+        (
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in err.violations
+        ),
+        MAX_VIOLATIONS_BYTES,
+    )
+    return error_details_pb2.BadRequest(field_violations=listed), len(err.violations) - len(listed)
 
 
 def ledger_status(err: LedgerError) -> status_pb2.Status:

@@ -20,6 +20,7 @@ from ledger_server.api.convert import (
 )
 from ledger_server.api.errors import MAX_MESSAGE_BYTES, MAX_VIOLATIONS_BYTES, ledger_status
 from ledger_server.api.idempotency import Responder
+from ledger_server.api.replies import SCALARS_BYTES, framed_size
 from ledger_server.core.auth import Caller
 from ledger_server.core.errors import Category, FieldViolation, LedgerError, invalid
 from ledger_server.core.ledger import BatchItem, ItemResult, Ledger, Replay
@@ -261,7 +262,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         keeps what was committed, and sending it again replays those items."""
         caller = current_caller()
         response = pb.ImportTransactionsResponse()
-        reply_bytes = 64  # the counts, at most
+        reply_bytes = SCALARS_BYTES
         for chunk_index, chunk in enumerate(request_iterator):
             items, responders = _batch_items(chunk.requests, caller, require_request_id=True)
             try:
@@ -280,7 +281,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             # Measured once built, its chunk committed: a reply above the message limit
             # would reach the client as a bare RESOURCE_EXHAUSTED, saying nothing of what
             # this call committed.
-            reply_bytes += sum(r.ByteSize() + 5 for r in chunk_results)  # with tag and length
+            reply_bytes += sum(map(framed_size, chunk_results))
             if reply_bytes > self._max_reply_bytes:
                 raise _import_too_large(
                     chunk_index, len(response.results), len(response.results) + len(results)
