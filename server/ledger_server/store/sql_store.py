@@ -168,8 +168,7 @@ class SqlStore:
                 pool = self._reads.pool
                 conn = self._loop_read_connection()
                 try:
-                    if _read_bound_changes(conn, deadline):
-                        blocking(lambda: _bound_reads(conn, deadline))
+                    _bound_reads(conn, deadline, send=blocking)
                     yield SqlUnit(conn, self.counter_shards, offload=True)
                 finally:
                     self._loop_read_done(conn, pool)
@@ -198,7 +197,7 @@ class SqlStore:
         new one checked out in a worker thread. Only the loop's thread takes and returns
         them, so taking one never waits (a pool checkout could, on the loop). One from a
         pool since replaced (the database was lost: SqlUnit._lost) is let go unused."""
-        idle: list[tuple[Connection, object]] = self._readers.__dict__.setdefault("idle", [])
+        idle = self._idle_readers()
         while idle:
             conn, pool = idle.pop()
             if pool is self._reads.pool and not conn.invalidated:
@@ -210,11 +209,16 @@ class SqlStore:
         return conn
 
     def _loop_read_done(self, conn: Connection, pool: object) -> None:
-        idle: list[tuple[Connection, object]] = self._readers.__dict__.setdefault("idle", [])
+        idle = self._idle_readers()
         if conn.invalidated or pool is not self._reads.pool or len(idle) >= LOOP_READERS:
             self._forget_reader(conn)
         else:
             idle.append((conn, pool))
+
+    def _idle_readers(self) -> list[tuple[Connection, object]]:
+        """The loop thread's idle read connections, each with the pool it came from."""
+        idle: list[tuple[Connection, object]] = self._readers.__dict__.setdefault("idle", [])
+        return idle
 
     def _forget_reader(self, conn: Connection) -> None:
         conn.close()  # back to the pool: no round trip in autocommit
@@ -364,25 +368,23 @@ def _send(cursor: Any, statement: str, params: Any, raw: bool) -> None:
         cursor.executemany(statement, params)
 
 
-def _read_bound_changes(conn: Connection, deadline: float | None) -> bool:
-    """Whether _bound_reads would send the bounds (a round trip) for `deadline`."""
-    return bool(conn.connection.info.get("read_bound", False) != _read_bound(deadline))
+def _now(fn: Callable[[], object]) -> object:
+    return fn()
 
 
-def _read_bound(deadline: float | None) -> float | None:
-    left = remaining(deadline)
-    return None if left is None else next((b for b in READ_BOUNDS if b >= left), None)
-
-
-def _bound_reads(conn: Connection, deadline: float | None) -> None:
+def _bound_reads(
+    conn: Connection, deadline: float | None, send: Callable[[Callable[[], object]], object] = _now
+) -> None:
     """Bound a read unit's statements and lock waits by its deadline, rounded up to one of
     READ_BOUNDS: as session settings of its autocommit connection, sent only when they
     change, so that calls with like deadlines send none (a round trip saved per read).
-    The database work of a read then ends at most one step of READ_BOUNDS after it."""
-    step = _read_bound(deadline)
+    The database work of a read then ends at most one step of READ_BOUNDS after it.
+    `send` runs the round trip (call_greenlet.blocking on the event loop)."""
+    left = remaining(deadline)
+    step = None if left is None else next((b for b in READ_BOUNDS if b >= left), None)
     info = conn.connection.info  # kept with the DBAPI connection, cleared when it is replaced
     if info.get("read_bound", False) != step:
-        conn.exec_driver_sql(_settings(step, "SET"))
+        send(lambda: conn.exec_driver_sql(_settings(step, "SET")))
         info["read_bound"] = step
 
 
