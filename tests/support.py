@@ -26,7 +26,8 @@ from ledger_server.core.auth import Authenticator
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
-from ledger_server.store.sql_store import SqlStore, SqlUnit
+from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_unit import SqlUnit
 
 SERVER = [sys.executable, "-m", "ledger_server.cli"]
 

@@ -24,8 +24,9 @@ from ledger_server.core.deadline import reset_deadline, set_deadline
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable
 from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import Account, Direction, NewAccount, NewTransaction, Tenant
-from ledger_server.store import sql_store
-from ledger_server.store.sql_store import SqlStore, SqlUnit
+from ledger_server.store import failures
+from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_unit import SqlUnit
 from tests.support import invariant_violations, writer_held
 
 T = TypeVar("T")
@@ -113,7 +114,7 @@ def test_a_write_waiting_on_a_row_lock_ends_with_its_deadline(
 def test_without_a_deadline_a_lock_wait_is_capped_and_retryable(
     ledger: Ledger, account_id: str, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sql_store, "MAX_LOCK_WAIT", 0.2)
+    monkeypatch.setattr(failures, "MAX_LOCK_WAIT", 0.2)
     with row_locked(database_url, "SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", account_id):
         with pytest.raises(StoreUnavailable):
             within(None, lambda: ledger.post_transaction(TENANT, credit_cmd(account_id, 5)))

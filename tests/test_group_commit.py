@@ -24,7 +24,8 @@ from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import Account, Direction, NewAccount, NewTransaction, Tenant
 from ledger_server.store.engine import make_engine
 from ledger_server.store.group_commit import LOOP_CHUNK
-from ledger_server.store.sql_store import SqlStore, SqlUnit
+from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_unit import SqlUnit
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -373,7 +373,7 @@ def test_an_atomic_batch_over_many_accounts_writes_every_row_and_balance(
 
 
 def test_an_external_id_repeated_within_a_batch_is_refused(ledger: Ledger, engine: Engine) -> None:
-    """The batch's own rows are still buffered when the repeat is checked (sql_store
+    """The batch's own rows are still buffered when the repeat is checked (sql_unit
     looks at them in memory): atomic refuses the batch, independent only the repeat."""
     account = open_account(ledger)
     items = [
@@ -393,7 +393,7 @@ def test_an_external_id_repeated_within_a_batch_is_refused(ledger: Ledger, engin
 def test_a_buffered_balance_is_written_before_its_account_is_locked_again(
     ledger: Ledger, store: SqlStore
 ) -> None:
-    """set_balances is buffered until the unit's end (sql_store._DEFERRED); locking an
+    """set_balances is buffered until the unit's end (sql_unit._DEFERRED); locking an
     account sends it first, so a lock never reads a balance the unit has changed."""
     account = open_account(ledger)
     now = dt.datetime.now(dt.UTC)

@@ -7,7 +7,7 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger_server.store.sql_store import EPOCH, from_micros, to_micros
+from ledger_server.store.rows import EPOCH, from_micros, to_micros
 
 FIRST, LAST = dt.datetime(1, 1, 2, tzinfo=dt.UTC), dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
 AWARE = st.datetimes(

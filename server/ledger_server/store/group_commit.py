@@ -247,7 +247,7 @@ class _Writer(threading.Thread):
         unit.savepoint(job.deadline)
         try:
             job.result = job.work(unit)
-            unit.flush()  # what the unit buffered (sql_store's _DEFERRED), in its savepoint
+            unit.flush()  # what the unit buffered (sql_unit's _DEFERRED), in its savepoint
         except Exception as exc:  # this request fails alone
             unit.rollback_to_savepoint()
             job.error = self._translate(exc, job.deadline)

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 
 from ledger_server.store.schema import accounts, entries, idempotency_keys, transactions
 
-# Whole rows, in table order: sql_store's _account and _transaction read them by position.
+# Whole rows, in table order: rows.account_of and rows.transaction_of read them by position.
 ACCOUNT_COLUMNS = ", ".join(c.name for c in accounts.c)
 TRANSACTION_COLUMNS = ", ".join(c.name for c in transactions.c)
 
@@ -175,7 +175,7 @@ def sql(dialect: str, name: str) -> str:
     )
 
 
-# Postgres: a unit's buffered writes (sql_store's _DEFERRED) as one statement, each part a
+# Postgres: a unit's buffered writes (sql_unit's _DEFERRED) as one statement, each part a
 # data-modifying CTE but the last: one round trip where a posting took five (two balance
 # updates and three inserts, the entries pipelined by psycopg's executemany at ~80 us of
 # CPU a row). A part's rows go as VALUES, or from BULK_MIN_ROWS rows on as one array per
