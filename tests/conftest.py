@@ -23,7 +23,7 @@ from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
 from ledger_server.store.sql_store import SqlStore
-from tests.support import ServerProcess, migrated_database, serving
+from tests.support import Clock, ServerProcess, migrated_database, serving
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 MUTABLE_TABLES = "entries, transactions, idempotency_keys, accounts, api_tokens"
@@ -85,6 +85,17 @@ def store(engine: Engine) -> Iterator[SqlStore]:
 @pytest.fixture
 def ledger(store: SqlStore) -> Ledger:
     return Ledger(store)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def book(store: SqlStore, clock: Clock) -> Ledger:
+    """A ledger on the test's clock."""
+    return Ledger(store, clock)
 
 
 @pytest.fixture

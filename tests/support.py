@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -30,6 +31,21 @@ from ledger_server.store.sql_store import SqlStore
 from ledger_server.store.sql_unit import SqlUnit
 
 SERVER = [sys.executable, "-m", "ledger_server.cli"]
+START = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)  # the time a Clock starts at
+
+
+class Clock:
+    """A clock the test moves forward by hand (conftest's `clock`, and `book`: a ledger
+    on it)."""
+
+    def __init__(self, now: dt.datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, by: dt.timedelta) -> None:
+        self.now += by
 
 
 def unit_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[tuple[object, ...]]:
@@ -75,15 +91,17 @@ def serving(ledger: Ledger, store: SqlStore, **overrides: object) -> Iterator[Le
 
 
 @contextmanager
-def migrated_database(admin: psycopg.Connection[Any], url_of_any: str, prefix: str) -> Iterator[str]:
-    """A fresh, migrated Postgres database beside the one `url_of_any` names (its
-    SQLAlchemy URL), made and dropped through `admin`, an autocommit connection."""
+def migrated_database(
+    admin: psycopg.Connection[Any], url_of_any: str, prefix: str, revision: str = "head"
+) -> Iterator[str]:
+    """A fresh Postgres database migrated to `revision`, beside the one `url_of_any` names
+    (its SQLAlchemy URL), made and dropped through `admin`, an autocommit connection."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
         url = url_of_any.rsplit("/", 1)[0] + f"/{name}"
         engine = make_engine(url, pool_size=1)
-        upgrade(engine)
+        upgrade(engine, revision)
         engine.dispose()
         yield url
     finally:

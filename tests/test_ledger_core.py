@@ -9,7 +9,7 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 
 from ledger_server.core.admin import Admin
 from ledger_server.core.book import ISSUANCE, Book
@@ -496,13 +496,6 @@ def test_accounts_list_oldest_first_and_filter_by_external_ref(ledger: Ledger) -
     assert end == ""
     only, _ = ledger.list_accounts(T, "ref-1", 10, "")
     assert [a.id for a in only] == [made[1].id, made[3].id]
-
-
-def test_frozen_account_refuses_postings(ledger: Ledger, engine: Engine) -> None:
-    account = open_account(ledger)
-    with engine.begin() as conn:  # no RPC sets status yet: freeze it as an operator would
-        conn.execute(text("UPDATE accounts SET status = 'frozen' WHERE id = :id"), {"id": account.id})
-    assert refusal(post, ledger, account, Direction.CREDIT, 1).reason == "ACCOUNT_NOT_ACTIVE"
 
 
 def test_only_ascii_currency_codes_are_accepted(ledger: Ledger) -> None:

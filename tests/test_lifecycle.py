@@ -30,36 +30,11 @@ from ledger_server.core.model import (
 )
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.store.sql_store import SqlStore
-from tests.support import invariant_violations, unit_calls
+from tests.support import START, Clock, invariant_violations, unit_calls
 from tests.test_server_process import holding_account_lock
 
 T = DEFAULT_TENANT
-START = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
-
-
-class Clock:
-    """A clock the test moves forward by hand."""
-
-    def __init__(self, now: dt.datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, by: dt.timedelta) -> None:
-        self.now += by
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def book(store: SqlStore, clock: Clock) -> Ledger:
-    """A ledger on the test's clock."""
-    return Ledger(store, clock)
 
 
 def open_account(ledger: Ledger, currency: str = "USD", floor: int = 0) -> Account:

@@ -1,13 +1,24 @@
-"""Alembic migrations produce exactly the schema the store queries (schema.py)."""
+"""Alembic migrations produce exactly the schema the store queries (schema.py), and bring
+existing databases up to it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from ledger_server.store.migrate import current_revision, head_revision
+from ledger_server.core.ledger import Ledger
+from ledger_server.core.model import AccountStatus
+from ledger_server.store.engine import make_engine
+from ledger_server.store.migrate import current_revision, head_revision, upgrade
 from ledger_server.store.schema import metadata
+from ledger_server.store.sql_store import SqlStore
+from tests.support import migrated_database
 
 
 def test_database_is_at_head(engine: Engine) -> None:
@@ -18,3 +29,44 @@ def test_migrated_schema_matches_schema_module(engine: Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+@contextmanager
+def database_at(revision: str, database_url: str, tmp_path: Path) -> Iterator[Engine]:
+    """A new database of the test's backend, migrated up to `revision` only."""
+    if database_url.startswith("sqlite"):
+        engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}", pool_size=2)
+        upgrade(engine, revision)
+        yield engine
+        engine.dispose()
+        return
+    admin_dsn = database_url.replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    with (
+        psycopg.connect(admin_dsn, autocommit=True) as admin,
+        migrated_database(admin, database_url, "ledger_old", revision) as url,
+    ):
+        engine = make_engine(url, pool_size=2)
+        yield engine
+        engine.dispose()
+
+
+def test_accounts_opened_before_0004_work_after_it(database_url: str, tmp_path: Path) -> None:
+    with database_at("0003", database_url, tmp_path) as engine:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (id, tenant_id, kind, external_ref, currency, balance_floor, "
+                    "status, metadata, posted, pending, created_at, updated_at) VALUES ('a1', 'default', "
+                    "'customer', 'old', 'USD', 0, 'frozen', '{}', 0, 0, 1, 1)"
+                )
+            )
+        upgrade(engine)
+        store = SqlStore(engine)
+        try:
+            ledger = Ledger(store)
+            old = ledger.get_account("default", "a1")
+            assert (old.status, old.status_reason) == (AccountStatus.FROZEN, "")
+            closed = ledger.change_account_status("default", "a1", AccountStatus.CLOSED, "migrated")
+            assert ledger.get_account("default", "a1") == closed
+        finally:
+            store.close()

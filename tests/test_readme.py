@@ -67,6 +67,8 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         "CreateTransfer",
         "GetAccountBalance",
         "VerifyLedger",
+        "FreezeAccount",
+        "UnfreezeAccount",
     ]
     ids: dict[str, str] = {}  # placeholder -> id, filled from replies as the walkthrough goes
 
@@ -106,6 +108,8 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         )
         assert replies[12].posted == -1250
         assert list(replies[13].violations) == []
+        assert (replies[14].account.status, replies[14].account.status_reason) == (2, "chargeback review #12")
+        assert (replies[15].account.status, replies[15].account.status_reason) == (1, "review closed")
         account = invoke(
             channel,
             "ledger.v1.AccountService/GetAccount",

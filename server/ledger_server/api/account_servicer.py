@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
 from ledger.v1 import account_service_pb2 as pb
 from ledger.v1 import account_service_pb2_grpc
@@ -11,12 +13,28 @@ from ledger_server.api.convert import account_pb, parse_date, parse_metadata, pa
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import Account, NewAccount
+from ledger_server.core.model import Account, AccountStatus, NewAccount
 from ledger_server.core.validation import Violations
 
 
 def _created(account: Account) -> pb.CreateAccountResponse:
     return pb.CreateAccountResponse(account=account_pb(account))
+
+
+def _frozen(account: Account) -> pb.FreezeAccountResponse:
+    return pb.FreezeAccountResponse(account=account_pb(account))
+
+
+def _unfrozen(account: Account) -> pb.UnfreezeAccountResponse:
+    return pb.UnfreezeAccountResponse(account=account_pb(account))
+
+
+def _closed(account: Account) -> pb.CloseAccountResponse:
+    return pb.CloseAccountResponse(account=account_pb(account))
+
+
+R = TypeVar("R", pb.FreezeAccountResponse, pb.UnfreezeAccountResponse, pb.CloseAccountResponse)
+StatusRequest = pb.FreezeAccountRequest | pb.UnfreezeAccountRequest | pb.CloseAccountRequest
 
 
 class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
@@ -72,3 +90,32 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
             tenant_of_call(), request.external_ref, request.page_size, request.page_token
         )
         return pb.ListAccountsResponse(accounts=[account_pb(a) for a in items], next_page_token=token)
+
+    def FreezeAccount(
+        self, request: pb.FreezeAccountRequest, context: grpc.ServicerContext
+    ) -> pb.FreezeAccountResponse:
+        responder = Responder(_frozen, pb.FreezeAccountResponse.FromString)
+        return self._change_status("FreezeAccount", request, AccountStatus.FROZEN, responder)
+
+    def UnfreezeAccount(
+        self, request: pb.UnfreezeAccountRequest, context: grpc.ServicerContext
+    ) -> pb.UnfreezeAccountResponse:
+        responder = Responder(_unfrozen, pb.UnfreezeAccountResponse.FromString)
+        return self._change_status("UnfreezeAccount", request, AccountStatus.ACTIVE, responder)
+
+    def CloseAccount(
+        self, request: pb.CloseAccountRequest, context: grpc.ServicerContext
+    ) -> pb.CloseAccountResponse:
+        responder = Responder(_closed, pb.CloseAccountResponse.FromString)
+        return self._change_status("CloseAccount", request, AccountStatus.CLOSED, responder)
+
+    def _change_status(
+        self, method: str, request: StatusRequest, target: AccountStatus, responder: Responder[Account, R]
+    ) -> R:
+        v = Violations()
+        idem = responder.idempotency(method, request, v)
+        account_id = parse_name(v, "name", request.name, "accounts")
+        outcome = self._ledger.change_account_status(
+            tenant_of_call(), account_id, target, request.reason, idem=idem, violations=v
+        )
+        return responder.respond(outcome)

@@ -156,6 +156,8 @@ def account_pb(a: Account) -> account_pb2.Account:
     )
     set_time(m.create_time, a.created_at)
     set_time(m.update_time, a.updated_at)
+    if a.status_reason:
+        m.status_reason = a.status_reason
     return m
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
 
-from ledger_server.core import audit, views
+from ledger_server.core import audit, lifecycle, views
 from ledger_server.core import operations as ops
 from ledger_server.core import validation as check
 from ledger_server.core.book import Book
@@ -28,6 +28,7 @@ from ledger_server.core.errors import (
 from ledger_server.core.ids import new_id
 from ledger_server.core.model import (
     Account,
+    AccountStatus,
     Direction,
     NewAccount,
     NewTransaction,
@@ -174,6 +175,28 @@ class Ledger:
             now = self._clock()
             items = [views.account_now(r, a, now) for a in page.items]
         return items, self._next_token(query, page.next_cursor)
+
+    def change_account_status(
+        self,
+        tenant_id: str,
+        account_id: str,
+        target: AccountStatus,
+        reason: str,
+        *,
+        idem: Idempotency[Account] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> Account | Replay:
+        """FreezeAccount, UnfreezeAccount and CloseAccount (core/lifecycle.py)."""
+        v = check.Violations(violations)
+        check.check_text(v, "reason", reason, check.MAX_STATUS_REASON)
+        if v:
+            raise invalid(v)
+        return self._write(
+            tenant_id,
+            account_id,
+            idem,
+            lambda book: lifecycle.change_status(book, account_id, target, reason),
+        )
 
     # -- transactions -----------------------------------------------------------------
 

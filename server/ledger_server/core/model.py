@@ -117,6 +117,7 @@ class Account:
     updated_at: dt.datetime
     expiring: int = 0
     next_expirations: tuple[Expiration, ...] = ()
+    status_reason: str = ""  # why the status last changed
 
     @property
     def available(self) -> int:

@@ -10,6 +10,7 @@ from typing import Protocol, TypeVar
 
 from ledger_server.core.model import (
     Account,
+    AccountStatus,
     Entry,
     Lot,
     LotUse,
@@ -168,6 +169,11 @@ class WriteUnit(ReadUnit, Protocol):
         captured: int,
         now: dt.datetime,
     ) -> None: ...
+    def set_account_status(
+        self, account_id: str, status: AccountStatus, reason: str, now: dt.datetime
+    ) -> None:
+        """Change the status of an account this unit has locked."""
+
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
         """Write back the balances of accounts this unit has locked, all at once."""
         ...

@@ -110,6 +110,10 @@ _STATEMENTS = {
         "UPDATE accounts SET posted = :posted, pending = :pending, expiring = :expiring, "
         "last_posting_date = :last_posting_date, updated_at = :updated_at WHERE id = :id"
     ),
+    "set_account_status": (
+        "UPDATE accounts SET status = :status, status_reason = :reason, updated_at = :updated_at "
+        "WHERE id = :id"
+    ),
     "update_transaction_state": (
         "UPDATE transactions SET status = :status, refunded_amount = :refunded, "
         "captured_amount = :captured, updated_at = :updated_at WHERE id = :id"

@@ -115,6 +115,7 @@ def account_of(row: Sequence[Any]) -> Account:
         _last_posting_date,
         created_at,
         updated_at,
+        status_reason,
     ) = row
     return Account(
         id=id_,
@@ -129,6 +130,7 @@ def account_of(row: Sequence[Any]) -> Account:
         created_at=from_micros(created_at),
         updated_at=from_micros(updated_at),
         expiring=expiring,
+        status_reason=status_reason,
     )
 
 

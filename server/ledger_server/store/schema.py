@@ -67,6 +67,8 @@ accounts = Table(
     # Never decreases: entries take max(now, updated_at) as their time, so that the
     # entries of an account are ordered alike by time and by seq ("balance as of T").
     Column("updated_at", BigInteger, nullable=False),
+    # Why the status last changed (FreezeAccount, UnfreezeAccount, CloseAccount).
+    Column("status_reason", Text, nullable=False, server_default=""),
     Index(None, "tenant_id", "kind", "seq"),
     Index(None, "tenant_id", "external_ref", "seq"),
     Index(None, "tenant_id", "currency", "purpose", "shard", unique=True),

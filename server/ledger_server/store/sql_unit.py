@@ -581,6 +581,12 @@ class SqlUnit(AdminQueries):
             [{"transaction_id": transaction_id, "lot_seq": seq, "amount": amount} for seq, amount in amounts],
         )
 
+    def set_account_status(
+        self, account_id: str, status: AccountStatus, reason: str, now: dt.datetime
+    ) -> None:
+        params = {"status": status.value, "reason": reason, "updated_at": to_micros(now), "id": account_id}
+        self._run("set_account_status", params)
+
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
         rows = [
             {

@@ -151,6 +151,12 @@ class CreditOptions(TransactionOptions, total=False):
 _C = TypeVar("_C", bound="LedgerClient")
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+_StatusRequest = TypeVar(
+    "_StatusRequest",
+    account_service_pb2.FreezeAccountRequest,
+    account_service_pb2.UnfreezeAccountRequest,
+    account_service_pb2.CloseAccountRequest,
+)
 
 
 def new_request_id() -> str:
@@ -431,6 +437,45 @@ class LedgerClient:
         """Read one account (``accounts/{id}``) with its current balances."""
         request = account_service_pb2.GetAccountRequest(name=name)
         return self._call(self._accounts.GetAccount, request, timeout=timeout).account
+
+    def freeze_account(
+        self, name: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> account_pb2.Account:
+        """Freeze the account ``name`` (``accounts/{id}``): it refuses postings, holds,
+        captures, refunds and transfers until unfrozen; its holds can still be voided.
+        ``reason`` (at most 500 characters) becomes its ``status_reason``. Freezing a
+        frozen account changes nothing; a closed one raises ACCOUNT_NOT_ACTIVE."""
+        request = account_service_pb2.FreezeAccountRequest(name=name, reason=reason)
+        return self._change_status(self._accounts.FreezeAccount, request, request_id, timeout)
+
+    def unfreeze_account(
+        self, name: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> account_pb2.Account:
+        """Make the frozen account ``name`` active again. Unfreezing an active account
+        changes nothing; a closed one raises ACCOUNT_NOT_ACTIVE."""
+        request = account_service_pb2.UnfreezeAccountRequest(name=name, reason=reason)
+        return self._change_status(self._accounts.UnfreezeAccount, request, request_id, timeout)
+
+    def close_account(
+        self, name: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
+    ) -> account_pb2.Account:
+        """Close the account ``name`` for good. Raises ACCOUNT_NOT_EMPTY unless its posted,
+        pending and expiring balances are all 0: move the balance out and capture or void
+        its holds first. Closing a closed account changes nothing."""
+        request = account_service_pb2.CloseAccountRequest(name=name, reason=reason)
+        return self._change_status(self._accounts.CloseAccount, request, request_id, timeout)
+
+    def _change_status(
+        self,
+        rpc: grpc.UnaryUnaryMultiCallable[_StatusRequest, Any],
+        request: _StatusRequest,
+        request_id: str | None,
+        timeout: float | None,
+    ) -> account_pb2.Account:
+        request.request_id = _check_request_id(request_id)
+        response = self._call(rpc, request, timeout=timeout, request_id=request.request_id)
+        account: account_pb2.Account = response.account
+        return account
 
     def get_balance_as_of(
         self,

@@ -31,9 +31,14 @@ class _AccountStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Account
     ACCOUNT_STATUS_ACTIVE: _AccountStatus.ValueType  # 1
     """Accepts postings."""
     ACCOUNT_STATUS_FROZEN: _AccountStatus.ValueType  # 2
-    """Refuses new postings; balances remain readable."""
+    """Refuses postings, holds, captures, refunds and transfers in either direction
+    until unfrozen; balances remain readable, holds can still be voided and credit
+    still expires.
+    """
     ACCOUNT_STATUS_CLOSED: _AccountStatus.ValueType  # 3
-    """Permanently refuses new postings."""
+    """Refuses everything a frozen account does, for good. Only an account with nothing
+    on it (posted, pending and expiring balances all 0) can be closed.
+    """
 
 class AccountStatus(_AccountStatus, metaclass=_AccountStatusEnumTypeWrapper):
     """Lifecycle of an account."""
@@ -43,9 +48,14 @@ ACCOUNT_STATUS_UNSPECIFIED: AccountStatus.ValueType  # 0
 ACCOUNT_STATUS_ACTIVE: AccountStatus.ValueType  # 1
 """Accepts postings."""
 ACCOUNT_STATUS_FROZEN: AccountStatus.ValueType  # 2
-"""Refuses new postings; balances remain readable."""
+"""Refuses postings, holds, captures, refunds and transfers in either direction
+until unfrozen; balances remain readable, holds can still be voided and credit
+still expires.
+"""
 ACCOUNT_STATUS_CLOSED: AccountStatus.ValueType  # 3
-"""Permanently refuses new postings."""
+"""Refuses everything a frozen account does, for good. Only an account with nothing
+on it (posted, pending and expiring balances all 0) can be closed.
+"""
 Global___AccountStatus: _TypeAlias = AccountStatus  # noqa: Y015
 
 @_typing.final
@@ -85,6 +95,7 @@ class Account(_message.Message):
     BALANCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `accounts/{account_id}`. Output only; assigned by the ledger."""
     external_ref: _builtins.str
@@ -102,7 +113,13 @@ class Account(_message.Message):
     0 (the default) forbids overdraft; a negative value is a credit line. Must be <= 0.
     """
     status: Global___AccountStatus.ValueType
-    """Lifecycle status. Output only; new accounts are ACTIVE."""
+    """Lifecycle status. Output only: new accounts are ACTIVE; AccountService's
+    FreezeAccount, UnfreezeAccount and CloseAccount change it.
+    """
+    status_reason: _builtins.str
+    """Why the status last changed, as given to FreezeAccount, UnfreezeAccount or
+    CloseAccount; empty until then. Output only.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Caller metadata: at most 50 entries, keys 1 to 40 characters, values at most
@@ -133,10 +150,11 @@ class Account(_message.Message):
         balance: Global___AccountBalance | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        status_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "balance_floor", b"balance_floor", "create_time", b"create_time", "currency", b"currency", "external_ref", b"external_ref", "metadata", b"metadata", "name", b"name", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "balance_floor", b"balance_floor", "create_time", b"create_time", "currency", b"currency", "external_ref", b"external_ref", "metadata", b"metadata", "name", b"name", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -245,3 +245,180 @@ class GetAccountBalanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAccountBalanceResponse: _TypeAlias = GetAccountBalanceResponse  # noqa: Y015
+
+@_typing.final
+class FreezeAccountRequest(_message.Message):
+    """Request of AccountService.FreezeAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name of the account, `accounts/{account_id}`."""
+    reason: _builtins.str
+    """Why, for whoever reads the account later (becomes its status_reason). Optional; at
+    most 500 characters.
+    """
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID. A retry with the same request_id returns the
+    original response; the same request_id with a different request is refused with
+    ALREADY_EXISTS, reason REQUEST_ID_REUSED.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FreezeAccountRequest: _TypeAlias = FreezeAccountRequest  # noqa: Y015
+
+@_typing.final
+class FreezeAccountResponse(_message.Message):
+    """Response of AccountService.FreezeAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> _account_pb2.Account:
+        """The account, now FROZEN."""
+
+    def __init__(
+        self,
+        *,
+        account: _account_pb2.Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FreezeAccountResponse: _TypeAlias = FreezeAccountResponse  # noqa: Y015
+
+@_typing.final
+class UnfreezeAccountRequest(_message.Message):
+    """Request of AccountService.UnfreezeAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name of the account, `accounts/{account_id}`."""
+    reason: _builtins.str
+    """Why, for whoever reads the account later (becomes its status_reason). Optional; at
+    most 500 characters.
+    """
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID. A retry with the same request_id returns the
+    original response; the same request_id with a different request is refused with
+    ALREADY_EXISTS, reason REQUEST_ID_REUSED.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnfreezeAccountRequest: _TypeAlias = UnfreezeAccountRequest  # noqa: Y015
+
+@_typing.final
+class UnfreezeAccountResponse(_message.Message):
+    """Response of AccountService.UnfreezeAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> _account_pb2.Account:
+        """The account, now ACTIVE."""
+
+    def __init__(
+        self,
+        *,
+        account: _account_pb2.Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnfreezeAccountResponse: _TypeAlias = UnfreezeAccountResponse  # noqa: Y015
+
+@_typing.final
+class CloseAccountRequest(_message.Message):
+    """Request of AccountService.CloseAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name of the account, `accounts/{account_id}`."""
+    reason: _builtins.str
+    """Why, for whoever reads the account later (becomes its status_reason). Optional; at
+    most 500 characters.
+    """
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID. A retry with the same request_id returns the
+    original response; the same request_id with a different request is refused with
+    ALREADY_EXISTS, reason REQUEST_ID_REUSED.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseAccountRequest: _TypeAlias = CloseAccountRequest  # noqa: Y015
+
+@_typing.final
+class CloseAccountResponse(_message.Message):
+    """Response of AccountService.CloseAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> _account_pb2.Account:
+        """The account, now CLOSED."""
+
+    def __init__(
+        self,
+        *,
+        account: _account_pb2.Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseAccountResponse: _TypeAlias = CloseAccountResponse  # noqa: Y015

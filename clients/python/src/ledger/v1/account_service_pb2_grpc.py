@@ -55,6 +55,21 @@ class AccountServiceStub:
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.FromString,
                 _registered_method=True)
+        self.FreezeAccount = channel.unary_unary(
+                '/ledger.v1.AccountService/FreezeAccount',
+                request_serializer=ledger_dot_v1_dot_account__service__pb2.FreezeAccountRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_account__service__pb2.FreezeAccountResponse.FromString,
+                _registered_method=True)
+        self.UnfreezeAccount = channel.unary_unary(
+                '/ledger.v1.AccountService/UnfreezeAccount',
+                request_serializer=ledger_dot_v1_dot_account__service__pb2.UnfreezeAccountRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_account__service__pb2.UnfreezeAccountResponse.FromString,
+                _registered_method=True)
+        self.CloseAccount = channel.unary_unary(
+                '/ledger.v1.AccountService/CloseAccount',
+                request_serializer=ledger_dot_v1_dot_account__service__pb2.CloseAccountRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_account__service__pb2.CloseAccountResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -92,6 +107,33 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FreezeAccount(self, request, context):
+        """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
+        unfrozen. An account already frozen is returned unchanged; a closed one is refused
+        with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnfreezeAccount(self, request, context):
+        """Makes a FROZEN account ACTIVE again. An account already active is returned
+        unchanged; a closed one is refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseAccount(self, request, context):
+        """Closes an ACTIVE or FROZEN account for good. Refused with ACCOUNT_NOT_EMPTY unless
+        its posted, pending and expiring balances are all 0 (credit past its expiry and
+        holds past theirs are written off first). An account already closed is returned
+        unchanged. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +156,21 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.ListAccounts,
                     request_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'FreezeAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.FreezeAccount,
+                    request_deserializer=ledger_dot_v1_dot_account__service__pb2.FreezeAccountRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_account__service__pb2.FreezeAccountResponse.SerializeToString,
+            ),
+            'UnfreezeAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnfreezeAccount,
+                    request_deserializer=ledger_dot_v1_dot_account__service__pb2.UnfreezeAccountRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_account__service__pb2.UnfreezeAccountResponse.SerializeToString,
+            ),
+            'CloseAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseAccount,
+                    request_deserializer=ledger_dot_v1_dot_account__service__pb2.CloseAccountRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_account__service__pb2.CloseAccountResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +282,87 @@ class AccountService:
             '/ledger.v1.AccountService/ListAccounts',
             ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.SerializeToString,
             ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FreezeAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AccountService/FreezeAccount',
+            ledger_dot_v1_dot_account__service__pb2.FreezeAccountRequest.SerializeToString,
+            ledger_dot_v1_dot_account__service__pb2.FreezeAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnfreezeAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AccountService/UnfreezeAccount',
+            ledger_dot_v1_dot_account__service__pb2.UnfreezeAccountRequest.SerializeToString,
+            ledger_dot_v1_dot_account__service__pb2.UnfreezeAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AccountService/CloseAccount',
+            ledger_dot_v1_dot_account__service__pb2.CloseAccountRequest.SerializeToString,
+            ledger_dot_v1_dot_account__service__pb2.CloseAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,21 @@ class AccountServiceStub:
     """
     ListAccounts: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]
     """Lists accounts, oldest first, optionally only those of one external_ref."""
+    FreezeAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]
+    """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
+    unfrozen. An account already frozen is returned unchanged; a closed one is refused
+    with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    """
+    UnfreezeAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.UnfreezeAccountRequest, _account_service_pb2.UnfreezeAccountResponse]
+    """Makes a FROZEN account ACTIVE again. An account already active is returned
+    unchanged; a closed one is refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    """
+    CloseAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.CloseAccountRequest, _account_service_pb2.CloseAccountResponse]
+    """Closes an ACTIVE or FROZEN account for good. Refused with ACCOUNT_NOT_EMPTY unless
+    its posted, pending and expiring balances are all 0 (credit past its expiry and
+    holds past theirs are written off first). An account already closed is returned
+    unchanged. Idempotent by request_id.
+    """
 
 @_typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -63,6 +78,21 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """
     ListAccounts: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]  # type: ignore[assignment]
     """Lists accounts, oldest first, optionally only those of one external_ref."""
+    FreezeAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]  # type: ignore[assignment]
+    """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
+    unfrozen. An account already frozen is returned unchanged; a closed one is refused
+    with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    """
+    UnfreezeAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.UnfreezeAccountRequest, _account_service_pb2.UnfreezeAccountResponse]  # type: ignore[assignment]
+    """Makes a FROZEN account ACTIVE again. An account already active is returned
+    unchanged; a closed one is refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    """
+    CloseAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.CloseAccountRequest, _account_service_pb2.CloseAccountResponse]  # type: ignore[assignment]
+    """Closes an ACTIVE or FROZEN account for good. Refused with ACCOUNT_NOT_EMPTY unless
+    its posted, pending and expiring balances are all 0 (credit past its expiry and
+    holds past theirs are written off first). An account already closed is returned
+    unchanged. Idempotent by request_id.
+    """
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     """Opens accounts and reads them with their balances."""
@@ -102,5 +132,38 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_account_service_pb2.ListAccountsResponse, _abc.Awaitable[_account_service_pb2.ListAccountsResponse]]:
         """Lists accounts, oldest first, optionally only those of one external_ref."""
+
+    @_abc_1.abstractmethod
+    def FreezeAccount(
+        self,
+        request: _account_service_pb2.FreezeAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_service_pb2.FreezeAccountResponse, _abc.Awaitable[_account_service_pb2.FreezeAccountResponse]]:
+        """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
+        unfrozen. An account already frozen is returned unchanged; a closed one is refused
+        with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def UnfreezeAccount(
+        self,
+        request: _account_service_pb2.UnfreezeAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_service_pb2.UnfreezeAccountResponse, _abc.Awaitable[_account_service_pb2.UnfreezeAccountResponse]]:
+        """Makes a FROZEN account ACTIVE again. An account already active is returned
+        unchanged; a closed one is refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def CloseAccount(
+        self,
+        request: _account_service_pb2.CloseAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_service_pb2.CloseAccountResponse, _abc.Awaitable[_account_service_pb2.CloseAccountResponse]]:
+        """Closes an ACTIVE or FROZEN account for good. Refused with ACCOUNT_NOT_EMPTY unless
+        its posted, pending and expiring balances are all 0 (credit past its expiry and
+        holds past theirs are written off first). An account already closed is returned
+        unchanged. Idempotent by request_id.
+        """
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -50,7 +50,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     account's floor; metadata `available`, `balance_floor` and `amount` say by how much.
     """
     ERROR_REASON_ACCOUNT_NOT_ACTIVE: _ErrorReason.ValueType  # 9
-    """FAILED_PRECONDITION: the account is frozen or closed."""
+    """FAILED_PRECONDITION: the account is frozen or closed (metadata `status` says
+    which); FreezeAccount and UnfreezeAccount: the account is closed.
+    """
     ERROR_REASON_BALANCE_OVERFLOW: _ErrorReason.ValueType  # 10
     """FAILED_PRECONDITION: the posting would take a balance outside the int64 range."""
     ERROR_REASON_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 11
@@ -105,6 +107,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     "items_in_reply" is how many items' results the reply could hold. Import at most
     that many items a call: sent again, committed items are replayed.
     """
+    ERROR_REASON_ACCOUNT_NOT_EMPTY: _ErrorReason.ValueType  # 27
+    """FAILED_PRECONDITION: CloseAccount on an account with something on it; metadata
+    `posted`, `pending` and `expiring` say what. Move the balance out (a debit or a
+    transfer) and capture or void the pending holds first.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -141,7 +148,9 @@ ERROR_REASON_INSUFFICIENT_FUNDS: ErrorReason.ValueType  # 8
 account's floor; metadata `available`, `balance_floor` and `amount` say by how much.
 """
 ERROR_REASON_ACCOUNT_NOT_ACTIVE: ErrorReason.ValueType  # 9
-"""FAILED_PRECONDITION: the account is frozen or closed."""
+"""FAILED_PRECONDITION: the account is frozen or closed (metadata `status` says
+which); FreezeAccount and UnfreezeAccount: the account is closed.
+"""
 ERROR_REASON_BALANCE_OVERFLOW: ErrorReason.ValueType  # 10
 """FAILED_PRECONDITION: the posting would take a balance outside the int64 range."""
 ERROR_REASON_STORE_UNAVAILABLE: ErrorReason.ValueType  # 11
@@ -195,5 +204,10 @@ size limit. The chunks up to the one named (metadata "chunk_index") are processe
 "processed_items" items in all, each committed or refused on its own;
 "items_in_reply" is how many items' results the reply could hold. Import at most
 that many items a call: sent again, committed items are replayed.
+"""
+ERROR_REASON_ACCOUNT_NOT_EMPTY: ErrorReason.ValueType  # 27
+"""FAILED_PRECONDITION: CloseAccount on an account with something on it; metadata
+`posted`, `pending` and `expiring` say what. Move the balance out (a debit or a
+transfer) and capture or void the pending holds first.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,0 +1,56 @@
+"""An account's lifecycle (AIP-216 state changes): ACTIVE and FROZEN may turn into each
+other, either into CLOSED, and CLOSED is final. A change to the state an account is
+already in changes nothing and succeeds, so a retry without a request_id is harmless.
+The rules of what each status refuses are the postings' (operations._check_postable)."""
+
+from __future__ import annotations
+
+from ledger_server.core import views
+from ledger_server.core.book import Book
+from ledger_server.core.errors import Category, LedgerError, not_found
+from ledger_server.core.model import Account, AccountStatus, evolve
+
+ACTIVE, FROZEN, CLOSED = AccountStatus.ACTIVE, AccountStatus.FROZEN, AccountStatus.CLOSED
+# The states each target may be reached from.
+_FROM = {FROZEN: (ACTIVE,), ACTIVE: (FROZEN,), CLOSED: (ACTIVE, FROZEN)}
+
+
+def change_status(book: Book, account_id: str, target: AccountStatus, reason: str) -> Account:
+    """The account in status `target`, its balances as of now (the Book writes off
+    lapsed holds and expired credit when it locks it)."""
+    held = book.customer(account_id)
+    current = AccountStatus(held.status)
+    if current is not target:
+        if current not in _FROM[target]:
+            name = f"accounts/{account_id}"
+            raise LedgerError(
+                Category.FAILED_PRECONDITION,
+                "ACCOUNT_NOT_ACTIVE",
+                f"account {name} is {current.value}: it cannot be made {target.value}",
+                metadata={"account": name, "status": current.value},
+            )
+        if target is CLOSED and (held.posted or held.pending or held.expiring):
+            name = f"accounts/{account_id}"
+            raise LedgerError(
+                Category.FAILED_PRECONDITION,
+                "ACCOUNT_NOT_EMPTY",
+                f"account {name} cannot be closed: posted {held.posted}, pending {held.pending}, "
+                f"expiring {held.expiring} (all must be 0)",
+                metadata={
+                    "account": name,
+                    "posted": str(held.posted),
+                    "pending": str(held.pending),
+                    "expiring": str(held.expiring),
+                },
+            )
+        book.w.set_account_status(account_id, target, reason, book.now)
+    account = book.w.get_account(book.tenant_id, account_id)
+    if account is None:  # locked above, in this transaction
+        raise not_found("account", f"accounts/{account_id}")
+    # The balances as the Book holds them (what it wrote off is written back at its
+    # flush), with the next expirations of its credit as GetAccount shows them.
+    updated = book.now if held.dirty else account.updated_at
+    account = evolve(
+        account, posted=held.posted, pending=held.pending, expiring=held.expiring, updated_at=updated
+    )
+    return views.account_now(book.w, account, book.now)

@@ -1,0 +1,27 @@
+"""Account lifecycle: why an account's status last changed (FreezeAccount,
+UnfreezeAccount, CloseAccount).
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-01
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # A column with a constant default: no table rewrite on Postgres 11+ or SQLite.
+    op.add_column("accounts", sa.Column("status_reason", sa.Text, nullable=False, server_default=""))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("status_reason")

@@ -1,0 +1,245 @@
+"""An account's lifecycle (FreezeAccount, UnfreezeAccount, CloseAccount) in the core and
+over gRPC, against a real store (SQLite and Postgres): what each status refuses and
+allows, which changes are allowed, and that a refused change changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from ledger_client import LedgerClient, LedgerError
+from sqlalchemy import Engine
+
+from ledger_server.core.errors import LedgerError as CoreError
+from ledger_server.core.ledger import Idempotency, Ledger
+from ledger_server.core.model import Account, AccountStatus, NewTransaction, Transaction
+from tests.support import START, Clock, invariant_violations
+from tests.test_lifecycle import DAY, capture, credit, debit, hold, open_account, refund
+
+T = "default"
+ACTIVE, FROZEN, CLOSED = AccountStatus.ACTIVE, AccountStatus.FROZEN, AccountStatus.CLOSED
+
+
+def change(ledger: Ledger, account: Account, target: AccountStatus, reason: str = "") -> Account:
+    changed = ledger.change_account_status(T, account.id, target, reason)
+    assert isinstance(changed, Account)
+    return changed
+
+
+def refused(fn: object, *args: object, **kw: object) -> CoreError:
+    with pytest.raises(CoreError) as info:
+        fn(*args, **kw)  # type: ignore[operator]
+    return info.value
+
+
+def transfer(ledger: Ledger, source: Account, destination: Account, amount: int) -> Transaction:
+    cmd = NewTransaction(source.id, None, amount, source.currency, counterparty_id=destination.id)
+    txn = ledger.transfer(T, cmd)
+    assert isinstance(txn, Transaction)
+    return txn
+
+
+def test_a_frozen_account_refuses_postings_until_unfrozen(book: Ledger, clock: Clock, engine: Engine) -> None:
+    account, other = open_account(book), open_account(book)
+    credit(book, account, 500)
+    credit(book, other, 500)
+    pending = hold(book, account, 100)
+    captured = hold(book, account, 50)
+    original = debit(book, account, 10)
+    clock.advance(DAY)
+
+    frozen = change(book, account, FROZEN, "chargeback review #12")
+    assert (frozen.status, frozen.status_reason, frozen.updated_at) == (
+        FROZEN,
+        "chargeback review #12",
+        clock.now,
+    )
+    assert (frozen.posted, frozen.pending) == (490, 150)
+    assert book.get_account(T, account.id) == frozen
+
+    refusals = [
+        refused(credit, book, account, 1),
+        refused(debit, book, account, 1),
+        refused(hold, book, account, 1),
+        refused(capture, book, captured),
+        refused(refund, book, original),
+        refused(transfer, book, account, other, 1),
+        refused(transfer, book, other, account, 1),
+    ]
+    for err in refusals:
+        assert (err.reason, err.metadata["status"]) == ("ACCOUNT_NOT_ACTIVE", "frozen")
+    assert book.get_account(T, account.id) == frozen  # nothing of it changed
+
+    # A hold can still be released: that returns the customer's money to them.
+    book.void_hold(T, pending.id)
+    assert book.get_account(T, account.id).pending == 50
+
+    active = change(book, account, ACTIVE, "review closed")
+    assert (active.status, active.status_reason) == (ACTIVE, "review closed")
+    capture(book, captured)
+    assert credit(book, account, 1).ending_balance == 441
+    assert invariant_violations(engine) == []
+
+
+def test_a_change_to_the_current_status_changes_nothing(book: Ledger, clock: Clock) -> None:
+    account = open_account(book)
+    assert change(book, account, ACTIVE, "ignored") == book.get_account(T, account.id) == account
+    frozen = change(book, account, FROZEN, "first")
+    clock.advance(DAY)
+    assert change(book, account, FROZEN, "second") == frozen
+    closed = change(book, account, CLOSED, "done")
+    clock.advance(DAY)
+    assert change(book, account, CLOSED, "again") == closed
+    assert (closed.status, closed.status_reason) == (CLOSED, "done")
+
+
+def test_only_an_empty_account_closes(book: Ledger, clock: Clock, engine: Engine) -> None:
+    account, other = open_account(book), open_account(book)
+    credit(book, account, 300)
+    held = hold(book, account, 100)
+    before = book.get_account(T, account.id)
+
+    err = refused(change, book, account, CLOSED)
+    assert err.reason == "ACCOUNT_NOT_EMPTY"
+    assert err.metadata == {
+        "account": f"accounts/{account.id}",
+        "posted": "300",
+        "pending": "100",
+        "expiring": "0",
+    }
+    book.void_hold(T, held.id)
+    assert refused(change, book, account, CLOSED).metadata["pending"] == "0"
+    transfer(book, account, other, 300)
+    assert book.get_account(T, account.id).status is ACTIVE  # the refusals changed nothing
+    assert before.status_reason == ""
+
+    closed = change(book, account, CLOSED, "customer left")
+    assert (closed.status, closed.posted, closed.pending) == (CLOSED, 0, 0)
+    assert refused(transfer, book, other, account, 1).metadata["status"] == "closed"
+    for target in (ACTIVE, FROZEN):
+        err = refused(change, book, account, target)
+        assert (err.reason, err.metadata["status"]) == ("ACCOUNT_NOT_ACTIVE", "closed")
+    assert book.get_account(T, account.id) == closed
+    assert invariant_violations(engine) == []
+
+
+def test_credit_on_an_account_at_zero_keeps_it_open(book: Ledger, clock: Clock) -> None:
+    """A credit line used, then expiring credit granted: posted is 0 but the lot would
+    later expire into a negative balance, on an account that can take no posting."""
+    account = open_account(book, floor=-100)
+    debit(book, account, 100)
+    credit(book, account, 100, expires=START + DAY)
+    err = refused(change, book, account, CLOSED)
+    assert (err.metadata["posted"], err.metadata["expiring"]) == ("0", "100")
+
+
+def test_expired_credit_and_lapsed_holds_are_written_off_before_closing(
+    book: Ledger, clock: Clock, engine: Engine
+) -> None:
+    account = open_account(book)
+    credit(book, account, 70, expires=START + DAY)
+    hold(book, account, 30, expires=START + DAY)
+    assert refused(change, book, account, CLOSED).metadata["expiring"] == "70"
+    clock.advance(2 * DAY)
+
+    closed = change(book, account, CLOSED)
+    assert (closed.status, closed.posted, closed.pending, closed.expiring) == (CLOSED, 0, 0, 0)
+    assert closed.updated_at == clock.now
+    assert book.get_account(T, account.id) == closed
+    assert invariant_violations(engine) == []
+
+
+def test_a_frozen_account_keeps_its_next_expirations(book: Ledger, clock: Clock) -> None:
+    account = open_account(book)
+    credit(book, account, 40, expires=START + DAY)
+    credit(book, account, 5, expires=START + 2 * DAY)
+    frozen = change(book, account, FROZEN)
+    assert [(e.amount, e.expires_at) for e in frozen.next_expirations] == [
+        (40, START + DAY),
+        (5, START + 2 * DAY),
+    ]
+    assert frozen == book.get_account(T, account.id)
+    # Freezing again changes no status, but the credit that expired meanwhile is written off.
+    clock.advance(DAY)
+    again = change(book, account, FROZEN)
+    assert (again.posted, again.expiring, again.updated_at) == (5, 5, clock.now)
+    assert again == book.get_account(T, account.id)
+
+
+def test_bad_requests_are_refused_with_every_field_named(book: Ledger) -> None:
+    account = open_account(book)
+    err = refused(book.change_account_status, T, account.id, FROZEN, "x" * 501)
+    assert (err.reason, [v.field for v in err.violations]) == ("INVALID_REQUEST", ["reason"])
+    assert (
+        refused(book.change_account_status, T, account.id, FROZEN, "a\x00b").violations[0].field == "reason"
+    )
+    missing = refused(book.change_account_status, T, str(uuid.uuid4()), FROZEN, "")
+    assert missing.reason == "ACCOUNT_NOT_FOUND"
+    assert book.get_account(T, account.id) == account
+
+
+def test_another_tenants_account_is_not_found(book: Ledger) -> None:
+    account = open_account(book)
+    assert refused(book.change_account_status, "acme", account.id, FROZEN, "").reason == "ACCOUNT_NOT_FOUND"
+    assert book.get_account(T, account.id).status is ACTIVE
+
+
+def test_a_status_change_replays_by_request_id(book: Ledger) -> None:
+    account = open_account(book)
+    rendered: list[Account] = []
+
+    def render(result: Account) -> bytes:
+        rendered.append(result)
+        return result.status.value.encode()
+
+    idem = Idempotency(str(uuid.uuid4()), b"f" * 32, render)
+    first = book.change_account_status(T, account.id, FROZEN, "", idem=idem)
+    change(book, account, ACTIVE)
+    again = book.change_account_status(T, account.id, FROZEN, "", idem=idem)
+    assert isinstance(first, Account) and first.status is FROZEN
+    assert getattr(again, "response", None) == b"frozen"  # the stored response, not a second freeze
+    assert book.get_account(T, account.id).status is ACTIVE
+    assert len(rendered) == 1
+
+
+# -- over gRPC ---------------------------------------------------------------------------
+
+
+def test_freeze_unfreeze_and_close_over_grpc(client: LedgerClient) -> None:
+    account = client.create_account(currency="EUR")
+    client.credit(account.name, 250, currency="EUR")
+    request_id = str(uuid.uuid4())
+    frozen = client.freeze_account(account.name, reason="KYC expired", request_id=request_id)
+    assert (frozen.status, frozen.status_reason, frozen.balance.posted) == (2, "KYC expired", 250)
+    assert client.get_account(account.name) == frozen
+    # A retry answers what the first call did, byte for byte; another request with the
+    # same request_id is refused.
+    assert client.freeze_account(account.name, reason="KYC expired", request_id=request_id) == frozen
+    with pytest.raises(LedgerError) as reused:
+        client.freeze_account(account.name, reason="other", request_id=request_id)
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+
+    with pytest.raises(LedgerError) as inactive:
+        client.debit(account.name, 1, currency="EUR")
+    assert (inactive.value.code, inactive.value.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ACCOUNT_NOT_ACTIVE",
+    )
+    assert client.unfreeze_account(account.name).status == 1
+
+    with pytest.raises(LedgerError) as not_empty:
+        client.close_account(account.name, reason="churned")
+    assert (not_empty.value.code, not_empty.value.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ACCOUNT_NOT_EMPTY",
+    )
+    assert not_empty.value.error_metadata["posted"] == "250"
+    client.debit(account.name, 250, currency="EUR")
+    closed = client.close_account(account.name, reason="churned")
+    assert (closed.status, closed.status_reason) == (3, "churned")
+
+    with pytest.raises(LedgerError) as bad:
+        client.freeze_account("accounts/nope", reason="\x01")
+    assert bad.value.reason == "INVALID_REQUEST"
+    assert sorted(v.field for v in bad.value.field_violations) == ["name", "reason"]
