@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 import pytest
+from ledger.v1 import account_service_pb2, account_service_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
 from sqlalchemy import Engine
 
@@ -243,3 +244,41 @@ def test_freeze_unfreeze_and_close_over_grpc(client: LedgerClient) -> None:
         client.freeze_account("accounts/nope", reason="\x01")
     assert bad.value.reason == "INVALID_REQUEST"
     assert sorted(v.field for v in bad.value.field_violations) == ["name", "reason"]
+
+
+def test_accounts_list_by_status(book: Ledger) -> None:
+    made = [open_account(book) for _ in range(5)]
+    for account in made[1::2]:
+        change(book, account, FROZEN)
+    frozen, token = book.list_accounts(T, "", 1, "", status=FROZEN)
+    rest, end = book.list_accounts(T, "", 10, token, status=FROZEN)
+    assert [a.id for a in frozen + rest] == [made[1].id, made[3].id]
+    assert end == ""
+    active, _ = book.list_accounts(T, "", 10, "", status=ACTIVE)
+    assert [a.id for a in active] == [made[0].id, made[2].id, made[4].id]
+    assert len(book.list_accounts(T, "", 10, "")[0]) == 5
+    # A page token is bound to its filters: another status's, or none, is refused.
+    for other in (ACTIVE, None):
+        assert refused(book.list_accounts, T, "", 10, token, status=other).reason == "INVALID_PAGE_TOKEN"
+
+
+def test_accounts_list_by_status_over_grpc(client: LedgerClient) -> None:
+    kept, frozen = client.create_account(currency="USD"), client.create_account(currency="USD")
+    client.freeze_account(frozen.name)
+    assert [a.name for a in client.iter_accounts(status="frozen")] == [frozen.name]
+    assert [a.name for a in client.iter_accounts(status="ACCOUNT_STATUS_ACTIVE")] == [kept.name]
+    assert client.list_accounts(status="closed").accounts == []
+    with pytest.raises(ValueError, match="invalid status"):
+        client.list_accounts(status="gone")
+
+
+def test_an_unknown_status_filter_is_refused(client: LedgerClient, token: str) -> None:
+    stub = account_service_pb2_grpc.AccountServiceStub(client.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ListAccounts(
+            account_service_pb2.ListAccountsRequest(status=99),  # type: ignore[arg-type]
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+    err = LedgerError.from_rpc_error(info.value)
+    assert (err.reason, [v.field for v in err.field_violations]) == ("INVALID_REQUEST", ["status"])

@@ -9,7 +9,14 @@ from ledger.v1 import account_service_pb2 as pb
 from ledger.v1 import account_service_pb2_grpc
 
 from ledger_server.api.caller import tenant_of_call
-from ledger_server.api.convert import account_pb, parse_date, parse_metadata, parse_name, parse_time
+from ledger_server.api.convert import (
+    account_pb,
+    parse_account_status,
+    parse_date,
+    parse_metadata,
+    parse_name,
+    parse_time,
+)
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
@@ -86,8 +93,15 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
     def ListAccounts(
         self, request: pb.ListAccountsRequest, context: grpc.ServicerContext
     ) -> pb.ListAccountsResponse:
+        v = Violations()
+        status = parse_account_status(v, "status", request.status)
         items, token = self._ledger.list_accounts(
-            tenant_of_call(), request.external_ref, request.page_size, request.page_token
+            tenant_of_call(),
+            request.external_ref,
+            request.page_size,
+            request.page_token,
+            status=status,
+            violations=v,
         )
         return pb.ListAccountsResponse(accounts=[account_pb(a) for a in items], next_page_token=token)
 

@@ -57,6 +57,7 @@ ACCOUNT_STATUS_PB = {
     AccountStatus.FROZEN: account_pb2.ACCOUNT_STATUS_FROZEN,
     AccountStatus.CLOSED: account_pb2.ACCOUNT_STATUS_CLOSED,
 }
+ACCOUNT_STATUSES = {pb: status for status, pb in ACCOUNT_STATUS_PB.items()}
 
 
 def parse_name(v: Violations, field: str, name: str, collection: str, *, required: bool = True) -> str:
@@ -98,6 +99,16 @@ def parse_direction(v: Violations, field: str, value: int, *, required: bool) ->
         v.add(field, f"unknown direction {value}")
         return None
     return DIRECTIONS[value]  # type: ignore[index]
+
+
+def parse_account_status(v: Violations, field: str, value: int) -> AccountStatus | None:
+    """A filter's status: None (every status) when unspecified."""
+    if value == account_pb2.ACCOUNT_STATUS_UNSPECIFIED:
+        return None
+    if value not in ACCOUNT_STATUSES:
+        v.add(field, f"unknown status {value}")
+        return None
+    return ACCOUNT_STATUSES[value]  # type: ignore[index]
 
 
 def parse_kind(v: Violations, field: str, value: int) -> TransactionKind:

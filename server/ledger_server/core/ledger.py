@@ -161,17 +161,28 @@ class Ledger:
             return r.balance_at_date(account_id, date)
 
     def list_accounts(
-        self, tenant_id: str, external_ref: str, page_size: int, page_token: str
+        self,
+        tenant_id: str,
+        external_ref: str,
+        page_size: int,
+        page_token: str,
+        *,
+        status: AccountStatus | None = None,
+        violations: Sequence[FieldViolation] = (),
     ) -> tuple[list[Account], str]:
-        v = check.Violations()
+        v = check.Violations(violations)
         limit = page_limit(v, page_size)
         check.check_text(v, "external_ref", external_ref, check.MAX_EXTERNAL_REF)
         if v:
             raise invalid(v)
-        query = f"accounts|{tenant_id}|{external_ref}"
+        # The filters a page token is bound to; the status in the fixed first part, so
+        # that no external_ref can spell another filter's query (and tokens issued
+        # before the status filter existed still read the same).
+        filters = "accounts" if status is None else f"accounts:{status.value}"
+        query = f"{filters}|{tenant_id}|{external_ref}"
         after = self._tokens.decode(query, page_token)
         with self._store.reading() as r:
-            page = r.list_accounts(tenant_id, external_ref, after, limit)
+            page = r.list_accounts(tenant_id, external_ref, status, after, limit)
             now = self._clock()
             items = [views.account_now(r, a, now) for a in page.items]
         return items, self._next_token(query, page.next_cursor)

@@ -20,9 +20,9 @@ def change_status(book: Book, account_id: str, target: AccountStatus, reason: st
     lapsed holds and expired credit when it locks it)."""
     held = book.customer(account_id)
     current = AccountStatus(held.status)
+    name = f"accounts/{account_id}"
     if current is not target:
         if current not in _FROM[target]:
-            name = f"accounts/{account_id}"
             raise LedgerError(
                 Category.FAILED_PRECONDITION,
                 "ACCOUNT_NOT_ACTIVE",
@@ -30,7 +30,6 @@ def change_status(book: Book, account_id: str, target: AccountStatus, reason: st
                 metadata={"account": name, "status": current.value},
             )
         if target is CLOSED and (held.posted or held.pending or held.expiring):
-            name = f"accounts/{account_id}"
             raise LedgerError(
                 Category.FAILED_PRECONDITION,
                 "ACCOUNT_NOT_EMPTY",
@@ -46,7 +45,7 @@ def change_status(book: Book, account_id: str, target: AccountStatus, reason: st
         book.w.set_account_status(account_id, target, reason, book.now)
     account = book.w.get_account(book.tenant_id, account_id)
     if account is None:  # locked above, in this transaction
-        raise not_found("account", f"accounts/{account_id}")
+        raise not_found("account", name)
     # The balances as the Book holds them (what it wrote off is written back at its
     # flush), with the next expirations of its credit as GetAccount shows them.
     updated = book.now if held.dirty else account.updated_at

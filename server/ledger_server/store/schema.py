@@ -71,6 +71,7 @@ accounts = Table(
     Column("status_reason", Text, nullable=False, server_default=""),
     Index(None, "tenant_id", "kind", "seq"),
     Index(None, "tenant_id", "external_ref", "seq"),
+    Index(None, "tenant_id", "status", "seq"),  # ListAccounts by status (few are frozen)
     Index(None, "tenant_id", "currency", "purpose", "shard", unique=True),
 )
 

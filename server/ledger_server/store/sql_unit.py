@@ -112,11 +112,13 @@ class SqlUnit(AdminQueries):
         return account_of(row) if customer_of(tenant_id, row, tenant_at=2, kind_at=3) else None
 
     def list_accounts(
-        self, tenant_id: str, external_ref: str, after: int | None, limit: int
+        self, tenant_id: str, external_ref: str, status: AccountStatus | None, after: int | None, limit: int
     ) -> Page[Account]:
         q = select(accounts).where(accounts.c.tenant_id == tenant_id, accounts.c.kind == CUSTOMER)
         if external_ref:
             q = q.where(accounts.c.external_ref == external_ref)
+        if status is not None:
+            q = q.where(accounts.c.status == status.value)
         if after is not None:
             q = q.where(accounts.c.seq > after)
         rows = self._query(q.order_by(accounts.c.seq).limit(limit + 1)).all()

@@ -12,6 +12,7 @@ distribution.
 from .client import (
     IMPORT_REPLY_BYTES,
     MAX_IMPORT_CHUNK,
+    AccountStatusLike,
     CreditOptions,
     DirectionLike,
     KindLike,
@@ -37,6 +38,7 @@ __all__ = [
     "IMPORT_REPLY_BYTES",
     "MAX_IMPORT_CHUNK",
     "RETRYABLE_CODES",
+    "AccountStatusLike",
     "CreditOptions",
     "DirectionLike",
     "FieldViolation",

@@ -30,6 +30,7 @@ from .retry import RetryPolicy, call_with_retry
 __all__ = [
     "IMPORT_REPLY_BYTES",
     "MAX_IMPORT_CHUNK",
+    "AccountStatusLike",
     "CreditOptions",
     "DirectionLike",
     "KindLike",
@@ -51,6 +52,8 @@ IMPORT_REPLY_BYTES = 3 * 1024 * 1024
 #: A transaction direction: ``transaction_pb2.DIRECTION_CREDIT`` / ``DIRECTION_DEBIT`` or
 #: the strings ``"credit"`` / ``"debit"`` (any case; ``"DIRECTION_CREDIT"`` also works).
 DirectionLike: TypeAlias = transaction_pb2.Direction.ValueType | str
+#: An account status as its number or its name (``"frozen"``, ``"ACCOUNT_STATUS_FROZEN"``).
+AccountStatusLike: TypeAlias = account_pb2.AccountStatus.ValueType | str
 #: A transaction kind: a ``transaction_pb2.TRANSACTION_KIND_*`` value or its short name,
 #: ``"adjustment"``, ``"top_up"`` (or ``"top-up"``), ``"promotion"``, ``"purchase"``.
 KindLike: TypeAlias = transaction_pb2.TransactionKind.ValueType | str
@@ -218,6 +221,11 @@ def _enum_value(value: int | str, enum: Any, prefix: str, what: str, allow_zero:
 def _direction(value: DirectionLike) -> transaction_pb2.Direction.ValueType:
     number = _enum_value(value, transaction_pb2.Direction, "DIRECTION_", "direction", allow_zero=False)
     return transaction_pb2.Direction.ValueType(number)
+
+
+def _account_status(value: AccountStatusLike) -> account_pb2.AccountStatus.ValueType:
+    number = _enum_value(value, account_pb2.AccountStatus, "ACCOUNT_STATUS_", "status", allow_zero=False)
+    return account_pb2.AccountStatus.ValueType(number)
 
 
 def _kind(value: KindLike | None) -> transaction_pb2.TransactionKind.ValueType:
@@ -505,11 +513,16 @@ class LedgerClient:
         page_size: int = 0,
         page_token: str = "",
         external_ref: str = "",
+        status: AccountStatusLike | None = None,
         timeout: float | None = None,
     ) -> account_service_pb2.ListAccountsResponse:
-        """One page of accounts, oldest first (page_size 0 = the server's default, 50)."""
+        """One page of accounts, oldest first (page_size 0 = the server's default, 50),
+        optionally only those of ``external_ref`` or in ``status`` (``"frozen"``, say)."""
         request = account_service_pb2.ListAccountsRequest(
-            page_size=page_size, page_token=page_token, external_ref=external_ref
+            page_size=page_size,
+            page_token=page_token,
+            external_ref=external_ref,
+            status=account_pb2.ACCOUNT_STATUS_UNSPECIFIED if status is None else _account_status(status),
         )
         return self._call(self._accounts.ListAccounts, request, timeout=timeout)
 
@@ -519,14 +532,19 @@ class LedgerClient:
         page_size: int = 0,
         page_token: str = "",
         external_ref: str = "",
+        status: AccountStatusLike | None = None,
         timeout: float | None = None,
     ) -> Iterator[account_pb2.Account]:
-        """Every account (of ``external_ref``, if given), following next_page_token.
-        Each page is its own call with its own deadline and retries."""
+        """Every account (of ``external_ref`` and in ``status``, if given), following
+        next_page_token. Each page is its own call with its own deadline and retries."""
         token = page_token
         while True:
             page = self.list_accounts(
-                page_size=page_size, page_token=token, external_ref=external_ref, timeout=timeout
+                page_size=page_size,
+                page_token=token,
+                external_ref=external_ref,
+                status=status,
+                timeout=timeout,
             )
             yield from page.accounts
             token = _next_token(token, page.next_page_token)

@@ -28,7 +28,7 @@ from ledger.v1 import account_pb2 as ledger_dot_v1_dot_account__pb2
 from ledger.v1 import auth_pb2 as ledger_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fledger/v1/account_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17ledger/v1/account.proto\x1a\x14ledger/v1/auth.proto\"O\n\x14\x43reateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x15\x43reateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"!\n\x11GetAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"R\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x03 \x01(\t\"U\n\x14ListAccountsResponse\x12$\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x12.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x18GetAccountBalanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12/\n\x12\x61s_of_posting_date\x18\x03 \x01(\x0b\x32\x11.google.type.DateH\x00\x42\x07\n\x05\x61s_of\"+\n\x19GetAccountBalanceResponse\x12\x0e\n\x06posted\x18\x01 \x01(\x03\"H\n\x14\x46reezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x15\x46reezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"J\n\x16UnfreezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x17UnfreezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"G\n\x13\x43loseAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x14\x43loseAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account2\xe8\x05\n\x0e\x41\x63\x63ountService\x12\x66\n\rCreateAccount\x12\x1f.ledger.v1.CreateAccountRequest\x1a .ledger.v1.CreateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\\\n\nGetAccount\x12\x1c.ledger.v1.GetAccountRequest\x1a\x1d.ledger.v1.GetAccountResponse\"\x11\x8a\xb5\x18\raccounts:read\x12q\n\x11GetAccountBalance\x12#.ledger.v1.GetAccountBalanceRequest\x1a$.ledger.v1.GetAccountBalanceResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x62\n\x0cListAccounts\x12\x1e.ledger.v1.ListAccountsRequest\x1a\x1f.ledger.v1.ListAccountsResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x66\n\rFreezeAccount\x12\x1f.ledger.v1.FreezeAccountRequest\x1a .ledger.v1.FreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12l\n\x0fUnfreezeAccount\x12!.ledger.v1.UnfreezeAccountRequest\x1a\".ledger.v1.UnfreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\x63\n\x0c\x43loseAccount\x12\x1e.ledger.v1.CloseAccountRequest\x1a\x1f.ledger.v1.CloseAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:writeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fledger/v1/account_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17ledger/v1/account.proto\x1a\x14ledger/v1/auth.proto\"O\n\x14\x43reateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x15\x43reateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"!\n\x11GetAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"|\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\"U\n\x14ListAccountsResponse\x12$\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x12.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x18GetAccountBalanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12/\n\x12\x61s_of_posting_date\x18\x03 \x01(\x0b\x32\x11.google.type.DateH\x00\x42\x07\n\x05\x61s_of\"+\n\x19GetAccountBalanceResponse\x12\x0e\n\x06posted\x18\x01 \x01(\x03\"H\n\x14\x46reezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x15\x46reezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"J\n\x16UnfreezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x17UnfreezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"G\n\x13\x43loseAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x14\x43loseAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account2\xe8\x05\n\x0e\x41\x63\x63ountService\x12\x66\n\rCreateAccount\x12\x1f.ledger.v1.CreateAccountRequest\x1a .ledger.v1.CreateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\\\n\nGetAccount\x12\x1c.ledger.v1.GetAccountRequest\x1a\x1d.ledger.v1.GetAccountResponse\"\x11\x8a\xb5\x18\raccounts:read\x12q\n\x11GetAccountBalance\x12#.ledger.v1.GetAccountBalanceRequest\x1a$.ledger.v1.GetAccountBalanceResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x62\n\x0cListAccounts\x12\x1e.ledger.v1.ListAccountsRequest\x1a\x1f.ledger.v1.ListAccountsResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x66\n\rFreezeAccount\x12\x1f.ledger.v1.FreezeAccountRequest\x1a .ledger.v1.FreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12l\n\x0fUnfreezeAccount\x12!.ledger.v1.UnfreezeAccountRequest\x1a\".ledger.v1.UnfreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\x63\n\x0c\x43loseAccount\x12\x1e.ledger.v1.CloseAccountRequest\x1a\x1f.ledger.v1.CloseAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:writeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,25 +58,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETACCOUNTRESPONSE']._serialized_start=328
   _globals['_GETACCOUNTRESPONSE']._serialized_end=385
   _globals['_LISTACCOUNTSREQUEST']._serialized_start=387
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=469
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=471
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=556
-  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_start=559
-  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_end=707
-  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_start=709
-  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_end=752
-  _globals['_FREEZEACCOUNTREQUEST']._serialized_start=754
-  _globals['_FREEZEACCOUNTREQUEST']._serialized_end=826
-  _globals['_FREEZEACCOUNTRESPONSE']._serialized_start=828
-  _globals['_FREEZEACCOUNTRESPONSE']._serialized_end=888
-  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_start=890
-  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_end=964
-  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_start=966
-  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_end=1028
-  _globals['_CLOSEACCOUNTREQUEST']._serialized_start=1030
-  _globals['_CLOSEACCOUNTREQUEST']._serialized_end=1101
-  _globals['_CLOSEACCOUNTRESPONSE']._serialized_start=1103
-  _globals['_CLOSEACCOUNTRESPONSE']._serialized_end=1162
-  _globals['_ACCOUNTSERVICE']._serialized_start=1165
-  _globals['_ACCOUNTSERVICE']._serialized_end=1909
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=511
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=513
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=598
+  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_start=601
+  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_end=749
+  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_start=751
+  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_end=794
+  _globals['_FREEZEACCOUNTREQUEST']._serialized_start=796
+  _globals['_FREEZEACCOUNTREQUEST']._serialized_end=868
+  _globals['_FREEZEACCOUNTRESPONSE']._serialized_start=870
+  _globals['_FREEZEACCOUNTRESPONSE']._serialized_end=930
+  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_start=932
+  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_end=1006
+  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_start=1008
+  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_end=1070
+  _globals['_CLOSEACCOUNTREQUEST']._serialized_start=1072
+  _globals['_CLOSEACCOUNTREQUEST']._serialized_end=1143
+  _globals['_CLOSEACCOUNTRESPONSE']._serialized_start=1145
+  _globals['_CLOSEACCOUNTRESPONSE']._serialized_end=1204
+  _globals['_ACCOUNTSERVICE']._serialized_start=1207
+  _globals['_ACCOUNTSERVICE']._serialized_end=1951
 # @@protoc_insertion_point(module_scope)

@@ -133,6 +133,7 @@ class ListAccountsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of accounts to return: default 50, at most 1000 (larger values
     are lowered to 1000); negative is refused. A page may hold fewer, down to a few
@@ -143,16 +144,21 @@ class ListAccountsRequest(_message.Message):
     """next_page_token of a previous call with the same filters; empty for the first page."""
     external_ref: _builtins.str
     """Only accounts with this external_ref. Optional."""
+    status: _account_pb2.AccountStatus.ValueType
+    """Only accounts in this status (e.g. ACCOUNT_STATUS_FROZEN). Optional:
+    ACCOUNT_STATUS_UNSPECIFIED lists every status.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         external_ref: _builtins.str = ...,
+        status: _account_pb2.AccountStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_ref", b"external_ref", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_ref", b"external_ref", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -101,7 +101,8 @@ class AccountServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAccounts(self, request, context):
-        """Lists accounts, oldest first, optionally only those of one external_ref.
+        """Lists accounts, oldest first, optionally only those of one external_ref or in one
+        status.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

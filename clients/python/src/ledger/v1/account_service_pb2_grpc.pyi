@@ -44,7 +44,9 @@ class AccountServiceStub:
     balances, not a scan.
     """
     ListAccounts: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]
-    """Lists accounts, oldest first, optionally only those of one external_ref."""
+    """Lists accounts, oldest first, optionally only those of one external_ref or in one
+    status.
+    """
     FreezeAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
     unfrozen. An account already frozen is returned unchanged; a closed one is refused
@@ -77,7 +79,9 @@ class AccountServiceAsyncStub(AccountServiceStub):
     balances, not a scan.
     """
     ListAccounts: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]  # type: ignore[assignment]
-    """Lists accounts, oldest first, optionally only those of one external_ref."""
+    """Lists accounts, oldest first, optionally only those of one external_ref or in one
+    status.
+    """
     FreezeAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]  # type: ignore[assignment]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
     unfrozen. An account already frozen is returned unchanged; a closed one is refused
@@ -131,7 +135,9 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _account_service_pb2.ListAccountsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_account_service_pb2.ListAccountsResponse, _abc.Awaitable[_account_service_pb2.ListAccountsResponse]]:
-        """Lists accounts, oldest first, optionally only those of one external_ref."""
+        """Lists accounts, oldest first, optionally only those of one external_ref or in one
+        status.
+        """
 
     @_abc_1.abstractmethod
     def FreezeAccount(
