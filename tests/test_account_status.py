@@ -125,13 +125,17 @@ def test_only_an_empty_account_closes(book: Ledger, clock: Clock, engine: Engine
     assert invariant_violations(engine) == []
 
 
-def test_credit_on_an_account_at_zero_keeps_it_open(book: Ledger, clock: Clock) -> None:
-    """A credit line used, then expiring credit granted: posted is 0 but the lot would
-    later expire into a negative balance, on an account that can take no posting."""
-    account = open_account(book, floor=-100)
-    debit(book, account, 100)
-    credit(book, account, 100, expires=START + DAY)
-    err = refused(change, book, account, CLOSED)
+def test_an_account_at_zero_with_a_hold_or_expiring_credit_stays_open(book: Ledger) -> None:
+    """On a credit line, posted can be 0 while a hold is pending, or while a lot of
+    expiring credit would later expire into a negative balance on an account that can
+    take no posting."""
+    held, lots = open_account(book, floor=-100), open_account(book, floor=-100)
+    hold(book, held, 50)
+    err = refused(change, book, held, CLOSED)
+    assert (err.metadata["posted"], err.metadata["pending"]) == ("0", "50")
+    debit(book, lots, 100)
+    credit(book, lots, 100, expires=START + DAY)
+    err = refused(change, book, lots, CLOSED)
     assert (err.metadata["posted"], err.metadata["expiring"]) == ("0", "100")
 
 

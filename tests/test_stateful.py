@@ -1,8 +1,9 @@
 """Stateful property test: random sequences of every operation (credits with and without
-expiry, debits, holds, captures, voids, refunds, transfers, atomic batches, the expiry
-worker and time passing) against an in-memory model of the rules. After every step the
-ledger's balances, expiring/permanent split, statuses and amounts match the model, and
-VerifyLedger finds nothing wrong. On SQLite and Postgres."""
+expiry, debits, holds, captures, voids, refunds, transfers, atomic batches, freezing,
+unfreezing and closing accounts, the expiry worker and time passing) against an
+in-memory model of the rules. After every step the ledger's balances, expiring/permanent
+split, statuses and amounts match the model, and VerifyLedger finds nothing wrong. On
+SQLite and Postgres."""
 
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ from sqlalchemy import Engine
 from ledger_server.core.admin import Admin
 from ledger_server.core.errors import LedgerError
 from ledger_server.core.ledger import BatchItem, Ledger
-from ledger_server.core.model import Account, Direction, NewAccount, NewTransaction, Transaction
+from ledger_server.core.model import (
+    Account,
+    AccountStatus,
+    Direction,
+    NewAccount,
+    NewTransaction,
+    Transaction,
+)
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.store.sql_store import SqlStore
 
@@ -49,6 +57,7 @@ class MAccount:
     permanent: int = 0
     lots: list[MLot] = field(default_factory=list)
     holds: dict[str, tuple[int, dt.datetime | None]] = field(default_factory=dict)  # pending holds
+    status: AccountStatus = AccountStatus.ACTIVE
 
     def sweep(self, now: dt.datetime) -> None:
         """What every write does first: lapsed holds released, expired lots written off."""
@@ -136,6 +145,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert expected is None, f"accepted, model expected {expected}"
         return result
 
+    @staticmethod
+    def _inactive(m: MAccount) -> str | None:
+        return None if m.status is AccountStatus.ACTIVE else "ACCOUNT_NOT_ACTIVE"
+
     def _lot(self, m: MAccount, expires: dt.datetime, amount: int, source: str) -> None:
         m.lots.append(MLot(next(self.order), expires, amount, source))
 
@@ -146,8 +159,9 @@ class LedgerMachine(RuleBasedStateMachine):
         expires = None if days is None else self.now + dt.timedelta(days=days)
         m = self._m(i)
         cmd = NewTransaction(self.accounts[i], Direction.CREDIT, amount, "USD", expires_at=expires)
-        txn = self.ledger.post_transaction(self.tenant, cmd)
-        assert isinstance(txn, Transaction)
+        txn = self._expect(self._inactive(m), self.ledger.post_transaction, self.tenant, cmd)
+        if not isinstance(txn, Transaction):
+            return
         if expires is None:
             m.permanent += amount
         else:
@@ -160,7 +174,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 2), amount=st.integers(1, 700))
     def debit(self, i: int, amount: int) -> None:
         m = self._m(i)
-        expected = self._debit_outcome(m, amount)
+        expected = self._inactive(m) or self._debit_outcome(m, amount)
         cmd = NewTransaction(self.accounts[i], Direction.DEBIT, amount, "USD")
         txn = self._expect(expected, self.ledger.post_transaction, self.tenant, cmd)
         if isinstance(txn, Transaction):
@@ -171,7 +185,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def hold(self, i: int, amount: int, hours: int | None) -> None:
         expires = None if hours is None else self.now + dt.timedelta(hours=hours)
         m = self._m(i)
-        expected = self._debit_outcome(m, amount)
+        expected = self._inactive(m) or self._debit_outcome(m, amount)
         cmd = NewTransaction(self.accounts[i], None, amount, "USD", expires_at=expires)
         txn = self._expect(expected, self.ledger.create_hold, self.tenant, cmd)
         if isinstance(txn, Transaction):
@@ -195,6 +209,8 @@ class LedgerMachine(RuleBasedStateMachine):
             expected: str | None = "HOLD_NOT_PENDING"
         elif amount > t.amount:
             expected = "AMOUNT_EXCEEDS_HOLD"
+        elif self._inactive(m):
+            expected = self._inactive(m)
         else:
             expected = None if m.posted - (m.pending - t.amount) - amount >= m.floor else "INSUFFICIENT_FUNDS"
         result = self._expect(
@@ -236,6 +252,8 @@ class LedgerMachine(RuleBasedStateMachine):
             expected: str | None = "NOT_REFUNDABLE"
         elif left == 0 or amount > left:
             expected = "AMOUNT_EXCEEDS_REFUNDABLE"
+        elif self._inactive(m):
+            expected = self._inactive(m)
         elif t.direction is Direction.CREDIT:
             expected = self._debit_outcome(m, amount)
         else:
@@ -272,7 +290,11 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(a=st.integers(0, 2), b=st.integers(0, 2), amount=st.integers(1, 500))
     def transfer(self, a: int, b: int, amount: int) -> None:
         source, destination = self._m(a), self._m(b)
-        expected = "INVALID_REQUEST" if a == b else self._debit_outcome(source, amount)
+        expected = (
+            "INVALID_REQUEST"
+            if a == b
+            else self._inactive(source) or self._inactive(destination) or self._debit_outcome(source, amount)
+        )
         cmd = NewTransaction(self.accounts[a], None, amount, "USD", counterparty_id=self.accounts[b])
         txn = self._expect(expected, self.ledger.transfer, self.tenant, cmd)
         if isinstance(txn, Transaction):
@@ -297,6 +319,9 @@ class LedgerMachine(RuleBasedStateMachine):
         trial = {i: (self._m(i).posted, self._m(i).pending) for i in range(3)}
         expected = None
         for i, direction, amount in items:
+            expected = self._inactive(self.model[i])
+            if expected:
+                break
             posted, pending = trial[i]
             posted += direction.signed(amount)
             if direction is Direction.DEBIT and posted - pending < self.model[i].floor:
@@ -316,6 +341,22 @@ class LedgerMachine(RuleBasedStateMachine):
                     uses = [(lot, n, 0) for lot, n in m.take(amount)]
                     self.txns[txn.id] = MTxn(i, direction, amount, refundable=True, uses=uses)
 
+    @rule(i=st.integers(0, 2), status=st.sampled_from(AccountStatus))
+    def change_status(self, i: int, status: AccountStatus) -> None:
+        target = status  # ("target" is a keyword of @rule)
+        m = self._m(i)
+        expected: str | None = None
+        if m.status is not target:
+            if m.status is AccountStatus.CLOSED:
+                expected = "ACCOUNT_NOT_ACTIVE"
+            elif target is AccountStatus.CLOSED and (m.posted or m.pending or m.expiring):
+                expected = "ACCOUNT_NOT_EMPTY"
+        call = self.ledger.change_account_status
+        changed = self._expect(expected, call, self.tenant, self.accounts[i], target, f"to {target.value}")
+        if isinstance(changed, Account):
+            assert changed.status is target
+            m.status = target
+
     @rule(hours=st.sampled_from([1, 6, 24, 50]))
     def time_passes(self, hours: int) -> None:
         self.now += dt.timedelta(hours=hours)
@@ -333,8 +374,8 @@ class LedgerMachine(RuleBasedStateMachine):
         for i, account_id in enumerate(self.accounts):
             m = self._m(i)
             a = self.ledger.get_account(self.tenant, account_id)
-            got = (a.posted, a.pending, a.available, a.expiring, a.permanent)
-            want = (m.posted, m.pending, m.posted - m.pending, m.expiring, m.permanent)
+            got = (a.posted, a.pending, a.available, a.expiring, a.permanent, a.status)
+            want = (m.posted, m.pending, m.posted - m.pending, m.expiring, m.permanent, m.status)
             assert got == want, f"account {i}: ledger {got}, model {want}"
             lots = sorted(m.lots, key=lambda x: x.expires)
             expected_next: dict[dt.datetime, int] = {}
