@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from ledger_server.core.errors import LedgerError as CoreError
 from ledger_server.core.ledger import Idempotency, Ledger
-from ledger_server.core.model import Account, AccountStatus, NewTransaction, Transaction
+from ledger_server.core.model import Account, AccountStatus, Creator, NewTransaction, Transaction
 from tests.support import START, Clock, invariant_violations
 from tests.test_lifecycle import DAY, capture, credit, debit, hold, open_account, refund
 
@@ -22,8 +22,13 @@ T = "default"
 ACTIVE, FROZEN, CLOSED = AccountStatus.ACTIVE, AccountStatus.FROZEN, AccountStatus.CLOSED
 
 
-def change(ledger: Ledger, account: Account, target: AccountStatus, reason: str = "") -> Account:
-    changed = ledger.change_account_status(T, account.id, target, reason)
+OPS, SUPPORT = Creator("a" * 32, "ops-console"), Creator("b" * 32, "support-tool")
+
+
+def change(
+    ledger: Ledger, account: Account, target: AccountStatus, reason: str = "", by: Creator = OPS
+) -> Account:
+    changed = ledger.change_account_status(T, account.id, target, reason, by=by)
     assert isinstance(changed, Account)
     return changed
 
@@ -51,11 +56,9 @@ def test_a_frozen_account_refuses_postings_until_unfrozen(book: Ledger, clock: C
     clock.advance(DAY)
 
     frozen = change(book, account, FROZEN, "chargeback review #12")
-    assert (frozen.status, frozen.status_reason, frozen.updated_at) == (
-        FROZEN,
-        "chargeback review #12",
-        clock.now,
-    )
+    assert (frozen.status, frozen.status_reason) == (FROZEN, "chargeback review #12")
+    assert frozen.updated_at == frozen.status_changed_at == clock.now
+    assert frozen.status_changed_by == OPS
     assert (frozen.posted, frozen.pending) == (490, 150)
     assert book.get_account(T, account.id) == frozen
 
@@ -76,8 +79,10 @@ def test_a_frozen_account_refuses_postings_until_unfrozen(book: Ledger, clock: C
     book.void_hold(T, pending.id)
     assert book.get_account(T, account.id).pending == 50
 
-    active = change(book, account, ACTIVE, "review closed")
+    clock.advance(DAY)
+    active = change(book, account, ACTIVE, "review closed", by=SUPPORT)
     assert (active.status, active.status_reason) == (ACTIVE, "review closed")
+    assert (active.status_changed_at, active.status_changed_by) == (clock.now, SUPPORT)
     capture(book, captured)
     assert credit(book, account, 1).ending_balance == 441
     assert invariant_violations(engine) == []
@@ -86,9 +91,10 @@ def test_a_frozen_account_refuses_postings_until_unfrozen(book: Ledger, clock: C
 def test_a_change_to_the_current_status_changes_nothing(book: Ledger, clock: Clock) -> None:
     account = open_account(book)
     assert change(book, account, ACTIVE, "ignored") == book.get_account(T, account.id) == account
+    assert (account.status_reason, account.status_changed_at, account.status_changed_by) == ("", None, None)
     frozen = change(book, account, FROZEN, "first")
     clock.advance(DAY)
-    assert change(book, account, FROZEN, "second") == frozen
+    assert change(book, account, FROZEN, "second", by=SUPPORT) == frozen
     closed = change(book, account, CLOSED, "done")
     clock.advance(DAY)
     assert change(book, account, CLOSED, "again") == closed
@@ -211,12 +217,15 @@ def test_a_status_change_replays_by_request_id(book: Ledger) -> None:
 # -- over gRPC ---------------------------------------------------------------------------
 
 
-def test_freeze_unfreeze_and_close_over_grpc(client: LedgerClient) -> None:
+def test_freeze_unfreeze_and_close_over_grpc(client: LedgerClient, token: str) -> None:
     account = client.create_account(currency="EUR")
     client.credit(account.name, 250, currency="EUR")
     request_id = str(uuid.uuid4())
     frozen = client.freeze_account(account.name, reason="KYC expired", request_id=request_id)
     assert (frozen.status, frozen.status_reason, frozen.balance.posted) == (2, "KYC expired", 250)
+    assert frozen.status_changed_by.token == f"tokens/{token.split('_')[1]}"
+    assert frozen.status_change_time == frozen.update_time
+    assert not account.HasField("status_change_time") and not account.HasField("status_changed_by")
     assert client.get_account(account.name) == frozen
     # A retry answers what the first call did, byte for byte; another request with the
     # same request_id is refused.

@@ -8,7 +8,7 @@ import grpc
 from ledger.v1 import account_service_pb2 as pb
 from ledger.v1 import account_service_pb2_grpc
 
-from ledger_server.api.caller import tenant_of_call
+from ledger_server.api.caller import current_caller, tenant_of_call
 from ledger_server.api.convert import (
     account_pb,
     parse_account_status,
@@ -20,7 +20,7 @@ from ledger_server.api.convert import (
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import Account, AccountStatus, NewAccount
+from ledger_server.core.model import Account, AccountStatus, Creator, NewAccount
 from ledger_server.core.validation import Violations
 
 
@@ -129,7 +129,14 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
         v = Violations()
         idem = responder.idempotency(method, request, v)
         account_id = parse_name(v, "name", request.name, "accounts")
+        caller = current_caller()
         outcome = self._ledger.change_account_status(
-            tenant_of_call(), account_id, target, request.reason, idem=idem, violations=v
+            caller.tenant_id,
+            account_id,
+            target,
+            request.reason,
+            by=Creator(caller.token_id, caller.token_name),
+            idem=idem,
+            violations=v,
         )
         return responder.respond(outcome)

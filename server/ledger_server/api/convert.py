@@ -13,6 +13,7 @@ from ledger.v1 import account_pb2, transaction_pb2
 from ledger_server.core.model import (
     Account,
     AccountStatus,
+    Creator,
     Direction,
     Transaction,
     TransactionKind,
@@ -145,6 +146,11 @@ def timestamp(t: dt.datetime) -> Timestamp:
     return ts
 
 
+def set_creator(m: transaction_pb2.Creator, creator: Creator) -> None:
+    m.token = f"tokens/{creator.token_id}"
+    m.token_name = creator.token_name
+
+
 def account_pb(a: Account) -> account_pb2.Account:
     m = account_pb2.Account(
         name=f"accounts/{a.id}",
@@ -167,8 +173,11 @@ def account_pb(a: Account) -> account_pb2.Account:
     )
     set_time(m.create_time, a.created_at)
     set_time(m.update_time, a.updated_at)
-    if a.status_reason:
+    if a.status_changed_at is not None:
         m.status_reason = a.status_reason
+        set_time(m.status_change_time, a.status_changed_at)
+    if a.status_changed_by is not None:
+        set_creator(m.status_changed_by, a.status_changed_by)
     return m
 
 
@@ -201,6 +210,5 @@ def transaction_pb(t: Transaction) -> transaction_pb2.Transaction:
     if t.expires_at:
         set_time(m.expire_time, t.expires_at)
     if t.creator:
-        m.creator.token = f"tokens/{t.creator.token_id}"
-        m.creator.token_name = t.creator.token_name
+        set_creator(m.creator, t.creator)
     return m

@@ -29,6 +29,7 @@ from ledger_server.core.ids import new_id
 from ledger_server.core.model import (
     Account,
     AccountStatus,
+    Creator,
     Direction,
     NewAccount,
     NewTransaction,
@@ -194,6 +195,7 @@ class Ledger:
         target: AccountStatus,
         reason: str,
         *,
+        by: Creator | None = None,
         idem: Idempotency[Account] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> Account | Replay:
@@ -206,7 +208,7 @@ class Ledger:
             tenant_id,
             account_id,
             idem,
-            lambda book: lifecycle.change_status(book, account_id, target, reason),
+            lambda book: lifecycle.change_status(book, account_id, target, reason, by),
         )
 
     # -- transactions -----------------------------------------------------------------

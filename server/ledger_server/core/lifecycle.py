@@ -8,16 +8,19 @@ from __future__ import annotations
 from ledger_server.core import views
 from ledger_server.core.book import Book
 from ledger_server.core.errors import Category, LedgerError, not_found
-from ledger_server.core.model import Account, AccountStatus, evolve
+from ledger_server.core.model import Account, AccountStatus, Creator, evolve
 
 ACTIVE, FROZEN, CLOSED = AccountStatus.ACTIVE, AccountStatus.FROZEN, AccountStatus.CLOSED
 # The states each target may be reached from.
 _FROM = {FROZEN: (ACTIVE,), ACTIVE: (FROZEN,), CLOSED: (ACTIVE, FROZEN)}
 
 
-def change_status(book: Book, account_id: str, target: AccountStatus, reason: str) -> Account:
-    """The account in status `target`, its balances as of now (the Book writes off
-    lapsed holds and expired credit when it locks it)."""
+def change_status(
+    book: Book, account_id: str, target: AccountStatus, reason: str, by: Creator | None
+) -> Account:
+    """The account in status `target`, changed by `by` for `reason` unless it was in it
+    already; its balances as of now (the Book writes off lapsed holds and expired credit
+    when it locks it)."""
     held = book.customer(account_id)
     current = AccountStatus(held.status)
     name = f"accounts/{account_id}"
@@ -42,7 +45,7 @@ def change_status(book: Book, account_id: str, target: AccountStatus, reason: st
                     "expiring": str(held.expiring),
                 },
             )
-        book.w.set_account_status(account_id, target, reason, book.now)
+        book.w.set_account_status(account_id, target, reason, by, book.now)
     account = book.w.get_account(book.tenant_id, account_id)
     if account is None:  # locked above, in this transaction
         raise not_found("account", name)

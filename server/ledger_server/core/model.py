@@ -117,7 +117,10 @@ class Account:
     updated_at: dt.datetime
     expiring: int = 0
     next_expirations: tuple[Expiration, ...] = ()
-    status_reason: str = ""  # why the status last changed
+    # The latest status change: why, when and by whom (None until the first).
+    status_reason: str = ""
+    status_changed_at: dt.datetime | None = None
+    status_changed_by: Creator | None = None
 
     @property
     def available(self) -> int:

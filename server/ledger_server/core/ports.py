@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 from ledger_server.core.model import (
     Account,
     AccountStatus,
+    Creator,
     Entry,
     Lot,
     LotUse,
@@ -170,9 +171,9 @@ class WriteUnit(ReadUnit, Protocol):
         now: dt.datetime,
     ) -> None: ...
     def set_account_status(
-        self, account_id: str, status: AccountStatus, reason: str, now: dt.datetime
+        self, account_id: str, status: AccountStatus, reason: str, by: Creator | None, now: dt.datetime
     ) -> None:
-        """Change the status of an account this unit has locked."""
+        """Change the status of an account this unit has locked: why, by whom, when."""
 
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
         """Write back the balances of accounts this unit has locked, all at once."""

@@ -111,8 +111,9 @@ _STATEMENTS = {
         "last_posting_date = :last_posting_date, updated_at = :updated_at WHERE id = :id"
     ),
     "set_account_status": (
-        "UPDATE accounts SET status = :status, status_reason = :reason, updated_at = :updated_at "
-        "WHERE id = :id"
+        "UPDATE accounts SET status = :status, status_reason = :reason, status_changed_at = :updated_at, "
+        "status_changed_by_token_id = :token_id, status_changed_by_token_name = :token_name, "
+        "updated_at = :updated_at WHERE id = :id"
     ),
     "update_transaction_state": (
         "UPDATE transactions SET status = :status, refunded_amount = :refunded, "

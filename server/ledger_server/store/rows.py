@@ -116,6 +116,9 @@ def account_of(row: Sequence[Any]) -> Account:
         created_at,
         updated_at,
         status_reason,
+        status_changed_at,
+        status_changed_by_token_id,
+        status_changed_by_token_name,
     ) = row
     return Account(
         id=id_,
@@ -131,6 +134,10 @@ def account_of(row: Sequence[Any]) -> Account:
         updated_at=from_micros(updated_at),
         expiring=expiring,
         status_reason=status_reason,
+        status_changed_at=None if status_changed_at is None else from_micros(status_changed_at),
+        status_changed_by=Creator(status_changed_by_token_id, status_changed_by_token_name)
+        if status_changed_by_token_id
+        else None,
     )
 
 

@@ -67,8 +67,12 @@ accounts = Table(
     # Never decreases: entries take max(now, updated_at) as their time, so that the
     # entries of an account are ordered alike by time and by seq ("balance as of T").
     Column("updated_at", BigInteger, nullable=False),
-    # Why the status last changed (FreezeAccount, UnfreezeAccount, CloseAccount).
+    # The latest status change (FreezeAccount, UnfreezeAccount, CloseAccount): why, when
+    # and by which API token.
     Column("status_reason", Text, nullable=False, server_default=""),
+    Column("status_changed_at", BigInteger),
+    Column("status_changed_by_token_id", String(32)),
+    Column("status_changed_by_token_name", String(200)),
     Index(None, "tenant_id", "kind", "seq"),
     Index(None, "tenant_id", "external_ref", "seq"),
     Index(None, "tenant_id", "status", "seq"),  # ListAccounts by status (few are frozen)

@@ -21,6 +21,7 @@ from ledger_server.core.model import (
     INT64_MIN,
     Account,
     AccountStatus,
+    Creator,
     Direction,
     Entry,
     Lot,
@@ -584,9 +585,16 @@ class SqlUnit(AdminQueries):
         )
 
     def set_account_status(
-        self, account_id: str, status: AccountStatus, reason: str, now: dt.datetime
+        self, account_id: str, status: AccountStatus, reason: str, by: Creator | None, now: dt.datetime
     ) -> None:
-        params = {"status": status.value, "reason": reason, "updated_at": to_micros(now), "id": account_id}
+        params = {
+            "status": status.value,
+            "reason": reason,
+            "token_id": by.token_id if by else None,
+            "token_name": by.token_name if by else None,
+            "updated_at": to_micros(now),
+            "id": account_id,
+        }
         self._run("set_account_status", params)
 
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:

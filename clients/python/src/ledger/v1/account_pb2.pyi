@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from ledger.v1 import transaction_pb2 as _transaction_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -96,6 +97,8 @@ class Account(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
+    STATUS_CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    STATUS_CHANGED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `accounts/{account_id}`. Output only; assigned by the ledger."""
     external_ref: _builtins.str
@@ -138,6 +141,14 @@ class Account(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the account last changed (including its balances). Output only."""
 
+    @_builtins.property
+    def status_change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the status last changed; unset until then. Output only."""
+
+    @_builtins.property
+    def status_changed_by(self) -> _transaction_pb2.Creator:
+        """The API token that last changed the status; unset until then. Output only."""
+
     def __init__(
         self,
         *,
@@ -151,10 +162,12 @@ class Account(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         status_reason: _builtins.str = ...,
+        status_change_time: _timestamp_pb2.Timestamp | None = ...,
+        status_changed_by: _transaction_pb2.Creator | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "create_time", b"create_time", "status_change_time", b"status_change_time", "status_changed_by", b"status_changed_by", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "balance_floor", b"balance_floor", "create_time", b"create_time", "currency", b"currency", "external_ref", b"external_ref", "metadata", b"metadata", "name", b"name", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "balance_floor", b"balance_floor", "create_time", b"create_time", "currency", b"currency", "external_ref", b"external_ref", "metadata", b"metadata", "name", b"name", "status", b"status", "status_change_time", b"status_change_time", "status_changed_by", b"status_changed_by", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -342,7 +342,9 @@ Global___Transaction: _TypeAlias = Transaction  # noqa: Y015
 
 @_typing.final
 class Creator(_message.Message):
-    """Who created a transaction."""
+    """The API token behind a change: who created a transaction, who last changed an
+    account's status.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -351,7 +353,7 @@ class Creator(_message.Message):
     token: _builtins.str
     """Resource name of the API token, `tokens/{token_id}`."""
     token_name: _builtins.str
-    """The token's name when the transaction was created."""
+    """The token's name when it made the change."""
     def __init__(
         self,
         *,

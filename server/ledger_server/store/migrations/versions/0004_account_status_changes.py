@@ -1,5 +1,5 @@
-"""Account lifecycle: why an account's status last changed (FreezeAccount,
-UnfreezeAccount, CloseAccount), and an index to list accounts by status.
+"""Account lifecycle: why, when and by which token an account's status last changed
+(FreezeAccount, UnfreezeAccount, CloseAccount), and an index to list accounts by status.
 
 Revision ID: 0004
 Revises: 0003
@@ -20,10 +20,19 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # A column with a constant default: no table rewrite on Postgres 11+ or SQLite.
     op.add_column("accounts", sa.Column("status_reason", sa.Text, nullable=False, server_default=""))
+    op.add_column("accounts", sa.Column("status_changed_at", sa.BigInteger))
+    op.add_column("accounts", sa.Column("status_changed_by_token_id", sa.String(32)))
+    op.add_column("accounts", sa.Column("status_changed_by_token_name", sa.String(200)))
     op.create_index("ix_accounts_tenant_id_status_seq", "accounts", ["tenant_id", "status", "seq"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_accounts_tenant_id_status_seq", "accounts")
     with op.batch_alter_table("accounts") as batch:
-        batch.drop_column("status_reason")
+        for column in (
+            "status_changed_by_token_name",
+            "status_changed_by_token_id",
+            "status_changed_at",
+            "status_reason",
+        ):
+            batch.drop_column(column)
