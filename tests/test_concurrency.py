@@ -84,3 +84,46 @@ def test_same_external_id_at_once_is_taken_once(client: LedgerClient) -> None:
     outcomes = Counter(r.reason if isinstance(r, LedgerError) else "OK" for r in results)
     assert outcomes == {"OK": 1, "DUPLICATE_EXTERNAL_ID": 11}
     assert client.get_account(account.name).balance.posted == 7
+
+
+def test_a_freeze_racing_credits_stops_every_later_one(client: LedgerClient, engine: Engine) -> None:
+    """Credits racing a FreezeAccount through the server (20 threads, 5 credits each in
+    turn): each credit is applied or refused ACCOUNT_NOT_ACTIVE, every one sent after the
+    freeze answered is refused, and the balance is exactly the credits acknowledged."""
+    account = client.create_account(currency="USD")
+    frozen = threading.Event()
+    Outcome = tuple[bool, object]  # (sent after the freeze answered, reply or error)
+
+    def credits() -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for _ in range(5):
+            sent_after_freeze = frozen.is_set()
+            try:
+                outcomes.append((sent_after_freeze, client.credit(account.name, 1, "USD")))
+            except LedgerError as err:
+                outcomes.append((sent_after_freeze, err))
+        return outcomes
+
+    def freeze() -> list[Outcome]:
+        try:
+            return [(False, client.freeze_account(account.name, reason="race"))]
+        finally:
+            frozen.set()
+
+    calls: list[Callable[[], list[Outcome]]] = [credits] * 20
+    calls[5] = freeze
+    barrier = threading.Barrier(len(calls))
+
+    def one(call: Callable[[], list[Outcome]]) -> list[Outcome]:
+        barrier.wait(timeout=30)
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        results = list(pool.map(one, calls))
+    assert results.pop(5)[0][1].status == 2  # type: ignore[attr-defined]
+    outcomes = [o for thread in results for o in thread]
+    refused = [r for _, r in outcomes if isinstance(r, LedgerError)]
+    assert {r.reason for r in refused} <= {"ACCOUNT_NOT_ACTIVE"}
+    assert all(isinstance(r, LedgerError) for after, r in outcomes if after)
+    assert client.get_account(account.name).balance.posted == len(outcomes) - len(refused)
+    assert invariant_violations(engine) == []
