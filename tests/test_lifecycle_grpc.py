@@ -146,6 +146,22 @@ def test_hold_and_capture_refusals_name_their_fields(api: Api, client: LedgerCli
     assert client.get_account(account).balance.pending == 0
 
 
+def test_a_capture_takes_an_external_id_of_its_own(api: Api, client: LedgerClient) -> None:
+    account = funded(client, 1000)
+    first, second = client.create_hold(account, 300, USD), client.create_hold(account, 200, USD)
+    captured = client.capture_hold(first.name, amount=100, external_id="ch_3Nx")
+    assert (captured.capture.external_id, captured.hold.external_id) == ("ch_3Nx", "")
+    assert client.get_transaction(captured.capture.name).external_id == "ch_3Nx"
+    # Unique per tenant, as any transaction's: a second capture may not reuse it.
+    again = pb.CaptureHoldRequest(name=second.name, external_id="ch_3Nx", request_id=rid())
+    code, reason, metadata = refusal(api, api.tx.CaptureHold, again)
+    assert (code, reason) == (grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_EXTERNAL_ID")
+    assert metadata["existing_transaction"] == captured.capture.name
+    too_long = pb.CaptureHoldRequest(name=second.name, external_id="x" * 129)
+    assert refusal(api, api.tx.CaptureHold, too_long)[1] == "INVALID_REQUEST"
+    assert client.get_transaction(second.name).status == transaction_pb2.TRANSACTION_STATUS_PENDING
+
+
 def test_refund_over_grpc_links_and_replays(api: Api, client: LedgerClient) -> None:
     account = funded(client, 1000)
     spent = client.debit(account, 400, USD)

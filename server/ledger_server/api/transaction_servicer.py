@@ -218,7 +218,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             caller.tenant_id,
             hold_id,
             amount=request.amount,
-            cmd=_details(caller, request.description),
+            cmd=_details(caller, request.description, request.external_id),
             idem=idem,
             violations=v,
         )

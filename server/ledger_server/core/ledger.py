@@ -343,11 +343,13 @@ class Ledger:
         idem: Idempotency[ops.Capture] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> ops.Capture | Replay:
-        """Capture `amount` of a hold; cmd carries the capture's description and creator."""
+        """Capture `amount` of a hold; cmd carries the capture's description, external_id
+        and creator."""
         v = check.Violations(violations)
         if amount < 0:
             v.add("amount", "must be 0 (all of the hold) or a positive number of minor units")
         check.check_text(v, "description", cmd.description, check.MAX_DESCRIPTION)
+        check.check_text(v, "external_id", cmd.external_id, check.MAX_EXTERNAL_ID)
         account_id = self._account_of(tenant_id, hold_id, v)
         return self._write(
             tenant_id,

@@ -72,7 +72,8 @@ def hold(book: Book, cmd: NewTransaction) -> Transaction:
 
 def capture(book: Book, account_id: str, hold_id: str, amount: int, details: NewTransaction) -> Capture:
     """Post `amount` (0: all) of a pending hold as a CAPTURE debit; release the rest.
-    `details` carries the capture's description and creator (the capturing caller)."""
+    `details` carries the capture's description, external_id and creator (the capturing
+    caller)."""
     account = book.customer(account_id)  # releases the hold first if it has expired
     held = _pending_hold(book, hold_id)
     amount = amount or held.amount
@@ -84,6 +85,7 @@ def capture(book: Book, account_id: str, hold_id: str, amount: int, details: New
             metadata={"hold": f"transactions/{held.id}", "held": str(held.amount), "amount": str(amount)},
         )
     _check_postable(account, held.currency)
+    _check_external_id(book, details.external_id)
     account.pending -= held.amount
     account.dirty = True
     _require_funds(account, amount)
@@ -95,6 +97,7 @@ def capture(book: Book, account_id: str, hold_id: str, amount: int, details: New
         TransactionType.CAPTURE,
         kind=held.kind,
         description=details.description or held.description,
+        external_id=details.external_id,
         metadata=held.metadata,
         creator=details.creator,
         related_id=held.id,

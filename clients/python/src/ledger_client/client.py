@@ -685,17 +685,23 @@ class LedgerClient:
         *,
         amount: int = 0,
         description: str = "",
+        external_id: str = "",
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> transaction_service_pb2.CaptureHoldResponse:
         """Post ``amount`` minor units (0, the default: all) of the pending hold
         ``hold_name`` (``transactions/{id}``) as a CAPTURE debit and release the rest.
+        ``external_id`` is the capture's own (unique per tenant, like a transaction's).
         Returns the ``hold`` (now CAPTURED, with ``captured_amount``) and the posted
         ``capture``. Raises HOLD_NOT_PENDING after a void, capture or lapse, and
         AMOUNT_EXCEEDS_HOLD above the held amount."""
         request_id = _check_request_id(request_id)
         request = transaction_service_pb2.CaptureHoldRequest(
-            name=hold_name, amount=_check_amount(amount), description=description, request_id=request_id
+            name=hold_name,
+            amount=_check_amount(amount),
+            description=description,
+            external_id=external_id,
+            request_id=request_id,
         )
         return self._call(self._transactions.CaptureHold, request, timeout=timeout, request_id=request_id)
 

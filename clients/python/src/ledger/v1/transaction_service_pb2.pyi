@@ -386,6 +386,7 @@ class CaptureHoldRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The hold, `transactions/{transaction_id}`."""
     amount: _builtins.int
@@ -397,6 +398,11 @@ class CaptureHoldRequest(_message.Message):
     """
     request_id: _builtins.str
     """Idempotency key, as for CreateTransaction."""
+    external_id: _builtins.str
+    """The caller's unique id for the capture (a payment gateway's charge id, say), as
+    Transaction.external_id: unique per tenant, a second use is refused with
+    ALREADY_EXISTS (DUPLICATE_EXTERNAL_ID). Optional.
+    """
     def __init__(
         self,
         *,
@@ -404,10 +410,11 @@ class CaptureHoldRequest(_message.Message):
         amount: _builtins.int = ...,
         description: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        external_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "external_id", b"external_id", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
