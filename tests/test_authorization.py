@@ -118,8 +118,11 @@ def fill(message: Any, world: World, names_account: bool) -> None:
             message.name = world.account if names_account else world.transaction
         elif field.name == "account" and field.message_type is None:
             message.account = world.account
-        elif field.name == "account":
+        elif field.name == "account":  # CreateAccount's new account, UpdateAccount's changes
             message.account.currency = "USD"
+            message.account.name = world.account  # output only on create: ignored there
+        elif field.name == "update_mask":
+            message.update_mask.paths.append("metadata")
         elif field.name in ("transaction", "hold", "transfer"):
             getattr(message, field.name).CopyFrom(
                 transaction_pb2.Transaction(

@@ -1,6 +1,7 @@
 """Stateful property test: random sequences of every operation (credits with and without
-expiry, debits, holds, captures, voids, refunds, transfers, atomic batches, freezing,
-unfreezing and closing accounts, the expiry worker and time passing) against an
+expiry, debits, holds, captures, voids, refunds, transfers, atomic batches, credit lines
+raised and lowered, freezing, unfreezing and closing accounts, the expiry worker and time
+passing) against an
 in-memory model of the rules. After every step the ledger's balances, expiring/permanent
 split, statuses and amounts match the model, and VerifyLedger finds nothing wrong. On
 SQLite and Postgres."""
@@ -29,6 +30,7 @@ from ledger_server.core.errors import LedgerError
 from ledger_server.core.ledger import BatchItem, Ledger
 from ledger_server.core.model import (
     Account,
+    AccountChanges,
     AccountStatus,
     Direction,
     NewAccount,
@@ -357,6 +359,20 @@ class LedgerMachine(RuleBasedStateMachine):
             assert changed.status is target
             m.status = target
 
+    @rule(i=st.integers(0, 2), floor=st.sampled_from([-300, -100, 0]))
+    def change_floor(self, i: int, floor: int) -> None:
+        m = self._m(i)
+        expected: str | None = None
+        if m.status is AccountStatus.CLOSED:
+            expected = "ACCOUNT_NOT_ACTIVE"
+        elif floor > m.floor and m.posted - m.pending < floor:
+            expected = "BALANCE_BELOW_FLOOR"
+        changes = AccountChanges(balance_floor=floor)
+        changed = self._expect(expected, self.ledger.update_account, self.tenant, self.accounts[i], changes)
+        if isinstance(changed, Account):
+            assert changed.balance_floor == floor
+            m.floor = floor
+
     @rule(hours=st.sampled_from([1, 6, 24, 50]))
     def time_passes(self, hours: int) -> None:
         self.now += dt.timedelta(hours=hours)
@@ -374,8 +390,8 @@ class LedgerMachine(RuleBasedStateMachine):
         for i, account_id in enumerate(self.accounts):
             m = self._m(i)
             a = self.ledger.get_account(self.tenant, account_id)
-            got = (a.posted, a.pending, a.available, a.expiring, a.permanent, a.status)
-            want = (m.posted, m.pending, m.posted - m.pending, m.expiring, m.permanent, m.status)
+            got = (a.posted, a.pending, a.available, a.expiring, a.permanent, a.status, a.balance_floor)
+            want = (m.posted, m.pending, m.posted - m.pending, m.expiring, m.permanent, m.status, m.floor)
             assert got == want, f"account {i}: ledger {got}, model {want}"
             lots = sorted(m.lots, key=lambda x: x.expires)
             expected_next: dict[dt.datetime, int] = {}

@@ -16,16 +16,21 @@ from ledger_server.api.convert import (
     parse_metadata,
     parse_name,
     parse_time,
+    parse_update_mask,
 )
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import Account, AccountStatus, Creator, NewAccount
+from ledger_server.core.model import Account, AccountChanges, AccountStatus, Creator, NewAccount
 from ledger_server.core.validation import Violations
 
 
 def _created(account: Account) -> pb.CreateAccountResponse:
     return pb.CreateAccountResponse(account=account_pb(account))
+
+
+def _updated(account: Account) -> pb.UpdateAccountResponse:
+    return pb.UpdateAccountResponse(account=account_pb(account))
 
 
 def _frozen(account: Account) -> pb.FreezeAccountResponse:
@@ -40,6 +45,7 @@ def _closed(account: Account) -> pb.CloseAccountResponse:
     return pb.CloseAccountResponse(account=account_pb(account))
 
 
+UPDATABLE = ("external_ref", "balance_floor", "metadata")  # UpdateAccount's update_mask
 R = TypeVar("R", pb.FreezeAccountResponse, pb.UnfreezeAccountResponse, pb.CloseAccountResponse)
 StatusRequest = pb.FreezeAccountRequest | pb.UnfreezeAccountRequest | pb.CloseAccountRequest
 
@@ -104,6 +110,23 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
             violations=v,
         )
         return pb.ListAccountsResponse(accounts=[account_pb(a) for a in items], next_page_token=token)
+
+    def UpdateAccount(
+        self, request: pb.UpdateAccountRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateAccountResponse:
+        v = Violations()
+        responder = Responder(_updated, pb.UpdateAccountResponse.FromString)
+        idem = responder.idempotency("UpdateAccount", request, v)
+        a = request.account
+        account_id = parse_name(v, "account.name", a.name, "accounts")
+        fields = parse_update_mask(v, "update_mask", request.update_mask.paths, UPDATABLE)
+        changes = AccountChanges(
+            external_ref=a.external_ref if "external_ref" in fields else None,
+            balance_floor=a.balance_floor if "balance_floor" in fields else None,
+            metadata=parse_metadata(a.metadata) if "metadata" in fields else None,
+        )
+        outcome = self._ledger.update_account(tenant_of_call(), account_id, changes, idem=idem, violations=v)
+        return responder.respond(outcome)
 
     def FreezeAccount(
         self, request: pb.FreezeAccountRequest, context: grpc.ServicerContext

@@ -4,7 +4,7 @@ the core reports together with its own, so one error names every bad field."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
@@ -110,6 +110,17 @@ def parse_account_status(v: Violations, field: str, value: int) -> AccountStatus
         v.add(field, f"unknown status {value}")
         return None
     return ACCOUNT_STATUSES[value]  # type: ignore[index]
+
+
+def parse_update_mask(v: Violations, field: str, paths: Sequence[str], allowed: Sequence[str]) -> set[str]:
+    """An AIP-134 update_mask's fields, `*` meaning every one allowed; required."""
+    if not paths:
+        v.add(field, f"required: the fields to change, of {', '.join(allowed)} (or *)")
+        return set()
+    wanted = set(allowed) if "*" in paths else set(paths)
+    for path in sorted(wanted - set(allowed)):
+        v.add(field, f"cannot change {path[:64]!r}: only {', '.join(allowed)} (or *)")
+    return wanted & set(allowed)
 
 
 def parse_kind(v: Violations, field: str, value: int) -> TransactionKind:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar, cast
 
-from ledger_server.core import audit, lifecycle, views
+from ledger_server.core import account_changes, audit, views
 from ledger_server.core import operations as ops
 from ledger_server.core import validation as check
 from ledger_server.core.book import Book
@@ -28,6 +28,7 @@ from ledger_server.core.errors import (
 from ledger_server.core.ids import new_id
 from ledger_server.core.model import (
     Account,
+    AccountChanges,
     AccountStatus,
     Creator,
     Direction,
@@ -188,6 +189,29 @@ class Ledger:
             items = [views.account_now(r, a, now) for a in page.items]
         return items, self._next_token(query, page.next_cursor)
 
+    def update_account(
+        self,
+        tenant_id: str,
+        account_id: str,
+        changes: AccountChanges,
+        *,
+        idem: Idempotency[Account] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> Account | Replay:
+        """UpdateAccount (core/account_changes.py): the fields `changes` sets."""
+        v = check.Violations(violations)
+        if changes.external_ref is not None:
+            check.check_text(v, "account.external_ref", changes.external_ref, check.MAX_EXTERNAL_REF)
+        if changes.balance_floor is not None:
+            check.check_floor(v, "account.balance_floor", changes.balance_floor)
+        if changes.metadata is not None:
+            check.check_metadata(v, "account.metadata", changes.metadata)
+        if v:
+            raise invalid(v)
+        return self._write(
+            tenant_id, account_id, idem, lambda book: account_changes.update(book, account_id, changes)
+        )
+
     def change_account_status(
         self,
         tenant_id: str,
@@ -199,7 +223,7 @@ class Ledger:
         idem: Idempotency[Account] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> Account | Replay:
-        """FreezeAccount, UnfreezeAccount and CloseAccount (core/lifecycle.py)."""
+        """FreezeAccount, UnfreezeAccount and CloseAccount (core/account_changes.py)."""
         v = check.Violations(violations)
         check.check_text(v, "reason", reason, check.MAX_STATUS_REASON)
         if v:
@@ -208,7 +232,7 @@ class Ledger:
             tenant_id,
             account_id,
             idem,
-            lambda book: lifecycle.change_status(book, account_id, target, reason, by),
+            lambda book: account_changes.change_status(book, account_id, target, reason, by),
         )
 
     # -- transactions -----------------------------------------------------------------

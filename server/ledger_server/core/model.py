@@ -103,6 +103,15 @@ class NewAccount:
 
 
 @dataclass(frozen=True)
+class AccountChanges:
+    """UpdateAccount's new values: None leaves a field as it is."""
+
+    external_ref: str | None = None
+    balance_floor: int | None = None
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Account:
     id: str
     tenant_id: str

@@ -175,6 +175,16 @@ class WriteUnit(ReadUnit, Protocol):
     ) -> None:
         """Change the status of an account this unit has locked: why, by whom, when."""
 
+    def update_account(
+        self,
+        account_id: str,
+        external_ref: str,
+        balance_floor: int,
+        metadata: dict[str, str],
+        now: dt.datetime,
+    ) -> None:
+        """Set the details of an account this unit has locked."""
+
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
         """Write back the balances of accounts this unit has locked, all at once."""
         ...

@@ -110,6 +110,10 @@ _STATEMENTS = {
         "UPDATE accounts SET posted = :posted, pending = :pending, expiring = :expiring, "
         "last_posting_date = :last_posting_date, updated_at = :updated_at WHERE id = :id"
     ),
+    "update_account": (
+        "UPDATE accounts SET external_ref = :external_ref, balance_floor = :balance_floor, "
+        "metadata = :metadata, updated_at = :updated_at WHERE id = :id"
+    ),
     "set_account_status": (
         "UPDATE accounts SET status = :status, status_reason = :reason, status_changed_at = :updated_at, "
         "status_changed_by_token_id = :token_id, status_changed_by_token_name = :token_name, "

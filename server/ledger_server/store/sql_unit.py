@@ -597,6 +597,23 @@ class SqlUnit(AdminQueries):
         }
         self._run("set_account_status", params)
 
+    def update_account(
+        self,
+        account_id: str,
+        external_ref: str,
+        balance_floor: int,
+        metadata: dict[str, str],
+        now: dt.datetime,
+    ) -> None:
+        params = {
+            "external_ref": external_ref,
+            "balance_floor": balance_floor,
+            "metadata": dump_metadata(metadata),
+            "updated_at": to_micros(now),
+            "id": account_id,
+        }
+        self._run("update_account", params)
+
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
         rows = [
             {

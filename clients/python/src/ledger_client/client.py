@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, TypeAlias, TypedDict, TypeVar
 
 import grpc
+from google.protobuf import field_mask_pb2
 from ledger.v1 import (
     account_pb2,
     account_service_pb2,
@@ -445,6 +446,40 @@ class LedgerClient:
         """Read one account (``accounts/{id}``) with its current balances."""
         request = account_service_pb2.GetAccountRequest(name=name)
         return self._call(self._accounts.GetAccount, request, timeout=timeout).account
+
+    def update_account(
+        self,
+        name: str,
+        *,
+        external_ref: str | None = None,
+        balance_floor: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> account_pb2.Account:
+        """Change the account ``name``'s ``external_ref``, ``balance_floor`` (raise or
+        lower a credit line) or ``metadata`` (replaced whole): the ones given, the rest
+        stay. A floor above the available balance raises BALANCE_BELOW_FLOOR."""
+        request_id = _check_request_id(request_id)
+        account = account_pb2.Account(name=name)
+        paths: list[str] = []
+        if external_ref is not None:
+            account.external_ref = external_ref
+            paths.append("external_ref")
+        if balance_floor is not None:
+            account.balance_floor = balance_floor
+            paths.append("balance_floor")
+        if metadata is not None:
+            account.metadata.update(metadata)
+            paths.append("metadata")
+        if not paths:
+            raise ValueError("nothing to update: give external_ref, balance_floor or metadata")
+        request = account_service_pb2.UpdateAccountRequest(
+            account=account, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=request_id
+        )
+        return self._call(
+            self._accounts.UpdateAccount, request, timeout=timeout, request_id=request_id
+        ).account
 
     def freeze_account(
         self, name: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None

@@ -50,6 +50,7 @@ class Reason:
     DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
     IMPORT_TOO_LARGE: Final = "IMPORT_TOO_LARGE"
     ACCOUNT_NOT_EMPTY: Final = "ACCOUNT_NOT_EMPTY"
+    BALANCE_BELOW_FLOOR: Final = "BALANCE_BELOW_FLOOR"
 
 
 @dataclass(frozen=True, slots=True)

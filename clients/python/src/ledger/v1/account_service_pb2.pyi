@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -428,3 +429,65 @@ class CloseAccountResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CloseAccountResponse: _TypeAlias = CloseAccountResponse  # noqa: Y015
+
+@_typing.final
+class UpdateAccountRequest(_message.Message):
+    """Request of AccountService.UpdateAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key (AIP-155), as for CreateAccount."""
+    @_builtins.property
+    def account(self) -> _account_pb2.Account:
+        """The account's name (`accounts/{account_id}`) and the new values of the fields that
+        update_mask names.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: any of `external_ref`, `balance_floor` and `metadata` (which
+        is replaced whole), or `*` for all three. Required; other fields are refused.
+        """
+
+    def __init__(
+        self,
+        *,
+        account: _account_pb2.Account | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccountRequest: _TypeAlias = UpdateAccountRequest  # noqa: Y015
+
+@_typing.final
+class UpdateAccountResponse(_message.Message):
+    """Response of AccountService.UpdateAccount."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> _account_pb2.Account:
+        """The account as changed, with its current balances."""
+
+    def __init__(
+        self,
+        *,
+        account: _account_pb2.Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccountResponse: _TypeAlias = UpdateAccountResponse  # noqa: Y015

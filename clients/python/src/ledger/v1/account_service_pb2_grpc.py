@@ -55,6 +55,11 @@ class AccountServiceStub:
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.FromString,
                 _registered_method=True)
+        self.UpdateAccount = channel.unary_unary(
+                '/ledger.v1.AccountService/UpdateAccount',
+                request_serializer=ledger_dot_v1_dot_account__service__pb2.UpdateAccountRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_account__service__pb2.UpdateAccountResponse.FromString,
+                _registered_method=True)
         self.FreezeAccount = channel.unary_unary(
                 '/ledger.v1.AccountService/FreezeAccount',
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.FreezeAccountRequest.SerializeToString,
@@ -103,6 +108,16 @@ class AccountServiceServicer:
     def ListAccounts(self, request, context):
         """Lists accounts, oldest first, optionally only those of one external_ref or in one
         status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAccount(self, request, context):
+        """Changes an account's external_ref, balance_floor or metadata: the fields named in
+        update_mask. A balance_floor above the available balance is refused with
+        BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
+        closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +172,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.ListAccounts,
                     request_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'UpdateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccount,
+                    request_deserializer=ledger_dot_v1_dot_account__service__pb2.UpdateAccountRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_account__service__pb2.UpdateAccountResponse.SerializeToString,
             ),
             'FreezeAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.FreezeAccount,
@@ -283,6 +303,33 @@ class AccountService:
             '/ledger.v1.AccountService/ListAccounts',
             ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.SerializeToString,
             ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AccountService/UpdateAccount',
+            ledger_dot_v1_dot_account__service__pb2.UpdateAccountRequest.SerializeToString,
+            ledger_dot_v1_dot_account__service__pb2.UpdateAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

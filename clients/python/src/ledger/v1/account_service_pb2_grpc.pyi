@@ -47,6 +47,12 @@ class AccountServiceStub:
     """Lists accounts, oldest first, optionally only those of one external_ref or in one
     status.
     """
+    UpdateAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]
+    """Changes an account's external_ref, balance_floor or metadata: the fields named in
+    update_mask. A balance_floor above the available balance is refused with
+    BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
+    closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    """
     FreezeAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
     unfrozen. An account already frozen is returned unchanged; a closed one is refused
@@ -81,6 +87,12 @@ class AccountServiceAsyncStub(AccountServiceStub):
     ListAccounts: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]  # type: ignore[assignment]
     """Lists accounts, oldest first, optionally only those of one external_ref or in one
     status.
+    """
+    UpdateAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]  # type: ignore[assignment]
+    """Changes an account's external_ref, balance_floor or metadata: the fields named in
+    update_mask. A balance_floor above the available balance is refused with
+    BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
+    closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
     """
     FreezeAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]  # type: ignore[assignment]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
@@ -137,6 +149,18 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_account_service_pb2.ListAccountsResponse, _abc.Awaitable[_account_service_pb2.ListAccountsResponse]]:
         """Lists accounts, oldest first, optionally only those of one external_ref or in one
         status.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateAccount(
+        self,
+        request: _account_service_pb2.UpdateAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_service_pb2.UpdateAccountResponse, _abc.Awaitable[_account_service_pb2.UpdateAccountResponse]]:
+        """Changes an account's external_ref, balance_floor or metadata: the fields named in
+        update_mask. A balance_floor above the available balance is refused with
+        BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
+        closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
         """
 
     @_abc_1.abstractmethod

@@ -112,6 +112,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     `posted`, `pending` and `expiring` say what. Move the balance out (a debit or a
     transfer) and capture or void the pending holds first.
     """
+    ERROR_REASON_BALANCE_BELOW_FLOOR: _ErrorReason.ValueType  # 28
+    """FAILED_PRECONDITION: UpdateAccount would set a balance_floor above the account's
+    available balance; metadata `available` and `balance_floor` say by how much.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -209,5 +213,9 @@ ERROR_REASON_ACCOUNT_NOT_EMPTY: ErrorReason.ValueType  # 27
 """FAILED_PRECONDITION: CloseAccount on an account with something on it; metadata
 `posted`, `pending` and `expiring` say what. Move the balance out (a debit or a
 transfer) and capture or void the pending holds first.
+"""
+ERROR_REASON_BALANCE_BELOW_FLOOR: ErrorReason.ValueType  # 28
+"""FAILED_PRECONDITION: UpdateAccount would set a balance_floor above the account's
+available balance; metadata `available` and `balance_floor` say by how much.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,6 +1,7 @@
-"""An account's lifecycle (FreezeAccount, UnfreezeAccount, CloseAccount) in the core and
-over gRPC, against a real store (SQLite and Postgres): what each status refuses and
-allows, which changes are allowed, and that a refused change changes nothing."""
+"""Changes to an account itself (UpdateAccount, FreezeAccount, UnfreezeAccount,
+CloseAccount) in the core and over gRPC, against a real store (SQLite and Postgres):
+what each status refuses and allows, which changes are allowed, and that a refused
+change changes nothing."""
 
 from __future__ import annotations
 
@@ -8,13 +9,22 @@ import uuid
 
 import grpc
 import pytest
-from ledger.v1 import account_service_pb2, account_service_pb2_grpc
+from google.protobuf import field_mask_pb2
+from ledger.v1 import account_pb2, account_service_pb2, account_service_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
 from sqlalchemy import Engine
 
 from ledger_server.core.errors import LedgerError as CoreError
 from ledger_server.core.ledger import Idempotency, Ledger
-from ledger_server.core.model import Account, AccountStatus, Creator, NewTransaction, Transaction
+from ledger_server.core.model import (
+    Account,
+    AccountChanges,
+    AccountStatus,
+    Creator,
+    NewAccount,
+    NewTransaction,
+    Transaction,
+)
 from tests.support import START, Clock, invariant_violations
 from tests.test_lifecycle import DAY, capture, credit, debit, hold, open_account, refund
 
@@ -295,3 +305,96 @@ def test_an_unknown_status_filter_is_refused(client: LedgerClient, token: str) -
         )
     err = LedgerError.from_rpc_error(info.value)
     assert (err.reason, [v.field for v in err.field_violations]) == ("INVALID_REQUEST", ["status"])
+
+
+# -- UpdateAccount -------------------------------------------------------------------------
+
+
+def test_a_credit_line_is_raised_and_lowered_as_far_as_it_is_drawn(book: Ledger, engine: Engine) -> None:
+    account = open_account(book)
+    assert refused(debit, book, account, 1).reason == "INSUFFICIENT_FUNDS"
+    wider = book.update_account(T, account.id, AccountChanges(balance_floor=-500))
+    assert isinstance(wider, Account) and wider.balance_floor == -500
+    debit(book, account, 300)
+    hold(book, account, 100)  # available is now -400
+    err = refused(book.update_account, T, account.id, AccountChanges(balance_floor=-399))
+    assert (err.reason, err.metadata["available"], err.metadata["balance_floor"]) == (
+        "BALANCE_BELOW_FLOOR",
+        "-400",
+        "-399",
+    )
+    assert book.get_account(T, account.id).balance_floor == -500  # the refusal changed nothing
+    narrower = book.update_account(T, account.id, AccountChanges(balance_floor=-400))
+    assert isinstance(narrower, Account) and (narrower.balance_floor, narrower.available) == (-400, -400)
+    assert refused(debit, book, account, 1).reason == "INSUFFICIENT_FUNDS"
+    assert invariant_violations(engine) == []
+
+
+def test_only_the_fields_given_change(book: Ledger, clock: Clock) -> None:
+    account = book.create_account(T, NewAccount("cust-1", "USD", -10, {"tier": "gold"}))
+    assert isinstance(account, Account)
+    clock.advance(DAY)
+    renamed = book.update_account(T, account.id, AccountChanges(external_ref="cust-2"))
+    assert isinstance(renamed, Account)
+    assert (renamed.external_ref, renamed.balance_floor, renamed.metadata) == (
+        "cust-2",
+        -10,
+        {"tier": "gold"},
+    )
+    assert renamed.updated_at == clock.now and renamed == book.get_account(T, account.id)
+    cleared = book.update_account(T, account.id, AccountChanges(metadata={}))
+    assert isinstance(cleared, Account) and (cleared.metadata, cleared.external_ref) == ({}, "cust-2")
+    assert [a.id for a in book.list_accounts(T, "cust-2", 10, "")[0]] == [account.id]
+
+
+def test_bad_updates_name_their_fields_and_change_nothing(book: Ledger) -> None:
+    account = open_account(book)
+    bad = AccountChanges(external_ref="x" * 129, balance_floor=1, metadata={"": "v"})
+    err = refused(book.update_account, T, account.id, bad)
+    assert err.reason == "INVALID_REQUEST"
+    assert [v.field for v in err.violations] == [
+        "account.external_ref",
+        "account.balance_floor",
+        "account.metadata['']",
+    ]
+    closed = change(book, account, CLOSED)
+    assert (
+        refused(book.update_account, T, account.id, AccountChanges(external_ref="x")).reason
+        == "ACCOUNT_NOT_ACTIVE"
+    )
+    assert book.get_account(T, account.id) == closed
+
+
+def test_update_account_over_grpc(client: LedgerClient, token: str) -> None:
+    account = client.create_account(currency="USD", external_ref="a", metadata={"k": "v"})
+    request_id = str(uuid.uuid4())
+    updated = client.update_account(account.name, balance_floor=-1000, request_id=request_id)
+    assert (updated.balance_floor, updated.external_ref, dict(updated.metadata)) == (-1000, "a", {"k": "v"})
+    assert client.update_account(account.name, balance_floor=-1000, request_id=request_id) == updated
+    client.debit(account.name, 600, "USD")
+    with pytest.raises(LedgerError) as below:
+        client.update_account(account.name, balance_floor=0)
+    assert (below.value.code, below.value.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BALANCE_BELOW_FLOOR",
+    )
+
+    stub = account_service_pb2_grpc.AccountServiceStub(client.channel)
+    metadata = (("authorization", f"Bearer {token}"),)
+    everything = account_service_pb2.UpdateAccountRequest(
+        account=account_pb2.Account(name=account.name, external_ref="b", balance_floor=-600),
+        update_mask=field_mask_pb2.FieldMask(paths=["*"]),
+    )
+    replaced = stub.UpdateAccount(everything, metadata=metadata, timeout=10).account
+    assert (replaced.external_ref, replaced.balance_floor, dict(replaced.metadata)) == ("b", -600, {})
+    for paths, problem in [([], "required"), (["currency", "status"], "cannot change 'currency'")]:
+        request = account_service_pb2.UpdateAccountRequest(
+            account=account_pb2.Account(name=account.name), update_mask=field_mask_pb2.FieldMask(paths=paths)
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.UpdateAccount(request, metadata=metadata, timeout=10)
+        err = LedgerError.from_rpc_error(info.value)
+        assert err.reason == "INVALID_REQUEST"
+        assert {v.field for v in err.field_violations} == {"update_mask"}
+        assert problem in err.field_violations[0].description
+    assert client.get_account(account.name) == replaced
