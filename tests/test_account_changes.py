@@ -14,7 +14,6 @@ from ledger.v1 import account_pb2, account_service_pb2, account_service_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
 from sqlalchemy import Engine
 
-from ledger_server.core.errors import LedgerError as CoreError
 from ledger_server.core.ledger import Idempotency, Ledger
 from ledger_server.core.model import (
     Account,
@@ -26,6 +25,7 @@ from ledger_server.core.model import (
     Transaction,
 )
 from tests.support import START, Clock, invariant_violations
+from tests.test_ledger_core import refusal as refused
 from tests.test_lifecycle import DAY, capture, credit, debit, hold, open_account, refund
 
 T = "default"
@@ -41,12 +41,6 @@ def change(
     changed = ledger.change_account_status(T, account.id, target, reason, by=by)
     assert isinstance(changed, Account)
     return changed
-
-
-def refused(fn: object, *args: object, **kw: object) -> CoreError:
-    with pytest.raises(CoreError) as info:
-        fn(*args, **kw)  # type: ignore[operator]
-    return info.value
 
 
 def transfer(ledger: Ledger, source: Account, destination: Account, amount: int) -> Transaction:

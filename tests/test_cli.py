@@ -91,6 +91,7 @@ def test_tenants_and_tokens_lifecycle(database_url: str, tmp_path: Path) -> None
             ["--tenant", "acme", "--name", "x", "--scopes", "admin", "--expires-in", "soon"],
             "durations look like",
         ),
+        (["--tenant", "acme", "--name", "n" * 201, "--scopes", "admin"], "at most 200 characters"),
     ],
 )
 def test_bad_token_requests_are_refused(database_url: str, args: list[str], message: str) -> None:

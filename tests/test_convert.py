@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 from hypothesis import given
@@ -11,16 +12,20 @@ from hypothesis import strategies as st
 from ledger.v1 import transaction_pb2
 
 from ledger_server.api.convert import account_pb, timestamp, transaction_pb
+from ledger_server.core.admin import MAX_TOKEN_NAME
 from ledger_server.core.model import (
     Account,
     AccountStatus,
     Creator,
     Direction,
+    Expiration,
     Transaction,
     TransactionKind,
     TransactionStatus,
     TransactionType,
 )
+from ledger_server.core.validation import MAX_STATUS_REASON
+from ledger_server.store.rows import account_size, transaction_size
 
 OFFSETS = st.sampled_from(
     [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=8))]
@@ -106,3 +111,31 @@ def test_account_pb_times_are_fromdatetime(created: dt.datetime, updated: dt.dat
     account = Account("a", "t", "ref", "USD", 0, AccountStatus.ACTIVE, {}, 5, 1, created, updated)
     built = account_pb(account)
     assert (built.create_time, built.update_time) == (_time(created), _time(updated))
+
+
+# The largest text each field admits, in characters that take 4 bytes in UTF-8.
+WIDE = "\U0001f600"
+UUID = "0193c8a0-0000-7000-8000-000000000001"
+BIG_METADATA = {f"k{i:02d}".ljust(40, WIDE): WIDE * 500 for i in range(50)}
+TOKEN = Creator("f" * 32, WIDE * MAX_TOKEN_NAME)
+WHEN = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("metadata", [{}, BIG_METADATA], ids=["no metadata", "full metadata"])
+def test_a_page_item_s_size_bounds_its_reply_size(metadata: dict[str, str]) -> None:
+    """List pages are cut by rows.account_size / transaction_size (core/paging.py): each
+    must be at least the item's size in the reply, with every field at its largest."""
+    expirations = tuple(Expiration(2**63 - 1, WHEN) for i in range(10))
+    # (Negative int64s take the most bytes, 10; every balance is one or the largest.)
+    account = Account(
+        UUID, "t", WIDE * 128, "C" * 16, -(2**63), AccountStatus.FROZEN, metadata, -(2**62), 2**62,
+        WHEN, WHEN, -1, expirations, WIDE * MAX_STATUS_REASON, WHEN, TOKEN,
+    )  # fmt: skip
+    transaction = Transaction(
+        UUID, "t", UUID, Direction.DEBIT, 2**63 - 1, "C" * 16, TransactionKind.PURCHASE, WIDE * 1000,
+        dt.date(9999, 12, 31), WIDE * 128, metadata, TransactionStatus.PARTIALLY_REFUNDED, -(2**63),
+        WHEN, WHEN, TOKEN, TransactionType.TRANSFER, WHEN, UUID, -(2**63), UUID, 2**63 - 1, 2**63 - 1,
+    )  # fmt: skip
+    framing = 5  # a repeated field's tag and length
+    assert account_size(account) >= account_pb(account).ByteSize() + framing
+    assert transaction_size(transaction) >= transaction_pb(transaction).ByteSize() + framing

@@ -10,6 +10,8 @@ from ledger_server.core.errors import WriteConflict
 from ledger_server.core.model import Tenant, TokenRecord
 from ledger_server.core.ports import Store
 
+MAX_TOKEN_NAME = 200  # the api_tokens.name column; it is also stored on what the token creates
+
 
 class AdminError(Exception):
     """A refused administrative command; the message says why."""
@@ -47,6 +49,8 @@ class Admin:
             wanted = check_scopes(scopes)
         except ValueError as exc:
             raise AdminError(str(exc)) from exc
+        if len(name) > MAX_TOKEN_NAME:
+            raise AdminError(f"a token name is at most {MAX_TOKEN_NAME} characters (got {len(name)})")
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise AdminError("the expiry must be in the future")

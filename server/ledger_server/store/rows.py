@@ -82,7 +82,7 @@ def page_of(
 
 # Every row of a page is sized: the common case (no metadata) without a call.
 def account_size(a: Account) -> int:
-    chars = len(a.external_ref)
+    chars = len(a.external_ref) + len(a.status_reason)
     return item_bytes(a.metadata, chars) if a.metadata else ITEM_BYTES + 4 * chars
 
 
