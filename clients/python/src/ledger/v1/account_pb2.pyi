@@ -100,7 +100,9 @@ class Account(_message.Message):
     STATUS_CHANGE_TIME_FIELD_NUMBER: _builtins.int
     STATUS_CHANGED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Resource name, `accounts/{account_id}`. Output only; assigned by the ledger."""
+    """Resource name, `accounts/{account_id}`, assigned by the ledger: ignored by
+    CreateAccount; names the account to change in UpdateAccount.
+    """
     external_ref: _builtins.str
     """The caller's own reference for the holder of this account: a customer, user,
     membership or company id. Optional; at most 128 characters. Not unique: one

@@ -115,9 +115,10 @@ class AccountServiceServicer:
 
     def UpdateAccount(self, request, context):
         """Changes an account's external_ref, balance_floor or metadata: the fields named in
-        update_mask. A balance_floor above the available balance is refused with
-        BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
-        closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
+        higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
+        it (a credit line can be cut only down to what is drawn on it). A closed account is
+        refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,9 +49,10 @@ class AccountServiceStub:
     """
     UpdateAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]
     """Changes an account's external_ref, balance_floor or metadata: the fields named in
-    update_mask. A balance_floor above the available balance is refused with
-    BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
-    closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
+    higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
+    it (a credit line can be cut only down to what is drawn on it). A closed account is
+    refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
     """
     FreezeAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
@@ -90,9 +91,10 @@ class AccountServiceAsyncStub(AccountServiceStub):
     """
     UpdateAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]  # type: ignore[assignment]
     """Changes an account's external_ref, balance_floor or metadata: the fields named in
-    update_mask. A balance_floor above the available balance is refused with
-    BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
-    closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
+    higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
+    it (a credit line can be cut only down to what is drawn on it). A closed account is
+    refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
     """
     FreezeAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]  # type: ignore[assignment]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
@@ -158,9 +160,10 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_account_service_pb2.UpdateAccountResponse, _abc.Awaitable[_account_service_pb2.UpdateAccountResponse]]:
         """Changes an account's external_ref, balance_floor or metadata: the fields named in
-        update_mask. A balance_floor above the available balance is refused with
-        BALANCE_BELOW_FLOOR (lower the credit line only as far as what is drawn on it); a
-        closed account with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
+        higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
+        it (a credit line can be cut only down to what is drawn on it). A closed account is
+        refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
         """
 
     @_abc_1.abstractmethod
