@@ -21,17 +21,13 @@ from ledger_server.core.model import (
     AccountStatus,
     Creator,
     NewAccount,
-    NewTransaction,
-    Transaction,
 )
 from tests.support import START, Clock, invariant_violations
-from tests.test_ledger_core import refusal as refused
-from tests.test_lifecycle import DAY, capture, credit, debit, hold, open_account, refund
+from tests.test_lifecycle import DAY, capture, credit, debit, hold, open_account, refund, transfer
+from tests.test_lifecycle import refusal as refused
 
 T = "default"
 ACTIVE, FROZEN, CLOSED = AccountStatus.ACTIVE, AccountStatus.FROZEN, AccountStatus.CLOSED
-
-
 OPS, SUPPORT = Creator("a" * 32, "ops-console"), Creator("b" * 32, "support-tool")
 
 
@@ -41,13 +37,6 @@ def change(
     changed = ledger.change_account_status(T, account.id, target, reason, by=by)
     assert isinstance(changed, Account)
     return changed
-
-
-def transfer(ledger: Ledger, source: Account, destination: Account, amount: int) -> Transaction:
-    cmd = NewTransaction(source.id, None, amount, source.currency, counterparty_id=destination.id)
-    txn = ledger.transfer(T, cmd)
-    assert isinstance(txn, Transaction)
-    return txn
 
 
 def test_a_frozen_account_refuses_postings_until_unfrozen(book: Ledger, clock: Clock, engine: Engine) -> None:
