@@ -24,30 +24,21 @@ from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import Account, AccountChanges, AccountStatus, Creator, NewAccount
 from ledger_server.core.validation import Violations
 
-
-def _created(account: Account) -> pb.CreateAccountResponse:
-    return pb.CreateAccountResponse(account=account_pb(account))
-
-
-def _updated(account: Account) -> pb.UpdateAccountResponse:
-    return pb.UpdateAccountResponse(account=account_pb(account))
-
-
-def _frozen(account: Account) -> pb.FreezeAccountResponse:
-    return pb.FreezeAccountResponse(account=account_pb(account))
-
-
-def _unfrozen(account: Account) -> pb.UnfreezeAccountResponse:
-    return pb.UnfreezeAccountResponse(account=account_pb(account))
-
-
-def _closed(account: Account) -> pb.CloseAccountResponse:
-    return pb.CloseAccountResponse(account=account_pb(account))
-
-
 UPDATABLE = ("external_ref", "balance_floor", "metadata")  # UpdateAccount's update_mask
-R = TypeVar("R", pb.FreezeAccountResponse, pb.UnfreezeAccountResponse, pb.CloseAccountResponse)
+# The mutations whose reply is the account alone.
+R = TypeVar(
+    "R",
+    pb.CreateAccountResponse,
+    pb.UpdateAccountResponse,
+    pb.FreezeAccountResponse,
+    pb.UnfreezeAccountResponse,
+    pb.CloseAccountResponse,
+)
 StatusRequest = pb.FreezeAccountRequest | pb.UnfreezeAccountRequest | pb.CloseAccountRequest
+
+
+def _responder(reply: type[R]) -> Responder[Account, R]:
+    return Responder(lambda account: reply(account=account_pb(account)), reply.FromString)
 
 
 class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
@@ -58,7 +49,7 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
         self, request: pb.CreateAccountRequest, context: grpc.ServicerContext
     ) -> pb.CreateAccountResponse:
         v = Violations()
-        responder = Responder(_created, pb.CreateAccountResponse.FromString)
+        responder = _responder(pb.CreateAccountResponse)
         idem = responder.idempotency("CreateAccount", request, v)
         a = request.account
         new = NewAccount(
@@ -115,7 +106,7 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
         self, request: pb.UpdateAccountRequest, context: grpc.ServicerContext
     ) -> pb.UpdateAccountResponse:
         v = Violations()
-        responder = Responder(_updated, pb.UpdateAccountResponse.FromString)
+        responder = _responder(pb.UpdateAccountResponse)
         idem = responder.idempotency("UpdateAccount", request, v)
         a = request.account
         account_id = parse_name(v, "account.name", a.name, "accounts")
@@ -131,25 +122,23 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
     def FreezeAccount(
         self, request: pb.FreezeAccountRequest, context: grpc.ServicerContext
     ) -> pb.FreezeAccountResponse:
-        responder = Responder(_frozen, pb.FreezeAccountResponse.FromString)
-        return self._change_status("FreezeAccount", request, AccountStatus.FROZEN, responder)
+        return self._change_status("FreezeAccount", request, AccountStatus.FROZEN, pb.FreezeAccountResponse)
 
     def UnfreezeAccount(
         self, request: pb.UnfreezeAccountRequest, context: grpc.ServicerContext
     ) -> pb.UnfreezeAccountResponse:
-        responder = Responder(_unfrozen, pb.UnfreezeAccountResponse.FromString)
-        return self._change_status("UnfreezeAccount", request, AccountStatus.ACTIVE, responder)
+        return self._change_status(
+            "UnfreezeAccount", request, AccountStatus.ACTIVE, pb.UnfreezeAccountResponse
+        )
 
     def CloseAccount(
         self, request: pb.CloseAccountRequest, context: grpc.ServicerContext
     ) -> pb.CloseAccountResponse:
-        responder = Responder(_closed, pb.CloseAccountResponse.FromString)
-        return self._change_status("CloseAccount", request, AccountStatus.CLOSED, responder)
+        return self._change_status("CloseAccount", request, AccountStatus.CLOSED, pb.CloseAccountResponse)
 
-    def _change_status(
-        self, method: str, request: StatusRequest, target: AccountStatus, responder: Responder[Account, R]
-    ) -> R:
+    def _change_status(self, method: str, request: StatusRequest, target: AccountStatus, reply: type[R]) -> R:
         v = Violations()
+        responder = _responder(reply)
         idem = responder.idempotency(method, request, v)
         account_id = parse_name(v, "name", request.name, "accounts")
         caller = current_caller()
