@@ -119,10 +119,13 @@ class Ledger:
     ) -> Account | Replay:
         v = check.Violations(violations)
         new = replace(new, currency=check.normalize_currency(new.currency))
-        check.check_text(v, "account.external_ref", new.external_ref, check.MAX_EXTERNAL_REF)
-        check.check_currency(v, "account.currency", new.currency)
-        check.check_floor(v, "account.balance_floor", new.balance_floor)
-        check.check_metadata(v, "account.metadata", new.metadata)
+        check.check_account(
+            v,
+            external_ref=new.external_ref,
+            currency=new.currency,
+            balance_floor=new.balance_floor,
+            metadata=new.metadata,
+        )
         if v:
             raise invalid(v)
         account_id = new_id()
@@ -200,12 +203,12 @@ class Ledger:
     ) -> Account | Replay:
         """UpdateAccount (core/account_changes.py): the fields `changes` sets."""
         v = check.Violations(violations)
-        if changes.external_ref is not None:
-            check.check_text(v, "account.external_ref", changes.external_ref, check.MAX_EXTERNAL_REF)
-        if changes.balance_floor is not None:
-            check.check_floor(v, "account.balance_floor", changes.balance_floor)
-        if changes.metadata is not None:
-            check.check_metadata(v, "account.metadata", changes.metadata)
+        check.check_account(
+            v,
+            external_ref=changes.external_ref,
+            balance_floor=changes.balance_floor,
+            metadata=changes.metadata,
+        )
         if v:
             raise invalid(v)
         return self._write(

@@ -76,6 +76,25 @@ def check_floor(v: Violations, field: str, floor: int) -> None:
         v.add(field, "must fit in int64")
 
 
+def check_account(
+    v: Violations,
+    *,
+    external_ref: str | None = None,
+    currency: str | None = None,
+    balance_floor: int | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """An account's fields as CreateAccount and UpdateAccount take them (None: not given)."""
+    if external_ref is not None:
+        check_text(v, "account.external_ref", external_ref, MAX_EXTERNAL_REF)
+    if currency is not None:
+        check_currency(v, "account.currency", currency)
+    if balance_floor is not None:
+        check_floor(v, "account.balance_floor", balance_floor)
+    if metadata is not None:
+        check_metadata(v, "account.metadata", metadata)
+
+
 def canonical_uuid(text: str) -> str | None:
     """The UUID in canonical lower-case form, or None unless `text` is one (any case)."""
     lowered = text.lower()
