@@ -47,7 +47,7 @@ def change_status(
                 },
             )
         book.w.set_account_status(account_id, target, reason, by, book.now)
-    return _now(book, held)
+    return _now(book, held, _read(book, account_id))
 
 
 def update(book: Book, account_id: str, changes: AccountChanges) -> Account:
@@ -73,7 +73,10 @@ def update(book: Book, account_id: str, changes: AccountChanges) -> Account:
     external_ref = current.external_ref if changes.external_ref is None else changes.external_ref
     metadata = current.metadata if changes.metadata is None else changes.metadata
     book.w.update_account(account_id, external_ref, floor, metadata, book.now)
-    return _now(book, held)
+    changed = evolve(
+        current, external_ref=external_ref, balance_floor=floor, metadata=metadata, updated_at=book.now
+    )
+    return _now(book, held, changed)
 
 
 def _read(book: Book, account_id: str) -> Account:
@@ -83,11 +86,10 @@ def _read(book: Book, account_id: str) -> Account:
     return account
 
 
-def _now(book: Book, held: Held) -> Account:
-    """The account as this unit leaves it: the balances as the Book holds them (what it
-    wrote off is written back at its flush), with the next expirations of its credit as
-    GetAccount shows them."""
-    account = _read(book, held.id)
+def _now(book: Book, held: Held, account: Account) -> Account:
+    """`account` (as stored after this unit's own change) as the unit leaves it: the
+    balances as the Book holds them (what it wrote off is written back at its flush),
+    with the next expirations of its credit as GetAccount shows them."""
     updated = book.now if held.dirty else account.updated_at
     account = evolve(
         account, posted=held.posted, pending=held.pending, expiring=held.expiring, updated_at=updated
