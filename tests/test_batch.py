@@ -3,6 +3,7 @@ limits, and no deadlock between batches -- over the real server, SQLite and Post
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import threading
 from collections.abc import Callable, Iterator
@@ -10,8 +11,8 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from ledger.v1 import transaction_service_pb2
-from ledger_client import LedgerClient, LedgerError, transaction_request
+from ledger.v1 import transaction_pb2, transaction_service_pb2, transaction_service_pb2_grpc
+from ledger_client import LedgerClient, LedgerError, hold_request, transaction_request
 from sqlalchemy import Engine, func, select
 
 from ledger_server.core.ledger import Ledger
@@ -59,6 +60,70 @@ def test_atomic_batch_with_a_refused_item_posts_nothing(
     assert info.value.error_metadata["available"] == "110"  # item 0 counted, then undone
     assert posted_count(engine) == before
     assert client.get_account(account).balance.posted == 100
+
+
+def hold(account: str, amount: int) -> transaction_service_pb2.CreateTransactionRequest:
+    return hold_request(account=account, amount=amount, currency="USD")
+
+
+def test_batch_items_of_type_hold_place_holds_in_order_with_the_postings(
+    client: LedgerClient, account: str, engine: Engine
+) -> None:
+    results = client.batch_create_transactions([hold(account, 60), debit(account, 30), credit(account, 5)])
+    placed = results[0].transaction
+    assert (placed.type, placed.status) == (
+        transaction_pb2.TRANSACTION_TYPE_HOLD,
+        transaction_pb2.TRANSACTION_STATUS_PENDING,
+    )
+    assert [r.transaction.ending_balance for r in results] == [100, 70, 75]
+    balance = client.get_account(account).balance
+    assert (balance.posted, balance.pending, balance.available) == (75, 60, 15)
+    assert client.capture_hold(placed.name, amount=50).capture.ending_balance == 25
+    assert invariant_violations(engine) == []
+
+
+def test_a_hold_item_counts_against_the_items_after_it_and_is_undone_with_them(
+    client: LedgerClient, account: str, engine: Engine
+) -> None:
+    before = posted_count(engine)
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([hold(account, 80), debit(account, 30)])
+    assert (info.value.reason, info.value.error_metadata["item_index"]) == ("INSUFFICIENT_FUNDS", "1")
+    assert info.value.error_metadata["available"] == "20"  # the hold counted, then undone
+    assert posted_count(engine) == before
+    assert client.get_account(account).balance.pending == 0
+    results = client.batch_create_transactions([hold(account, 80), hold(account, 30)], independent=True)
+    assert results[0].transaction.status == transaction_pb2.TRANSACTION_STATUS_PENDING
+    assert results[1].WhichOneof("result") == "error"
+    assert client.get_account(account).balance.pending == 80
+
+
+def test_only_postings_and_holds_can_be_created_and_a_hold_is_a_debit(
+    client: LedgerClient, account: str, token: str
+) -> None:
+    transfer = debit(account, 1)
+    transfer.transaction.type = transaction_pb2.TRANSACTION_TYPE_TRANSFER
+    credit_hold = hold(account, 1)
+    credit_hold.transaction.direction = transaction_pb2.DIRECTION_CREDIT
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([transfer, credit_hold])
+    assert [(v.field, v.description.split(" ")[0]) for v in info.value.field_violations] == [
+        ("requests[0].transaction.type", "TRANSACTION_TYPE_STANDARD"),
+        ("requests[1].transaction.direction", "a"),
+    ]
+    lapsed = hold_request(
+        account=account, amount=1, currency="USD", expire_time=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    )
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([debit(account, 1), lapsed])
+    assert [v.field for v in info.value.field_violations] == ["requests[1].transaction.expire_time"]
+    # CreateTransaction takes the same type: a lone hold, idempotent by its request_id.
+    lone = hold(account, 40)
+    first = client.batch_create_transactions([lone])[0].transaction
+    stub = transaction_service_pb2_grpc.TransactionServiceStub(client.channel)
+    auth = (("authorization", f"Bearer {token}"),)
+    again = stub.CreateTransaction(lone, metadata=auth, timeout=10).transaction
+    assert again == first and client.get_account(account).balance.pending == 40
 
 
 def test_atomic_batch_names_every_invalid_item(client: LedgerClient, account: str) -> None:

@@ -65,23 +65,38 @@ def debit(ledger: Ledger, account: Account, amount: int, posting_date: dt.date |
     return txn
 
 
-def hold(ledger: Ledger, account: Account, amount: int, expires: dt.datetime | None = None) -> Transaction:
-    txn = ledger.create_hold(
-        T, NewTransaction(account.id, None, amount, account.currency, expires_at=expires)
+def hold(
+    ledger: Ledger,
+    account: Account,
+    amount: int,
+    expires: dt.datetime | None = None,
+    posting_date: dt.date | None = None,
+) -> Transaction:
+    cmd = NewTransaction(
+        account.id, None, amount, account.currency, posting_date=posting_date, expires_at=expires
     )
+    txn = ledger.create_hold(T, cmd)
     assert isinstance(txn, Transaction)
     return txn
 
 
-def capture(ledger: Ledger, held: Transaction, amount: int = 0) -> Capture:
-    result = ledger.capture_hold(T, held.id, amount=amount, cmd=NewTransaction("", None, 0, ""))
+def dated(posting_date: dt.date | None) -> NewTransaction:
+    """A capture's or refund's details: only its posting date."""
+    return NewTransaction("", None, 0, "", posting_date=posting_date)
+
+
+def capture(
+    ledger: Ledger, held: Transaction, amount: int = 0, posting_date: dt.date | None = None
+) -> Capture:
+    result = ledger.capture_hold(T, held.id, amount=amount, cmd=dated(posting_date))
     assert isinstance(result, Capture)
     return result
 
 
-def refund(ledger: Ledger, original: Transaction, amount: int = 0) -> Refund:
-    details = NewTransaction("", None, amount, "")
-    result = ledger.refund(T, original.id, amount=amount, cmd=details)
+def refund(
+    ledger: Ledger, original: Transaction, amount: int = 0, posting_date: dt.date | None = None
+) -> Refund:
+    result = ledger.refund(T, original.id, amount=amount, cmd=dated(posting_date))
     assert isinstance(result, Refund)
     return result
 
@@ -437,6 +452,33 @@ def test_balance_as_of_a_time_and_a_posting_date_including_backfills(
     assert at(T, account.id, None, d3 + DAY) == 120
     assert refusal(at, T, account.id, None, None).reason == "INVALID_REQUEST"
     assert refusal(at, T, "00000000-0000-4000-8000-000000000000", START, None).reason == "ACCOUNT_NOT_FOUND"
+    clean(book, engine)
+
+
+def test_captures_and_refunds_are_dated_as_asked_never_before_what_they_follow(
+    book: Ledger, engine: Engine
+) -> None:
+    account = open_account(book)
+    d1, d2, d3 = dt.date(2026, 5, 1), dt.date(2026, 5, 10), dt.date(2026, 5, 20)
+    credit(book, account, 1000, posting_date=d1)
+    held = hold(book, account, 300, posting_date=d2)
+    early = refusal(book.capture_hold, T, held.id, amount=0, cmd=dated(d1))
+    assert (early.reason, early.metadata["posting_date"], early.metadata["earliest"]) == (
+        "POSTING_DATE_TOO_EARLY",
+        "2026-05-01",
+        "2026-05-10",
+    )
+    assert balances(book, account) == (1000, 300, 700)  # the refusal changed nothing
+    captured = capture(book, held, posting_date=d3)
+    assert captured.capture.posting_date == d3
+    assert capture(book, hold(book, account, 1, posting_date=d2), posting_date=d2).capture.posting_date == d2
+    assert refusal(book.refund, T, captured.capture.id, amount=0, cmd=dated(d2)).reason == (
+        "POSTING_DATE_TOO_EARLY"
+    )
+    assert refund(book, captured.capture, 100, posting_date=d3).refund.posting_date == d3
+    assert refund(book, captured.capture).refund.posting_date == START.date()  # today by default
+    at = book.balance_as_of
+    assert [at(T, account.id, None, d) for d in (d1, d2, d3, START.date())] == [1000, 999, 799, 999]
     clean(book, engine)
 
 

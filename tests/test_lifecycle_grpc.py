@@ -162,6 +162,32 @@ def test_a_capture_takes_an_external_id_of_its_own(api: Api, client: LedgerClien
     assert client.get_transaction(second.name).status == transaction_pb2.TRANSACTION_STATUS_PENDING
 
 
+def test_captures_and_refunds_take_a_posting_date_over_grpc(api: Api, client: LedgerClient) -> None:
+    account = client.create_account(currency=USD).name
+    client.credit(account, 1000, USD, posting_date=dt.date(2026, 3, 1))
+    held = client.create_hold(account, 300, USD, posting_date=dt.date(2026, 3, 2))
+    bad = pb.CaptureHoldRequest(name=held.name, posting_date=date_pb2.Date(year=2026, month=2, day=30))
+    with pytest.raises(grpc.RpcError) as info:
+        api(api.tx.CaptureHold, bad)
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(request) for d in status.details)
+    assert [v.field for v in request.field_violations] == ["posting_date"]
+    early = pb.CaptureHoldRequest(name=held.name, posting_date=date_pb2.Date(year=2026, month=3, day=1))
+    assert refusal(api, api.tx.CaptureHold, early) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "POSTING_DATE_TOO_EARLY",
+        {"transaction": held.name, "posting_date": "2026-03-01", "earliest": "2026-03-02"},
+    )
+    captured = client.capture_hold(held.name, posting_date=dt.date(2026, 3, 5)).capture
+    assert (captured.posting_date.month, captured.posting_date.day) == (3, 5)
+    refunded = client.refund(captured.name, amount=50, posting_date=dt.date(2026, 3, 9)).refund
+    assert (refunded.posting_date.month, refunded.posting_date.day) == (3, 9)
+    as_of = [client.get_balance_as_of(account, posting_date=dt.date(2026, 3, d)) for d in (4, 5, 9)]
+    assert as_of == [1000, 700, 750]
+
+
 def test_refund_over_grpc_links_and_replays(api: Api, client: LedgerClient) -> None:
     account = funded(client, 1000)
     spent = client.debit(account, 400, USD)

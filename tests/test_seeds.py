@@ -24,6 +24,7 @@ from ledger_client import (
     datetime_from_proto,
     from_minor,
     from_signed_amount,
+    hold_request,
     signed_transaction_request,
     to_minor,
     to_signed_amount,
@@ -379,9 +380,11 @@ def seed_003_metadata(item: dict[str, str | int], round_up_source_id: str) -> di
 def seed_003_array_body(
     client: LedgerClient, account: str, source: str
 ) -> tuple[transaction_pb2.Transaction, transaction_pb2.Transaction]:
-    """The body as an array -> BatchCreateTransactions (items that arrive already paid)."""
+    """The body as an array -> BatchCreateTransactions: items that arrive already paid are
+    debits, one still to be paid a hold, all in one call."""
     before = now()
     array = [round_up("pi_1", 1000, "rec-1"), round_up("pi_2", 250, "rec-2")]
+    pending = round_up("pi_9", 300, "rec-9")
     results = client.batch_create_transactions(
         [
             transaction_request(
@@ -395,9 +398,22 @@ def seed_003_array_body(
             )
             for item in array
         ]
+        + [
+            hold_request(
+                account=account,
+                amount=int(pending["amount"]),
+                currency="eur",
+                kind="purchase",
+                external_id=str(pending["external_id"]),
+                metadata=seed_003_metadata(pending, source),
+            )
+        ]
     )
-    paid, small = (r.transaction for r in results)
-    assert [r.transaction.ending_balance for r in results] == [9000, 8750]
+    paid, small, to_be_payed = (r.transaction for r in results)
+    assert [r.transaction.ending_balance for r in results] == [9000, 8750, 8750]
+    assert seed_003_status(client, to_be_payed.name) == ("to_be_payed", 0)
+    client.void_hold(to_be_payed.name)  # the payment failed
+    assert seed_003_status(client, to_be_payed.name) == ("failed", 0)
     for txn, item in zip((paid, small), array, strict=True):
         uuid_of(txn.name, "transactions")  # cents id
         assert txn.amount == item["amount"] and txn.currency == "EUR"

@@ -130,6 +130,25 @@ def parse_kind(v: Violations, field: str, value: int) -> TransactionKind:
     return KINDS[value]  # type: ignore[index]
 
 
+# What CreateTransaction (and a batch or import item) can create: a posting or a hold.
+CREATABLE_TYPES = {
+    transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED: TransactionType.STANDARD,
+    transaction_pb2.TRANSACTION_TYPE_STANDARD: TransactionType.STANDARD,
+    transaction_pb2.TRANSACTION_TYPE_HOLD: TransactionType.HOLD,
+}
+
+
+def parse_creatable_type(v: Violations, field: str, value: int) -> TransactionType:
+    if value not in CREATABLE_TYPES:
+        v.add(
+            field,
+            "TRANSACTION_TYPE_STANDARD (the default) or TRANSACTION_TYPE_HOLD: "
+            "the other types come from their own calls",
+        )
+        return TransactionType.STANDARD
+    return CREATABLE_TYPES[value]  # type: ignore[index]
+
+
 def parse_time(v: Violations, field: str, has: bool, ts: Timestamp) -> dt.datetime | None:
     """An optional Timestamp field (`has`: whether it was set) as an aware UTC datetime."""
     if not has:

@@ -10,6 +10,7 @@ from ledger.v1 import transaction_service_pb2 as pb
 
 from ledger_server.api.caller import current_caller, tenant_of_call
 from ledger_server.api.convert import (
+    parse_creatable_type,
     parse_date,
     parse_direction,
     parse_kind,
@@ -24,7 +25,7 @@ from ledger_server.api.replies import SCALARS_BYTES, framed_size
 from ledger_server.core.auth import Caller
 from ledger_server.core.errors import Category, FieldViolation, LedgerError, invalid
 from ledger_server.core.ledger import BatchItem, ItemResult, Ledger, Replay
-from ledger_server.core.model import Creator, NewTransaction, Transaction, TransactionFilter
+from ledger_server.core.model import Creator, NewTransaction, Transaction, TransactionFilter, TransactionType
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.core.validation import Violations
 
@@ -59,21 +60,28 @@ def _command(
         )
         if transfer
         else "",
+        # CreateHold and CreateTransfer say what they make; CreateTransaction says it in `type`.
+        type=parse_creatable_type(v, f"{field}.type", t.type)
+        if field == "transaction"
+        else TransactionType.STANDARD,
     )
 
 
 def _details(
-    caller: Caller, description: str, external_id: str = "", metadata: dict[str, str] | None = None
+    request: pb.CaptureHoldRequest | pb.RefundTransactionRequest, v: Violations, caller: Caller
 ) -> NewTransaction:
-    """What a capture or refund takes from its request besides the amount."""
+    """What a capture or refund takes from its request besides the amount (a capture's
+    metadata is its hold's)."""
+    metadata = parse_metadata(request.metadata) if isinstance(request, pb.RefundTransactionRequest) else {}
     return NewTransaction(
         account_id="",
         direction=None,
         amount=0,
         currency="",
-        description=description,
-        external_id=external_id,
-        metadata=metadata or {},
+        description=request.description,
+        posting_date=parse_date(v, "posting_date", request.posting_date),
+        external_id=request.external_id,
+        metadata=metadata,
         creator=Creator(caller.token_id, caller.token_name),
     )
 
@@ -218,7 +226,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             caller.tenant_id,
             hold_id,
             amount=request.amount,
-            cmd=_details(caller, request.description, request.external_id),
+            cmd=_details(request, v, caller),
             idem=idem,
             violations=v,
         )
@@ -239,7 +247,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         responder = Responder(_refunded, pb.RefundTransactionResponse.FromString)
         idem = responder.idempotency("RefundTransaction", request, v)
         original_id = parse_name(v, "name", request.name, "transactions")
-        details = _details(caller, request.description, request.external_id, parse_metadata(request.metadata))
+        details = _details(request, v, caller)
         outcome = self._ledger.refund(
             caller.tenant_id, original_id, amount=request.amount, cmd=details, idem=idem, violations=v
         )

@@ -139,11 +139,9 @@ class Book:
 
     # -- recording --------------------------------------------------------------------
 
-    def record(
-        self, txn: Transaction, legs: Sequence[tuple[Held, int]], posting_date: dt.date
-    ) -> Transaction:
-        """Insert `txn` with one entry per leg (signed amounts summing to zero), and
-        return it with its ending balances filled in."""
+    def record(self, txn: Transaction, legs: Sequence[tuple[Held, int]]) -> Transaction:
+        """Insert `txn` with one entry per leg (signed amounts summing to zero; customer
+        legs dated with the transaction), and return it with its ending balances filled in."""
         assert sum(amount for _, amount in legs) == 0, "unbalanced legs"
         after = {held.id: held.posted + amount for held, amount in legs}
         if not all(INT64_MIN <= posted <= INT64_MAX for posted in after.values()):
@@ -158,7 +156,7 @@ class Book:
             held.posted += amount
             held.dirty = True
             if held.id in (txn.account_id, txn.counterparty_id):
-                entries.append(self._customer_entry(held, amount, posting_date))
+                entries.append(self._customer_entry(held, amount, txn.posting_date))
             else:
                 entries.append(Entry(held.id, amount, held.posted))
         ending = self._held[txn.account_id].posted
@@ -302,7 +300,7 @@ class Book:
                 description="expired credit",
                 related_id=lot.transaction_id,
             )
-            self.record(txn, [(held, -lot.remaining), (counter, lot.remaining)], self.now.date())
+            self.record(txn, [(held, -lot.remaining), (counter, lot.remaining)])
             self.w.set_lot_remainders([(lot.seq, 0)])
             held.expiring -= lot.remaining
             self.lots_expired += 1

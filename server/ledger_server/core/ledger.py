@@ -36,6 +36,7 @@ from ledger_server.core.model import (
     NewTransaction,
     Transaction,
     TransactionFilter,
+    TransactionType,
 )
 from ledger_server.core.paging import PageTokens, page_limit
 from ledger_server.core.ports import Store, WriteUnit
@@ -248,7 +249,7 @@ class Ledger:
         violations: Sequence[FieldViolation] = (),
     ) -> Transaction | Replay:
         cmd = self._checked(cmd, violations)
-        return self._write(tenant_id, cmd.account_id, idem, self._posting(tenant_id, cmd))
+        return self._write(tenant_id, cmd.account_id, idem, _operation(cmd))
 
     def post_batch(self, tenant_id: str, items: Sequence[BatchItem], atomic: bool) -> list[ItemResult]:
         """Post 1..MAX_BATCH_ITEMS transactions: all or none (atomic; a refusal names its
@@ -271,7 +272,7 @@ class Ledger:
         jobs = []
         for i, c in enumerate(checked):
             if not isinstance(c, LedgerError):
-                unit = self._unit(tenant_id, items[i].idem, self._posting(tenant_id, c))
+                unit = self._unit(tenant_id, items[i].idem, _operation(c))
                 jobs.append((i, c.account_id, unit))
         outcomes = self._store.write_many([(key, unit) for _, key, unit in jobs])
         for (i, key, unit), first in zip(jobs, outcomes, strict=True):
@@ -307,7 +308,7 @@ class Ledger:
                     if replay is not None:
                         results.append(replay)
                         continue
-                    txn = ops.post(book, cmd)
+                    txn = _operation(cmd)(book)
                 except LedgerError as err:
                     raise _for_item(err, i) from err
                 self._remember(w, tenant_id, item.idem, txn, book.now)
@@ -330,8 +331,11 @@ class Ledger:
             v.add(f"{field}.account", "required")
         if cmd.direction is None:
             v.add(f"{field}.direction", "required: DIRECTION_CREDIT or DIRECTION_DEBIT")
+        elif cmd.type is TransactionType.HOLD:
+            if cmd.direction is not Direction.DEBIT:
+                v.add(f"{field}.direction", "a hold is a debit (DIRECTION_DEBIT)")
         elif cmd.expires_at is not None and cmd.direction is not Direction.CREDIT and field == "transaction":
-            v.add(f"{field}.expire_time", "only a credit can expire")
+            v.add(f"{field}.expire_time", "only a credit or a hold can expire")
         check.check_positive_amount(v, f"{field}.amount", cmd.amount)
         check.check_currency(v, f"{field}.currency", cmd.currency)
         check.check_text(v, f"{field}.description", cmd.description, check.MAX_DESCRIPTION)
@@ -340,9 +344,6 @@ class Ledger:
         if v:
             raise invalid(v)
         return cmd
-
-    def _posting(self, tenant_id: str, cmd: NewTransaction) -> Callable[[Book], Transaction]:
-        return lambda book: ops.post(book, cmd)
 
     # -- holds, refunds, transfers ----------------------------------------------------
 
@@ -353,12 +354,9 @@ class Ledger:
         idem: Idempotency[Transaction] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> Transaction | Replay:
-        cmd = self._checked(replace(cmd, direction=cmd.direction or Direction.DEBIT), violations, "hold")
-        if cmd.direction is not Direction.DEBIT:
-            raise invalid(
-                [FieldViolation("hold.direction", "a hold is a debit: leave unset or DIRECTION_DEBIT")]
-            )
-        return self._write(tenant_id, cmd.account_id, idem, lambda book: ops.hold(book, cmd))
+        cmd = replace(cmd, direction=cmd.direction or Direction.DEBIT, type=TransactionType.HOLD)
+        cmd = self._checked(cmd, violations, "hold")
+        return self._write(tenant_id, cmd.account_id, idem, lambda book: ops.hold(book, cmd, "hold"))
 
     def capture_hold(
         self,
@@ -583,6 +581,13 @@ class Ledger:
             except WriteConflict:
                 continue
         raise StoreUnavailable("too much write contention; retry with the same request_id")
+
+
+def _operation(cmd: NewTransaction) -> Callable[[Book], Transaction]:
+    """A checked CreateTransaction (or batch item): a posting, or a hold placed."""
+    if cmd.type is TransactionType.HOLD:
+        return lambda book: ops.hold(book, cmd, "transaction")
+    return lambda book: ops.post(book, cmd)
 
 
 def _for_item(err: LedgerError, index: int) -> LedgerError:

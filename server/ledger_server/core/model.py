@@ -162,6 +162,8 @@ class NewTransaction:
     expires_at: dt.datetime | None = None
     # The destination of a transfer.
     counterparty_id: str = ""
+    # STANDARD posts it; HOLD places it as a pending debit (a batch's items may be either).
+    type: TransactionType = TransactionType.STANDARD
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ before the unit commits, so a refused operation changes nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from ledger_server.core.book import ISSUANCE, Book, Held
@@ -46,9 +47,7 @@ def post(book: Book, cmd: NewTransaction) -> Transaction:
         _require_funds(account, cmd.amount)
     counter = book.counter(account.currency, ISSUANCE)
     txn = book.record(
-        _from_command(book, account, cmd, TransactionType.STANDARD),
-        [(account, signed), (counter, -signed)],
-        cmd.posting_date or book.now.date(),
+        _from_command(book, account, cmd, TransactionType.STANDARD), [(account, signed), (counter, -signed)]
     )
     if signed > 0 and cmd.expires_at is not None:
         book.grant(account, txn.id, [(cmd.expires_at, cmd.amount)])
@@ -57,17 +56,18 @@ def post(book: Book, cmd: NewTransaction) -> Transaction:
     return txn
 
 
-def hold(book: Book, cmd: NewTransaction) -> Transaction:
-    """A pending debit: reserves `amount` of the available balance, posts nothing."""
+def hold(book: Book, cmd: NewTransaction, field: str) -> Transaction:
+    """A pending debit: reserves `amount` of the available balance, posts nothing.
+    `field` is the request's field holding it (`hold`, or a batch item's `transaction`)."""
     account = book.customer(cmd.account_id)
     _check_postable(account, cmd.currency)
-    _check_expiry(book, cmd, "hold")
+    _check_expiry(book, cmd, field)
     _check_external_id(book, cmd.external_id)
     _require_funds(account, cmd.amount)
     account.pending += cmd.amount
     account.dirty = True
     txn = _from_command(book, account, cmd, TransactionType.HOLD, status=TransactionStatus.PENDING)
-    return book.record(txn, [], cmd.posting_date or book.now.date())
+    return book.record(txn, [])
 
 
 def capture(book: Book, account_id: str, hold_id: str, amount: int, details: NewTransaction) -> Capture:
@@ -86,6 +86,7 @@ def capture(book: Book, account_id: str, hold_id: str, amount: int, details: New
         )
     _check_postable(account, held.currency)
     _check_external_id(book, details.external_id)
+    date = _dated_after(book, held, details)
     account.pending -= held.amount
     account.dirty = True
     _require_funds(account, amount)
@@ -100,9 +101,10 @@ def capture(book: Book, account_id: str, hold_id: str, amount: int, details: New
         external_id=details.external_id,
         metadata=held.metadata,
         creator=details.creator,
+        posting_date=date,
         related_id=held.id,
     )
-    txn = book.record(txn, [(account, -amount), (counter, amount)], book.now.date())
+    txn = book.record(txn, [(account, -amount), (counter, amount)])
     book.take(account, amount, txn.id)
     return Capture(book.set_state(held, TransactionStatus.CAPTURED, captured=amount), txn)
 
@@ -142,6 +144,7 @@ def refund(book: Book, account_id: str, original_id: str, amount: int, cmd: NewT
         )
     _check_postable(account, original.currency)
     _check_external_id(book, cmd.external_id)
+    date = _dated_after(book, original, cmd)
     direction = Direction.CREDIT if original.direction is Direction.DEBIT else Direction.DEBIT
     if direction is Direction.DEBIT:
         _require_funds(account, amount)
@@ -157,9 +160,10 @@ def refund(book: Book, account_id: str, original_id: str, amount: int, cmd: NewT
         external_id=cmd.external_id,
         metadata=cmd.metadata,
         creator=cmd.creator,
+        posting_date=date,
         related_id=original.id,
     )
-    txn = book.record(txn, [(account, signed), (counter, -signed)], book.now.date())
+    txn = book.record(txn, [(account, signed), (counter, -signed)])
     if direction is Direction.CREDIT:
         book.give_back(account, original, amount)
     else:
@@ -181,15 +185,33 @@ def transfer(book: Book, cmd: NewTransaction) -> Transaction:
     _check_external_id(book, cmd.external_id)
     _require_funds(source, cmd.amount)
     txn = _from_command(book, source, cmd, TransactionType.TRANSFER)
-    txn = book.record(
-        txn, [(source, -cmd.amount), (destination, cmd.amount)], cmd.posting_date or book.now.date()
-    )
+    txn = book.record(txn, [(source, -cmd.amount), (destination, cmd.amount)])
     # Expiring credit stays expiring: the destination gets lots with the same expiries.
     book.grant(destination, txn.id, mirrored(book.take(source, cmd.amount, txn.id)))
     return txn
 
 
 # -- rules ----------------------------------------------------------------------------
+
+
+def _dated_after(book: Book, original: Transaction, cmd: NewTransaction) -> dt.date:
+    """The posting date of a capture or refund: the one asked for (today by default), not
+    before its hold's or original's, so a balance as of any date never counts the
+    follow-up without what it follows."""
+    date = cmd.posting_date or book.now.date()
+    if date < original.posting_date:
+        raise LedgerError(
+            Category.FAILED_PRECONDITION,
+            "POSTING_DATE_TOO_EARLY",
+            f"posting date {date.isoformat()} is before {original.posting_date.isoformat()}, "
+            f"the posting date of transactions/{original.id}",
+            metadata={
+                "transaction": f"transactions/{original.id}",
+                "posting_date": date.isoformat(),
+                "earliest": original.posting_date.isoformat(),
+            },
+        )
+    return date
 
 
 def _from_command(

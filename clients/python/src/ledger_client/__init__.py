@@ -18,6 +18,7 @@ from .client import (
     KindLike,
     LedgerClient,
     TransactionOptions,
+    hold_request,
     new_request_id,
     transaction_request,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "exponent",
     "from_minor",
     "from_signed_amount",
+    "hold_request",
     "is_iso_currency",
     "new_request_id",
     "register_unit",

@@ -98,6 +98,40 @@ def transaction_request(
     )
 
 
+def hold_request(
+    *,
+    account: str,
+    amount: int,
+    currency: str,
+    kind: KindLike | None = None,
+    description: str = "",
+    posting_date: datetime.date | None = None,
+    external_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+    expire_time: datetime.datetime | None = None,
+    request_id: str | None = None,
+) -> transaction_service_pb2.CreateTransactionRequest:
+    """A batch item that places a hold (type HOLD, a debit) instead of posting, for
+    :meth:`LedgerClient.batch_create_transactions`; arguments as for
+    :meth:`LedgerClient.create_hold` (``expire_time``: when the hold lapses)."""
+    request = transaction_request(
+        account=account,
+        direction=transaction_pb2.DIRECTION_DEBIT,
+        amount=amount,
+        currency=currency,
+        kind=kind,
+        description=description,
+        posting_date=posting_date,
+        external_id=external_id,
+        metadata=metadata,
+        request_id=request_id,
+    )
+    request.transaction.type = transaction_pb2.TRANSACTION_TYPE_HOLD
+    if expire_time is not None:  # a debit's expire_time: only a hold's may have one
+        request.transaction.expire_time.CopyFrom(timestamp_to_proto(expire_time))
+    return request
+
+
 def _transaction(
     *,
     account: str,
@@ -636,7 +670,8 @@ class LedgerClient:
         timeout: float | None = None,
     ) -> list[transaction_service_pb2.BatchItemResult]:
         """Post 1 to 1000 transactions in one call (build each with
-        :func:`transaction_request`). All or none by default: a refusal raises
+        :func:`transaction_request`, or :func:`hold_request` for an item that places a
+        hold). All or none by default: a refusal raises
         :class:`LedgerError` whose ``error_metadata["item_index"]`` names the item. With
         ``independent=True`` each item is posted on its own and gets its own result
         (``transaction`` or ``error``). Items without a request_id get one, so a retried
@@ -692,13 +727,15 @@ class LedgerClient:
         external_id: str = "",
         metadata: Mapping[str, str] | None = None,
         expire_time: datetime.datetime | None = None,
+        posting_date: datetime.date | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> transaction_pb2.Transaction:
         """Reserve ``amount`` minor units of ``account``: a pending debit (type HOLD,
         status PENDING) that lowers the available balance but not the posted one until
         :meth:`capture_hold`, :meth:`void_hold` or its ``expire_time`` (then it lapses,
-        voided). Raises :class:`LedgerError` INSUFFICIENT_FUNDS like a debit."""
+        voided). ``posting_date`` (default today, UTC) is the earliest its capture may
+        be dated. Raises :class:`LedgerError` INSUFFICIENT_FUNDS like a debit."""
         request_id = _check_request_id(request_id)
         hold = _transaction(
             account=account,
@@ -709,6 +746,7 @@ class LedgerClient:
             external_id=external_id,
             metadata=metadata,
             expire_time=expire_time,
+            posting_date=posting_date,
         )
         request = transaction_service_pb2.CreateHoldRequest(hold=hold, request_id=request_id)
         response = self._call(self._transactions.CreateHold, request, timeout=timeout, request_id=request_id)
@@ -721,12 +759,14 @@ class LedgerClient:
         amount: int = 0,
         description: str = "",
         external_id: str = "",
+        posting_date: datetime.date | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> transaction_service_pb2.CaptureHoldResponse:
         """Post ``amount`` minor units (0, the default: all) of the pending hold
         ``hold_name`` (``transactions/{id}``) as a CAPTURE debit and release the rest.
-        ``external_id`` is the capture's own (unique per tenant, like a transaction's).
+        ``external_id`` is the capture's own (unique per tenant, like a transaction's);
+        ``posting_date`` its accounting date (default today, UTC; not before the hold's).
         Returns the ``hold`` (now CAPTURED, with ``captured_amount``) and the posted
         ``capture``. Raises HOLD_NOT_PENDING after a void, capture or lapse, and
         AMOUNT_EXCEEDS_HOLD above the held amount."""
@@ -738,6 +778,8 @@ class LedgerClient:
             external_id=external_id,
             request_id=request_id,
         )
+        if posting_date is not None:
+            request.posting_date.CopyFrom(date_to_proto(posting_date))
         return self._call(self._transactions.CaptureHold, request, timeout=timeout, request_id=request_id)
 
     def void_hold(
@@ -757,6 +799,7 @@ class LedgerClient:
         description: str = "",
         external_id: str = "",
         metadata: Mapping[str, str] | None = None,
+        posting_date: datetime.date | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> transaction_service_pb2.RefundTransactionResponse:
@@ -764,7 +807,8 @@ class LedgerClient:
         transaction ``transaction_name`` (a STANDARD credit or debit, or a CAPTURE): a
         REFUND in the opposite direction. Returns the ``refund`` and the ``original`` with
         its new ``refunded_amount`` and status (PARTIALLY_REFUNDED, then REFUNDED).
-        Raises NOT_REFUNDABLE or AMOUNT_EXCEEDS_REFUNDABLE."""
+        ``posting_date`` is the refund's accounting date (default today, UTC; not before
+        the original's). Raises NOT_REFUNDABLE or AMOUNT_EXCEEDS_REFUNDABLE."""
         request_id = _check_request_id(request_id)
         request = transaction_service_pb2.RefundTransactionRequest(
             name=transaction_name,
@@ -775,6 +819,8 @@ class LedgerClient:
         )
         if metadata:
             request.metadata.update(metadata)
+        if posting_date is not None:
+            request.posting_date.CopyFrom(date_to_proto(posting_date))
         return self._call(
             self._transactions.RefundTransaction, request, timeout=timeout, request_id=request_id
         )

@@ -51,6 +51,7 @@ class Reason:
     IMPORT_TOO_LARGE: Final = "IMPORT_TOO_LARGE"
     ACCOUNT_NOT_EMPTY: Final = "ACCOUNT_NOT_EMPTY"
     BALANCE_BELOW_FLOOR: Final = "BALANCE_BELOW_FLOOR"
+    POSTING_DATE_TOO_EARLY: Final = "POSTING_DATE_TOO_EARLY"
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: UpdateAccount would set a balance_floor above the account's
     available balance; metadata `available` and `balance_floor` say by how much.
     """
+    ERROR_REASON_POSTING_DATE_TOO_EARLY: _ErrorReason.ValueType  # 29
+    """FAILED_PRECONDITION: a capture or refund dated (posting_date) before the hold or
+    transaction it follows; metadata `posting_date` and `earliest` say both dates.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -217,5 +221,9 @@ transfer) and capture or void the pending holds first.
 ERROR_REASON_BALANCE_BELOW_FLOOR: ErrorReason.ValueType  # 28
 """FAILED_PRECONDITION: UpdateAccount would set a balance_floor above the account's
 available balance; metadata `available` and `balance_floor` say by how much.
+"""
+ERROR_REASON_POSTING_DATE_TOO_EARLY: ErrorReason.ValueType  # 29
+"""FAILED_PRECONDITION: a capture or refund dated (posting_date) before the hold or
+transaction it follows; metadata `posting_date` and `earliest` say both dates.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

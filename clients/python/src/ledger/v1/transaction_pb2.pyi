@@ -254,7 +254,8 @@ class Transaction(_message.Message):
     """The account's posted balance right after this transaction. Output only."""
     type: Global___TransactionType.ValueType
     """What the transaction does: a plain credit or debit, a hold, a capture, a refund,
-    a transfer or an expiry. Output only.
+    a transfer or an expiry. Output only, except on CreateTransaction (and batch and
+    import items): STANDARD (the default) posts it, HOLD places it as a hold.
     """
     counterparty_account: _builtins.str
     """The other customer account of a TRANSFER, `accounts/{account_id}`: the

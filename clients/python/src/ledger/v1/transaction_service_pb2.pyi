@@ -64,7 +64,9 @@ class CreateTransactionRequest(_message.Message):
     def transaction(self) -> _transaction_pb2.Transaction:
         """The transaction to post. account, direction, amount and currency are required;
         kind, description, posting_date, external_id and metadata are optional;
-        output-only fields are ignored.
+        output-only fields are ignored. `type` is TRANSACTION_TYPE_STANDARD (or unset)
+        to post it, or TRANSACTION_TYPE_HOLD to place it as a pending hold (a debit;
+        expire_time is then when it lapses); other types are refused (INVALID_REQUEST).
         """
 
     def __init__(
@@ -387,6 +389,7 @@ class CaptureHoldRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    POSTING_DATE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The hold, `transactions/{transaction_id}`."""
     amount: _builtins.int
@@ -403,6 +406,13 @@ class CaptureHoldRequest(_message.Message):
     Transaction.external_id: unique per tenant, a second use is refused with
     ALREADY_EXISTS (DUPLICATE_EXTERNAL_ID). Optional.
     """
+    @_builtins.property
+    def posting_date(self) -> _date_pb2.Date:
+        """The capture's accounting date (UTC calendar date). Optional (default: today in
+        UTC); not before the hold's posting_date (FAILED_PRECONDITION,
+        POSTING_DATE_TOO_EARLY).
+        """
+
     def __init__(
         self,
         *,
@@ -411,10 +421,11 @@ class CaptureHoldRequest(_message.Message):
         description: _builtins.str = ...,
         request_id: _builtins.str = ...,
         external_id: _builtins.str = ...,
+        posting_date: _date_pb2.Date | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["posting_date", b"posting_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "external_id", b"external_id", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "external_id", b"external_id", "name", b"name", "posting_date", b"posting_date", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -532,6 +543,7 @@ class RefundTransactionRequest(_message.Message):
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    POSTING_DATE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The transaction to refund, `transactions/{transaction_id}`."""
     amount: _builtins.int
@@ -548,6 +560,13 @@ class RefundTransactionRequest(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Caller metadata for the refund, as Transaction.metadata. Optional."""
 
+    @_builtins.property
+    def posting_date(self) -> _date_pb2.Date:
+        """The refund's accounting date (UTC calendar date). Optional (default: today in
+        UTC); not before the refunded transaction's posting_date (FAILED_PRECONDITION,
+        POSTING_DATE_TOO_EARLY).
+        """
+
     def __init__(
         self,
         *,
@@ -557,10 +576,11 @@ class RefundTransactionRequest(_message.Message):
         external_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        posting_date: _date_pb2.Date | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["posting_date", b"posting_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "external_id", b"external_id", "metadata", b"metadata", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "external_id", b"external_id", "metadata", b"metadata", "name", b"name", "posting_date", b"posting_date", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -92,7 +92,8 @@ class TransactionServiceServicer:
     """
 
     def CreateTransaction(self, request, context):
-        """Posts a credit or debit on an account. Idempotent by request_id. A debit that
+        """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
+        a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
         would take the available balance below the account's floor is refused with
         FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
         """
@@ -101,7 +102,8 @@ class TransactionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchCreateTransactions(self, request, context):
-        """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+        """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
+        TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
         posts all or none: a refusal names the failing item in its ErrorInfo metadata
         (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
         its transaction or its error. Each item is idempotent by its own request_id, so a

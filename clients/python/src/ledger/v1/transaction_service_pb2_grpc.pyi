@@ -34,12 +34,14 @@ class TransactionServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TransactionServiceAsyncStub: ...
     CreateTransaction: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransactionRequest, _transaction_service_pb2.CreateTransactionResponse]
-    """Posts a credit or debit on an account. Idempotent by request_id. A debit that
+    """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
+    a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
     would take the available balance below the account's floor is refused with
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
     """
     BatchCreateTransactions: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransactionsRequest, _transaction_service_pb2.BatchCreateTransactionsResponse]
-    """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+    """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
+    TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
     posts all or none: a refusal names the failing item in its ErrorInfo metadata
     (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
     its transaction or its error. Each item is idempotent by its own request_id, so a
@@ -102,12 +104,14 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateTransaction: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransactionRequest, _transaction_service_pb2.CreateTransactionResponse]  # type: ignore[assignment]
-    """Posts a credit or debit on an account. Idempotent by request_id. A debit that
+    """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
+    a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
     would take the available balance below the account's floor is refused with
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
     """
     BatchCreateTransactions: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransactionsRequest, _transaction_service_pb2.BatchCreateTransactionsResponse]  # type: ignore[assignment]
-    """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+    """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
+    TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
     posts all or none: a refusal names the failing item in its ErrorInfo metadata
     (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
     its transaction or its error. Each item is idempotent by its own request_id, so a
@@ -173,7 +177,8 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _transaction_service_pb2.CreateTransactionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_transaction_service_pb2.CreateTransactionResponse, _abc.Awaitable[_transaction_service_pb2.CreateTransactionResponse]]:
-        """Posts a credit or debit on an account. Idempotent by request_id. A debit that
+        """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
+        a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
         would take the available balance below the account's floor is refused with
         FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
         """
@@ -184,7 +189,8 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _transaction_service_pb2.BatchCreateTransactionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_transaction_service_pb2.BatchCreateTransactionsResponse, _abc.Awaitable[_transaction_service_pb2.BatchCreateTransactionsResponse]]:
-        """Posts 1 to 1000 transactions in one call (AIP-233). ATOMIC mode (the default)
+        """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
+        TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
         posts all or none: a refusal names the failing item in its ErrorInfo metadata
         (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
         its transaction or its error. Each item is idempotent by its own request_id, so a
