@@ -21,6 +21,7 @@ from ledger_server.core.model import (
     AccountStatus,
     Creator,
     NewAccount,
+    StatusChange,
 )
 from tests.support import START, Clock, invariant_violations
 from tests.test_lifecycle import DAY, capture, credit, debit, hold, open_account, refund, transfer
@@ -207,6 +208,38 @@ def test_a_status_change_replays_by_request_id(book: Ledger) -> None:
     assert len(rendered) == 1
 
 
+def history(ledger: Ledger, account: Account, page_size: int = 10, token: str = "") -> list[StatusChange]:
+    changes, _ = ledger.list_status_changes(T, account.id, page_size, token)
+    return changes
+
+
+def test_every_status_change_is_kept_newest_first_and_no_ops_are_not(book: Ledger, clock: Clock) -> None:
+    account = open_account(book)
+    assert history(book, account) == []
+    change(book, account, ACTIVE, "already active")  # changes nothing: not listed
+    start = clock.now
+    change(book, account, FROZEN, "chargeback review #12")
+    change(book, account, FROZEN, "again")
+    clock.advance(DAY)
+    change(book, account, ACTIVE, "review closed", by=SUPPORT)
+    clock.advance(DAY)
+    change(book, account, CLOSED, "churned")
+    assert refused(change, book, account, ACTIVE).reason == "ACCOUNT_NOT_ACTIVE"  # refused: not listed
+    assert history(book, account) == [
+        StatusChange(ACTIVE, CLOSED, "churned", start + 2 * DAY, OPS),
+        StatusChange(FROZEN, ACTIVE, "review closed", start + DAY, SUPPORT),
+        StatusChange(ACTIVE, FROZEN, "chargeback review #12", start, OPS),
+    ]
+    # Pages follow each other without gaps; a token belongs to its account.
+    first, token = book.list_status_changes(T, account.id, 2, "")
+    rest, end = book.list_status_changes(T, account.id, 2, token)
+    assert (first + rest, end) == (history(book, account), "")
+    other = open_account(book)
+    assert refused(book.list_status_changes, T, other.id, 2, token).reason == "INVALID_PAGE_TOKEN"
+    assert refused(book.list_status_changes, "acme", account.id, 2, "").reason == "ACCOUNT_NOT_FOUND"
+    assert refused(book.list_status_changes, T, account.id, -1, "").reason == "INVALID_REQUEST"
+
+
 # -- over gRPC ---------------------------------------------------------------------------
 
 
@@ -245,6 +278,20 @@ def test_freeze_unfreeze_and_close_over_grpc(client: LedgerClient, token: str) -
     client.debit(account.name, 250, currency="EUR")
     closed = client.close_account(account.name, reason="churned")
     assert (closed.status, closed.status_reason) == (3, "churned")
+
+    changes = list(client.iter_account_status_changes(account.name, page_size=1))
+    assert [(c.previous_status, c.status, c.reason) for c in changes] == [
+        (account_pb2.ACCOUNT_STATUS_ACTIVE, account_pb2.ACCOUNT_STATUS_CLOSED, "churned"),
+        (account_pb2.ACCOUNT_STATUS_FROZEN, account_pb2.ACCOUNT_STATUS_ACTIVE, ""),
+        (account_pb2.ACCOUNT_STATUS_ACTIVE, account_pb2.ACCOUNT_STATUS_FROZEN, "KYC expired"),
+    ]
+    assert (changes[0].change_time, changes[0].changed_by) == (
+        closed.status_change_time,
+        closed.status_changed_by,
+    )
+    with pytest.raises(LedgerError) as missing:
+        client.list_account_status_changes(f"accounts/{uuid.uuid4()}")
+    assert missing.value.reason == "ACCOUNT_NOT_FOUND"
 
     with pytest.raises(LedgerError) as bad:
         client.freeze_account("accounts/nope", reason="\x01")

@@ -118,6 +118,8 @@ def fill(message: Any, world: World, names_account: bool) -> None:
             message.name = world.account if names_account else world.transaction
         elif field.name == "account" and field.message_type is None:
             message.account = world.account
+        elif field.name == "parent":  # an account's sub-collection (its status changes)
+            message.parent = world.account
         elif field.name == "account":  # CreateAccount's new account, UpdateAccount's changes
             message.account.currency = "USD"
             message.account.name = world.account  # output only on create: ignored there

@@ -708,7 +708,7 @@ def _strings(f: FieldDescriptor, w: World) -> st.SearchStrategy[Any]:
         return st.one_of(st.binary(max_size=64), huge)
     name = f.name
     hinted: list[st.SearchStrategy[str]] = []
-    if name == "name" or name.endswith(("account", "_name")):
+    if name in ("name", "parent") or name.endswith(("account", "_name")):
         hinted += [_resource_names(w), _resource_names(w)]
     if name.endswith("request_id"):
         hinted += [_request_ids(w), _request_ids(w)]

@@ -13,9 +13,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import AccountStatus
+from ledger_server.core.model import AccountStatus, Creator, StatusChange
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import current_revision, head_revision, upgrade
+from ledger_server.store.rows import from_micros
 from ledger_server.store.schema import metadata
 from ledger_server.store.sql_store import SqlStore
 from tests.support import migrated_database
@@ -68,5 +69,46 @@ def test_accounts_opened_before_0004_work_after_it(database_url: str, tmp_path: 
             assert (old.status, old.status_reason) == (AccountStatus.FROZEN, "")
             closed = ledger.change_account_status("default", "a1", AccountStatus.CLOSED, "migrated")
             assert ledger.get_account("default", "a1") == closed
+        finally:
+            store.close()
+
+
+def test_the_latest_status_change_before_0005_starts_each_accounts_history(
+    database_url: str, tmp_path: Path
+) -> None:
+    with database_at("0004", database_url, tmp_path) as engine:
+        with engine.begin() as conn:
+            for id_, status, changed_at in (("f", "frozen", 5), ("c", "closed", 7), ("n", "active", None)):
+                conn.execute(
+                    text(
+                        "INSERT INTO accounts (id, tenant_id, kind, external_ref, currency, balance_floor, "
+                        "status, metadata, posted, pending, created_at, updated_at, status_reason, "
+                        "status_changed_at, status_changed_by_token_id, status_changed_by_token_name) "
+                        "VALUES (:id, 'default', 'customer', '', 'USD', 0, :status, '{}', 0, 0, 1, 1, "
+                        "'why', :at, 't1', 'ops')"
+                    ),
+                    {"id": id_, "status": status, "at": changed_at},
+                )
+        upgrade(engine)
+        store = SqlStore(engine)
+        try:
+            ledger = Ledger(store)
+            ops = Creator("t1", "ops")
+            (frozen,) = ledger.list_status_changes("default", "f", 10, "")[0]
+            assert frozen == StatusChange(
+                AccountStatus.ACTIVE, AccountStatus.FROZEN, "why", from_micros(5), ops
+            )
+            (closed,) = ledger.list_status_changes("default", "c", 10, "")[0]
+            assert (closed.previous, closed.status, closed.changed_at) == (
+                None,
+                AccountStatus.CLOSED,
+                from_micros(7),
+            )
+            assert ledger.list_status_changes("default", "n", 10, "")[0] == []
+            ledger.change_account_status("default", "f", AccountStatus.ACTIVE, "cleared")
+            assert [c.reason for c in ledger.list_status_changes("default", "f", 10, "")[0]] == [
+                "cleared",
+                "why",
+            ]
         finally:
             store.close()

@@ -69,6 +69,7 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         "VerifyLedger",
         "FreezeAccount",
         "UnfreezeAccount",
+        "ListAccountStatusChanges",
     ]
     ids: dict[str, str] = {}  # placeholder -> id, filled from replies as the walkthrough goes
 
@@ -110,6 +111,10 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         assert list(replies[13].violations) == []
         assert (replies[14].account.status, replies[14].account.status_reason) == (2, "chargeback review #12")
         assert (replies[15].account.status, replies[15].account.status_reason) == (1, "review closed")
+        assert [(c.status, c.reason) for c in replies[16].status_changes] == [
+            (1, "review closed"),
+            (2, "chargeback review #12"),
+        ]
         account = invoke(
             channel,
             "ledger.v1.AccountService/GetAccount",

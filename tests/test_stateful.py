@@ -36,6 +36,7 @@ from ledger_server.core.model import (
     NewAccount,
     NewTransaction,
     Transaction,
+    TransactionType,
 )
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.store.sql_store import SqlStore
@@ -60,6 +61,7 @@ class MAccount:
     lots: list[MLot] = field(default_factory=list)
     holds: dict[str, tuple[int, dt.datetime | None]] = field(default_factory=dict)  # pending holds
     status: AccountStatus = AccountStatus.ACTIVE
+    changes: list[tuple[AccountStatus, AccountStatus]] = field(default_factory=list)  # oldest first
 
     def sweep(self, now: dt.datetime) -> None:
         """What every write does first: lapsed holds released, expired lots written off."""
@@ -311,37 +313,52 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(
         items=st.lists(
-            st.tuples(st.integers(0, 2), st.sampled_from(Direction), st.integers(1, 400)),
+            st.tuples(st.integers(0, 2), st.sampled_from(["credit", "debit", "hold"]), st.integers(1, 400)),
             min_size=1,
             max_size=4,
         )
     )
-    def atomic_batch(self, items: list[tuple[int, Direction, int]]) -> None:
+    def atomic_batch(self, items: list[tuple[int, str, int]]) -> None:
         # Simulated on the side: the batch applies entirely or not at all.
         trial = {i: (self._m(i).posted, self._m(i).pending) for i in range(3)}
         expected = None
-        for i, direction, amount in items:
+        for i, kind, amount in items:
             expected = self._inactive(self.model[i])
             if expected:
                 break
             posted, pending = trial[i]
-            posted += direction.signed(amount)
-            if direction is Direction.DEBIT and posted - pending < self.model[i].floor:
+            posted += {"credit": amount, "debit": -amount}.get(kind, 0)
+            pending += amount if kind == "hold" else 0
+            if kind != "credit" and posted - pending < self.model[i].floor:
                 expected = "INSUFFICIENT_FUNDS"
                 break
             trial[i] = (posted, pending)
-        batch = [BatchItem(NewTransaction(self.accounts[i], d, n, "USD")) for i, d, n in items]
+        batch = [
+            BatchItem(
+                NewTransaction(
+                    self.accounts[i],
+                    Direction.CREDIT if kind == "credit" else Direction.DEBIT,
+                    n,
+                    "USD",
+                    type=TransactionType.HOLD if kind == "hold" else TransactionType.STANDARD,
+                )
+            )
+            for i, kind, n in items
+        ]
         results = self._expect(expected, self.ledger.post_batch, self.tenant, batch, True)
         if isinstance(results, list):
-            for (i, direction, amount), txn in zip(items, results, strict=True):
+            for (i, kind, amount), txn in zip(items, results, strict=True):
                 assert isinstance(txn, Transaction)
                 m = self.model[i]
-                if direction is Direction.CREDIT:
+                if kind == "hold":
+                    m.holds[txn.id] = (amount, None)
+                    self.holds[txn.id] = MTxn(i, Direction.DEBIT, amount, refundable=False, status="pending")
+                elif kind == "credit":
                     m.permanent += amount
-                    self.txns[txn.id] = MTxn(i, direction, amount, refundable=True)
+                    self.txns[txn.id] = MTxn(i, Direction.CREDIT, amount, refundable=True)
                 else:
                     uses = [(lot, n, 0) for lot, n in m.take(amount)]
-                    self.txns[txn.id] = MTxn(i, direction, amount, refundable=True, uses=uses)
+                    self.txns[txn.id] = MTxn(i, Direction.DEBIT, amount, refundable=True, uses=uses)
 
     @rule(i=st.integers(0, 2), status=st.sampled_from(AccountStatus))
     def change_status(self, i: int, status: AccountStatus) -> None:
@@ -357,6 +374,8 @@ class LedgerMachine(RuleBasedStateMachine):
         changed = self._expect(expected, call, self.tenant, self.accounts[i], target, f"to {target.value}")
         if isinstance(changed, Account):
             assert changed.status is target
+            if m.status is not target:
+                m.changes.append((m.status, target))
             m.status = target
 
     @rule(i=st.integers(0, 2), floor=st.sampled_from([-300, -100, 0]))
@@ -393,6 +412,8 @@ class LedgerMachine(RuleBasedStateMachine):
             got = (a.posted, a.pending, a.available, a.expiring, a.permanent, a.status, a.balance_floor)
             want = (m.posted, m.pending, m.posted - m.pending, m.expiring, m.permanent, m.status, m.floor)
             assert got == want, f"account {i}: ledger {got}, model {want}"
+            changes, _ = self.ledger.list_status_changes(self.tenant, account_id, 1000, "")
+            assert [(c.previous, c.status) for c in reversed(changes)] == m.changes
             lots = sorted(m.lots, key=lambda x: x.expires)
             expected_next: dict[dt.datetime, int] = {}
             for lot in lots:

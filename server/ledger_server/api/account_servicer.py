@@ -17,6 +17,7 @@ from ledger_server.api.convert import (
     parse_name,
     parse_time,
     parse_update_mask,
+    status_change_pb,
 )
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
@@ -101,6 +102,18 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
             violations=v,
         )
         return pb.ListAccountsResponse(accounts=[account_pb(a) for a in items], next_page_token=token)
+
+    def ListAccountStatusChanges(
+        self, request: pb.ListAccountStatusChangesRequest, context: grpc.ServicerContext
+    ) -> pb.ListAccountStatusChangesResponse:
+        v = Violations()
+        account_id = parse_name(v, "parent", request.parent, "accounts")
+        items, token = self._ledger.list_status_changes(
+            tenant_of_call(), account_id, request.page_size, request.page_token, v
+        )
+        return pb.ListAccountStatusChangesResponse(
+            status_changes=[status_change_pb(c) for c in items], next_page_token=token
+        )
 
     def UpdateAccount(
         self, request: pb.UpdateAccountRequest, context: grpc.ServicerContext

@@ -15,6 +15,7 @@ from ledger_server.core.model import (
     AccountStatus,
     Creator,
     Direction,
+    StatusChange,
     Transaction,
     TransactionKind,
     TransactionStatus,
@@ -208,6 +209,20 @@ def account_pb(a: Account) -> account_pb2.Account:
         set_time(m.status_change_time, a.status_changed_at)
     if a.status_changed_by is not None:
         set_creator(m.status_changed_by, a.status_changed_by)
+    return m
+
+
+def status_change_pb(c: StatusChange) -> account_pb2.AccountStatusChange:
+    m = account_pb2.AccountStatusChange(
+        previous_status=ACCOUNT_STATUS_PB[c.previous]
+        if c.previous
+        else account_pb2.ACCOUNT_STATUS_UNSPECIFIED,
+        status=ACCOUNT_STATUS_PB[c.status],
+        reason=c.reason,
+    )
+    set_time(m.change_time, c.changed_at)
+    if c.changed_by is not None:
+        set_creator(m.changed_by, c.changed_by)
     return m
 
 

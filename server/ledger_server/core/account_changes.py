@@ -9,7 +9,7 @@ from __future__ import annotations
 from ledger_server.core import views
 from ledger_server.core.book import Book, Held
 from ledger_server.core.errors import Category, LedgerError, not_found
-from ledger_server.core.model import Account, AccountChanges, AccountStatus, Creator, evolve
+from ledger_server.core.model import Account, AccountChanges, AccountStatus, Creator, StatusChange, evolve
 
 ACTIVE, FROZEN, CLOSED = AccountStatus.ACTIVE, AccountStatus.FROZEN, AccountStatus.CLOSED
 # The states each target may be reached from.
@@ -46,7 +46,7 @@ def change_status(
                     "expiring": str(held.expiring),
                 },
             )
-        book.w.set_account_status(account_id, target, reason, by, book.now)
+        book.w.set_account_status(account_id, StatusChange(current, target, reason, book.now, by))
     return _now(book, held, _read(book, account_id))
 
 

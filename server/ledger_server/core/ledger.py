@@ -34,6 +34,7 @@ from ledger_server.core.model import (
     Direction,
     NewAccount,
     NewTransaction,
+    StatusChange,
     Transaction,
     TransactionFilter,
     TransactionType,
@@ -192,6 +193,27 @@ class Ledger:
             now = self._clock()
             items = [views.account_now(r, a, now) for a in page.items]
         return items, self._next_token(query, page.next_cursor)
+
+    def list_status_changes(
+        self,
+        tenant_id: str,
+        account_id: str,
+        page_size: int,
+        page_token: str,
+        violations: Sequence[FieldViolation] = (),
+    ) -> tuple[list[StatusChange], str]:
+        """An account's status changes, newest first."""
+        v = check.Violations(violations)
+        limit = page_limit(v, page_size)
+        if v:
+            raise invalid(v)
+        query = f"status_changes|{tenant_id}|{account_id}"
+        before = self._tokens.decode(query, page_token)
+        with self._store.reading() as r:
+            if r.get_account(tenant_id, account_id) is None:
+                raise not_found("account", f"accounts/{account_id}")
+            page = r.list_status_changes(account_id, before, limit)
+        return page.items, self._next_token(query, page.next_cursor)
 
     def update_account(
         self,

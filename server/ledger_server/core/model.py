@@ -141,6 +141,17 @@ class Account:
 
 
 @dataclass(frozen=True)
+class StatusChange:
+    """One change of an account's status (FreezeAccount, UnfreezeAccount, CloseAccount)."""
+
+    previous: AccountStatus | None  # None: not known (recorded before the history was kept)
+    status: AccountStatus
+    reason: str
+    changed_at: dt.datetime
+    changed_by: Creator | None
+
+
+@dataclass(frozen=True)
 class Expiration:
     amount: int
     expires_at: dt.datetime

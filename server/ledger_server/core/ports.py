@@ -11,12 +11,12 @@ from typing import Protocol, TypeVar
 from ledger_server.core.model import (
     Account,
     AccountStatus,
-    Creator,
     Entry,
     Lot,
     LotUse,
     NewAccount,
     Page,
+    StatusChange,
     Tenant,
     TokenRecord,
     Transaction,
@@ -94,6 +94,10 @@ class ReadUnit(Protocol):
     def list_accounts(
         self, tenant_id: str, external_ref: str, status: AccountStatus | None, after: int | None, limit: int
     ) -> Page[Account]: ...
+    def list_status_changes(self, account_id: str, before: int | None, limit: int) -> Page[StatusChange]:
+        """An account's status changes, newest first, those before seq `before` if given."""
+        ...
+
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None: ...
     def list_transactions(
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
@@ -170,10 +174,9 @@ class WriteUnit(ReadUnit, Protocol):
         captured: int,
         now: dt.datetime,
     ) -> None: ...
-    def set_account_status(
-        self, account_id: str, status: AccountStatus, reason: str, by: Creator | None, now: dt.datetime
-    ) -> None:
-        """Change the status of an account this unit has locked: why, by whom, when."""
+    def set_account_status(self, account_id: str, change: StatusChange) -> None:
+        """Change the status of an account this unit has locked, and add the change to
+        its history."""
 
     def update_account(
         self,

@@ -119,6 +119,11 @@ _STATEMENTS = {
         "status_changed_by_token_id = :token_id, status_changed_by_token_name = :token_name, "
         "updated_at = :updated_at WHERE id = :id"
     ),
+    "insert_status_change": (
+        "INSERT INTO account_status_changes (account_id, previous_status, status, reason, changed_at, "
+        "token_id, token_name) VALUES (:account_id, :previous_status, :status, :reason, :changed_at, "
+        ":token_id, :token_name)"
+    ),
     "update_transaction_state": (
         "UPDATE transactions SET status = :status, refunded_amount = :refunded, "
         "captured_amount = :captured, updated_at = :updated_at WHERE id = :id"

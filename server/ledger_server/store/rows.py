@@ -17,6 +17,7 @@ from ledger_server.core.model import (
     Creator,
     Direction,
     Page,
+    StatusChange,
     TokenRecord,
     Transaction,
     TransactionKind,
@@ -84,6 +85,10 @@ def page_of(
 def account_size(a: Account) -> int:
     chars = len(a.external_ref) + len(a.status_reason)
     return item_bytes(a.metadata, chars) if a.metadata else ITEM_BYTES + 4 * chars
+
+
+def status_change_size(c: StatusChange) -> int:
+    return ITEM_BYTES + 4 * len(c.reason)
 
 
 def transaction_size(t: Transaction) -> int:
@@ -214,4 +219,15 @@ def token_of(row: Row[Any]) -> TokenRecord:
         created_at=from_micros(row.created_at),
         expires_at=None if row.expires_at is None else from_micros(row.expires_at),
         revoked_at=None if row.revoked_at is None else from_micros(row.revoked_at),
+    )
+
+
+def status_change_of(row: Sequence[Any]) -> StatusChange:
+    _seq, _account_id, previous, status, reason, changed_at, token_id, token_name = row
+    return StatusChange(
+        previous=None if previous is None else AccountStatus(previous),
+        status=AccountStatus(status),
+        reason=reason,
+        changed_at=from_micros(changed_at),
+        changed_by=Creator(token_id, token_name) if token_id else None,
     )

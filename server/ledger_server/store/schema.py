@@ -79,6 +79,23 @@ accounts = Table(
     Index(None, "tenant_id", "currency", "purpose", "shard", unique=True),
 )
 
+# Every status change of a customer account, newest last (the account row keeps the
+# latest too, so GetAccount reads no history). ListAccountStatusChanges pages it by seq.
+account_status_changes = Table(
+    "account_status_changes",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    # NULL: not known (a change made before this table existed, to CLOSED).
+    Column("previous_status", String(16)),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("changed_at", BigInteger, nullable=False),
+    Column("token_id", String(32)),
+    Column("token_name", String(200)),
+    Index(None, "account_id", "seq"),
+)
+
 transactions = Table(
     "transactions",
     metadata,

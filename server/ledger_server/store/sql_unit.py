@@ -21,13 +21,13 @@ from ledger_server.core.model import (
     INT64_MIN,
     Account,
     AccountStatus,
-    Creator,
     Direction,
     Entry,
     Lot,
     LotUse,
     NewAccount,
     Page,
+    StatusChange,
     Transaction,
     TransactionFilter,
     TransactionStatus,
@@ -45,12 +45,14 @@ from ledger_server.store.rows import (
     dump_metadata,
     from_micros,
     page_of,
+    status_change_of,
+    status_change_size,
     to_date,
     to_micros,
     transaction_of,
     transaction_size,
 )
-from ledger_server.store.schema import accounts, transactions
+from ledger_server.store.schema import account_status_changes, accounts, transactions
 
 # Writes that a unit never reads back but through find_response (which looks at them
 # first) and the account locks (which flush them first): buffered, and sent at the end of
@@ -124,6 +126,14 @@ class SqlUnit(AdminQueries):
             q = q.where(accounts.c.seq > after)
         rows = self._query(q.order_by(accounts.c.seq).limit(limit + 1)).all()
         return page_of(rows, limit, account_of, account_size)
+
+    def list_status_changes(self, account_id: str, before: int | None, limit: int) -> Page[StatusChange]:
+        c = account_status_changes.c
+        q = select(account_status_changes).where(c.account_id == account_id)
+        if before is not None:
+            q = q.where(c.seq < before)
+        rows = self._query(q.order_by(c.seq.desc()).limit(limit + 1)).all()
+        return page_of(rows, limit, status_change_of, status_change_size)
 
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None:
         row = self._run("get_transaction", {"id": transaction_id}).fetchone()
@@ -584,18 +594,27 @@ class SqlUnit(AdminQueries):
             [{"transaction_id": transaction_id, "lot_seq": seq, "amount": amount} for seq, amount in amounts],
         )
 
-    def set_account_status(
-        self, account_id: str, status: AccountStatus, reason: str, by: Creator | None, now: dt.datetime
-    ) -> None:
+    def set_account_status(self, account_id: str, change: StatusChange) -> None:
+        by = change.changed_by
         params = {
-            "status": status.value,
-            "reason": reason,
+            "status": change.status.value,
+            "reason": change.reason,
             "token_id": by.token_id if by else None,
             "token_name": by.token_name if by else None,
-            "updated_at": to_micros(now),
+            "updated_at": to_micros(change.changed_at),
             "id": account_id,
         }
         self._run("set_account_status", params)
+        params = {
+            "account_id": account_id,
+            "previous_status": change.previous.value if change.previous else None,
+            "status": change.status.value,
+            "reason": change.reason,
+            "changed_at": params["updated_at"],
+            "token_id": params["token_id"],
+            "token_name": params["token_name"],
+        }
+        self._run("insert_status_change", params)
 
     def update_account(
         self,

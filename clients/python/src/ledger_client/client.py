@@ -620,6 +620,31 @@ class LedgerClient:
             if not token:
                 return
 
+    def list_account_status_changes(
+        self, account: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> account_service_pb2.ListAccountStatusChangesResponse:
+        """One page of the status changes of ``account`` (``accounts/{id}``), newest
+        first: ``previous_status``, ``status``, ``reason``, ``change_time`` and
+        ``changed_by`` of each freeze, unfreeze and close."""
+        request = account_service_pb2.ListAccountStatusChangesRequest(
+            parent=account, page_size=page_size, page_token=page_token
+        )
+        return self._call(self._accounts.ListAccountStatusChanges, request, timeout=timeout)
+
+    def iter_account_status_changes(
+        self, account: str, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[account_pb2.AccountStatusChange]:
+        """Every status change of ``account``, newest first, following next_page_token."""
+        token = ""
+        while True:
+            page = self.list_account_status_changes(
+                account, page_size=page_size, page_token=token, timeout=timeout
+            )
+            yield from page.status_changes
+            token = _next_token(token, page.next_page_token)
+            if not token:
+                return
+
     # -- TransactionService ------------------------------------------------------------
 
     def create_transaction(

@@ -28,7 +28,9 @@ class _AccountStatus:
 class _AccountStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ACCOUNT_STATUS_UNSPECIFIED: _AccountStatus.ValueType  # 0
-    """Not set. Never returned by the ledger."""
+    """Not set. Never an account's status; the previous_status of a status change
+    where it is not known.
+    """
     ACCOUNT_STATUS_ACTIVE: _AccountStatus.ValueType  # 1
     """Accepts postings."""
     ACCOUNT_STATUS_FROZEN: _AccountStatus.ValueType  # 2
@@ -45,7 +47,9 @@ class AccountStatus(_AccountStatus, metaclass=_AccountStatusEnumTypeWrapper):
     """Lifecycle of an account."""
 
 ACCOUNT_STATUS_UNSPECIFIED: AccountStatus.ValueType  # 0
-"""Not set. Never returned by the ledger."""
+"""Not set. Never an account's status; the previous_status of a status change
+where it is not known.
+"""
 ACCOUNT_STATUS_ACTIVE: AccountStatus.ValueType  # 1
 """Accepts postings."""
 ACCOUNT_STATUS_FROZEN: AccountStatus.ValueType  # 2
@@ -174,6 +178,50 @@ class Account(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Account: _TypeAlias = Account  # noqa: Y015
+
+@_typing.final
+class AccountStatusChange(_message.Message):
+    """One change of an account's status, as ListAccountStatusChanges lists it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
+    previous_status: Global___AccountStatus.ValueType
+    """The status before the change. ACCOUNT_STATUS_UNSPECIFIED where it is not known: a
+    close made before the ledger kept every change (it kept only the latest).
+    """
+    status: Global___AccountStatus.ValueType
+    """The status after the change."""
+    reason: _builtins.str
+    """Why, as given to FreezeAccount, UnfreezeAccount or CloseAccount."""
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    @_builtins.property
+    def changed_by(self) -> _transaction_pb2.Creator:
+        """The API token that made the change; unset where none did."""
+
+    def __init__(
+        self,
+        *,
+        previous_status: Global___AccountStatus.ValueType = ...,
+        status: Global___AccountStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+        changed_by: _transaction_pb2.Creator | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "changed_by", b"changed_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "changed_by", b"changed_by", "previous_status", b"previous_status", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountStatusChange: _TypeAlias = AccountStatusChange  # noqa: Y015
 
 @_typing.final
 class AccountBalance(_message.Message):

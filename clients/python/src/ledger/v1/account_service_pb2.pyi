@@ -194,6 +194,66 @@ class ListAccountsResponse(_message.Message):
 Global___ListAccountsResponse: _TypeAlias = ListAccountsResponse  # noqa: Y015
 
 @_typing.final
+class ListAccountStatusChangesRequest(_message.Message):
+    """Request of AccountService.ListAccountStatusChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The account, `accounts/{account_id}`."""
+    page_size: _builtins.int
+    """Maximum number of changes to return: default 50, at most 1000 (larger values are
+    lowered to 1000); negative is refused.
+    """
+    page_token: _builtins.str
+    """next_page_token of a previous call for the same account; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountStatusChangesRequest: _TypeAlias = ListAccountStatusChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountStatusChangesResponse(_message.Message):
+    """Response of AccountService.ListAccountStatusChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def status_changes(self) -> _containers.RepeatedCompositeFieldContainer[_account_pb2.AccountStatusChange]:
+        """The page of status changes, newest first."""
+
+    def __init__(
+        self,
+        *,
+        status_changes: _abc.Iterable[_account_pb2.AccountStatusChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "status_changes", b"status_changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountStatusChangesResponse: _TypeAlias = ListAccountStatusChangesResponse  # noqa: Y015
+
+@_typing.final
 class GetAccountBalanceRequest(_message.Message):
     """Request of AccountService.GetAccountBalance."""
 

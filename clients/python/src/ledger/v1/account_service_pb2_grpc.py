@@ -55,6 +55,11 @@ class AccountServiceStub:
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.FromString,
                 _registered_method=True)
+        self.ListAccountStatusChanges = channel.unary_unary(
+                '/ledger.v1.AccountService/ListAccountStatusChanges',
+                request_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesResponse.FromString,
+                _registered_method=True)
         self.UpdateAccount = channel.unary_unary(
                 '/ledger.v1.AccountService/UpdateAccount',
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.UpdateAccountRequest.SerializeToString,
@@ -108,6 +113,16 @@ class AccountServiceServicer:
     def ListAccounts(self, request, context):
         """Lists accounts, oldest first, optionally only those of one external_ref or in one
         status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccountStatusChanges(self, request, context):
+        """Lists an account's status changes (FreezeAccount, UnfreezeAccount, CloseAccount),
+        newest first: from which status to which, why, when and by which token. A call
+        that found the account already in its target status changed nothing and is not
+        listed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +188,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.ListAccounts,
                     request_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'ListAccountStatusChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccountStatusChanges,
+                    request_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesResponse.SerializeToString,
             ),
             'UpdateAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateAccount,
@@ -304,6 +324,33 @@ class AccountService:
             '/ledger.v1.AccountService/ListAccounts',
             ledger_dot_v1_dot_account__service__pb2.ListAccountsRequest.SerializeToString,
             ledger_dot_v1_dot_account__service__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccountStatusChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AccountService/ListAccountStatusChanges',
+            ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesRequest.SerializeToString,
+            ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class AccountServiceStub:
     """Lists accounts, oldest first, optionally only those of one external_ref or in one
     status.
     """
+    ListAccountStatusChanges: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountStatusChangesRequest, _account_service_pb2.ListAccountStatusChangesResponse]
+    """Lists an account's status changes (FreezeAccount, UnfreezeAccount, CloseAccount),
+    newest first: from which status to which, why, when and by which token. A call
+    that found the account already in its target status changed nothing and is not
+    listed.
+    """
     UpdateAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]
     """Changes an account's external_ref, balance_floor or metadata: the fields named in
     update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
@@ -88,6 +94,12 @@ class AccountServiceAsyncStub(AccountServiceStub):
     ListAccounts: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountsRequest, _account_service_pb2.ListAccountsResponse]  # type: ignore[assignment]
     """Lists accounts, oldest first, optionally only those of one external_ref or in one
     status.
+    """
+    ListAccountStatusChanges: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountStatusChangesRequest, _account_service_pb2.ListAccountStatusChangesResponse]  # type: ignore[assignment]
+    """Lists an account's status changes (FreezeAccount, UnfreezeAccount, CloseAccount),
+    newest first: from which status to which, why, when and by which token. A call
+    that found the account already in its target status changed nothing and is not
+    listed.
     """
     UpdateAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]  # type: ignore[assignment]
     """Changes an account's external_ref, balance_floor or metadata: the fields named in
@@ -151,6 +163,18 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_account_service_pb2.ListAccountsResponse, _abc.Awaitable[_account_service_pb2.ListAccountsResponse]]:
         """Lists accounts, oldest first, optionally only those of one external_ref or in one
         status.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAccountStatusChanges(
+        self,
+        request: _account_service_pb2.ListAccountStatusChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_service_pb2.ListAccountStatusChangesResponse, _abc.Awaitable[_account_service_pb2.ListAccountStatusChangesResponse]]:
+        """Lists an account's status changes (FreezeAccount, UnfreezeAccount, CloseAccount),
+        newest first: from which status to which, why, when and by which token. A call
+        that found the account already in its target status changed nothing and is not
+        listed.
         """
 
     @_abc_1.abstractmethod
