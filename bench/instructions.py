@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=100, help="postings per call of batch_create")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--save", type=Path, help="keep the window's callgrind dump (for callgrind_annotate)")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="a flag for `ledger-server serve`, repeatable: --server-arg=--metrics-listen=127.0.0.1:0",
+    )
     return parser
 
 
@@ -65,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             token = bootstrap_token(url)
             # Uninstrumented until the window: start-up and seeding run ~4x faster.
             wrapper = ("valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
-            with ServerProcess(url, Path(tmp) / "server.log", wrapper=wrapper, start_timeout=300) as server:
+            with ServerProcess(
+                url,
+                Path(tmp) / "server.log",
+                wrapper=wrapper,
+                start_timeout=300,
+                extra_args=tuple(args.server_arg),
+            ) as server:
                 workload = Workload(args.scenario, token, (), ())
                 if args.scenario != "health":
                     accounts = seed_accounts(server.address, token, args.accounts, 10)

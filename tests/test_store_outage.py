@@ -23,6 +23,7 @@ from ledger_server.core.auth import ADMIN, Authenticator
 from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import Account, NewAccount
+from ledger_server.metrics import Metrics
 from ledger_server.store.engine import make_engine
 from ledger_server.store.sql_store import SqlStore
 from tests.support import server_settings
@@ -109,7 +110,9 @@ def wait_for_health(port: int, status: int, within: float = 30.0) -> None:
 
 
 @contextmanager
-def probed_server(pg_url: str, **settings: object) -> Iterator[tuple[LedgerServer, str]]:
+def probed_server(
+    pg_url: str, metrics: Metrics | None = None, **settings: object
+) -> Iterator[tuple[LedgerServer, str]]:
     """A server whose health probe pings every 50 ms, and an admin token of a new tenant."""
     engine = make_engine(pg_url, pool_size=4)
     store = SqlStore(engine)
@@ -120,6 +123,7 @@ def probed_server(pg_url: str, **settings: object) -> Iterator[tuple[LedgerServe
         Ledger(store),
         Authenticator(store, cache_seconds=60),
         server_settings(health_probe_seconds=0.05, **settings),
+        metrics,
     )
     server.start()
     try:
@@ -130,8 +134,13 @@ def probed_server(pg_url: str, **settings: object) -> Iterator[tuple[LedgerServe
 
 
 def test_health_is_not_serving_during_an_outage_and_serving_after(pg_url: str) -> None:
+    metrics = Metrics()
+
+    def up() -> float | None:
+        return metrics.registry.get_sample_value("ledger_database_up")
+
     with (
-        probed_server(pg_url) as (server, token),
+        probed_server(pg_url, metrics) as (server, token),
         LedgerClient(f"127.0.0.1:{server.port}", token=token, timeout=20.0, max_attempts=1) as client,
     ):
         account = client.create_account(currency="USD")
@@ -143,8 +152,18 @@ def test_health_is_not_serving_during_an_outage_and_serving_after(pg_url: str) -
             assert info.value.code == grpc.StatusCode.UNAVAILABLE
             assert info.value.reason == "STORE_UNAVAILABLE"
             assert health_of(server.port) == {NOT_SERVING}
+            assert up() == 0
         wait_for_health(server.port, SERVING)  # by itself: nothing restarted
+        assert up() == 1
         assert client.credit(account.name, 5, "USD").ending_balance == 5
+    method = "/ledger.v1.TransactionService/CreateTransaction"
+    counts = {
+        code: metrics.registry.get_sample_value(
+            "ledger_rpc_duration_seconds_count", {"method": method, "code": code}
+        )
+        for code in ("OK", "UNAVAILABLE")
+    }
+    assert counts == {"OK": 1, "UNAVAILABLE": 1}
 
 
 def test_health_stays_not_serving_once_shutdown_began(pg_url: str) -> None:

@@ -20,6 +20,7 @@ from ledger_server.core.admin import Admin, AdminError
 from ledger_server.core.auth import ADMIN, SCOPES, Authenticator
 from ledger_server.core.ledger import Ledger
 from ledger_server.expiry_worker import ExpiryWorker
+from ledger_server.metrics import Metrics
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import current_revision, upgrade
 from ledger_server.store.sql_store import SqlStore
@@ -30,16 +31,18 @@ DEV_TENANT = "dev"
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    if args.dev and not _is_loopback(settings.listen):
-        print(f"--dev serves only on a loopback address, not {settings.listen}", file=sys.stderr)
-        return 2
+    for listen in filter(None, (settings.listen, settings.metrics_listen)):
+        if args.dev and not _is_loopback(listen):
+            print(f"--dev serves only on a loopback address, not {listen}", file=sys.stderr)
+            return 2
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     upgrade(engine)  # an empty database is created; an older one is brought to head
     store = SqlStore(engine, writers=settings.writers)
     authenticator = Authenticator(store, settings.token_cache_seconds)
     ledger = Ledger(store)
-    server = LedgerServer(ledger, authenticator, settings)
-    worker = ExpiryWorker(ledger, settings.expiry_seconds)
+    metrics = Metrics() if settings.metrics_listen else None
+    server = LedgerServer(ledger, authenticator, settings, metrics)
+    worker = ExpiryWorker(ledger, settings.expiry_seconds, metrics)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -47,6 +50,11 @@ def serve(args: argparse.Namespace) -> int:
     worker.start()
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{server.port}"
+    if metrics is not None:  # up before "serving" is logged, which is when callers start
+        metrics.watch_store(store.commit_stats, store.connections_in_use)
+        metrics_port = metrics.serve(settings.metrics_listen)
+        metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
+        log.info("metrics", extra={"address": f"http://{metrics_host}:{metrics_port}/metrics"})
     log.info("serving", extra={"address": address, "port": server.port, "tls": server.tls})
     if args.dev:
         _announce_dev_mode(Admin(store), Path(args.dev_token_file), address, server.tls)
@@ -56,6 +64,8 @@ def serve(args: argparse.Namespace) -> int:
     faulthandler.dump_traceback_later(settings.drain_seconds + settings.grace_seconds + 15)
     worker.stop()
     server.stop()
+    if metrics is not None:
+        metrics.stop()
     store.close()
     faulthandler.cancel_dump_traceback_later()
     log.info("stopped")

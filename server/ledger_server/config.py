@@ -111,6 +111,13 @@ OPTIONS = [
         str,
         "PEM CA bundle: require client certificates signed by it (mutual TLS)",
     ),
+    Option(
+        "--metrics-listen",
+        "LEDGER_METRICS_LISTEN",
+        "",
+        str,
+        "host:port to serve Prometheus metrics on at /metrics, plain HTTP (empty: none; port 0 picks one)",
+    ),
 ]
 
 
@@ -133,6 +140,7 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    metrics_listen: str = ""
 
 
 def add_options(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:

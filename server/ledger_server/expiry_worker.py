@@ -11,14 +11,16 @@ import threading
 
 from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
+from ledger_server.metrics import Metrics
 from ledger_server.os_thread import name_this_thread
 
 log = logging.getLogger("ledger.expiry")
 
 
 class ExpiryWorker:
-    def __init__(self, ledger: Ledger, interval_seconds: float) -> None:
+    def __init__(self, ledger: Ledger, interval_seconds: float, metrics: Metrics | None = None) -> None:
         self._ledger = ledger
+        self._metrics = metrics
         self._interval = interval_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="expiry", daemon=True)
@@ -43,6 +45,8 @@ class ExpiryWorker:
             except Exception:  # keep the worker alive; the next round retries
                 log.exception("expiry failed")
                 continue
+            if self._metrics is not None:
+                self._metrics.expired(report.lots_expired, report.holds_voided)
             if report.accounts or report.failed:
                 log.info(
                     "expired",

@@ -1,7 +1,7 @@
 """What wraps every RPC's behavior: authenticates the caller of ledger methods, hands the
 call's deadline to the store (core/deadline.py), turns domain errors into rich gRPC
-statuses, and writes one structured log line per call (method, code, duration). Request
-contents and tokens are never logged.
+statuses, and writes one structured log line per call (method, code, duration), also
+counted in the metrics if they are served. Request contents and tokens are never logged.
 
 The wrapped behaviors stay synchronous: the server (api/server.py) wraps every method
 handler once, when it is registered, and runs the result in its worker threads or in call
@@ -40,10 +40,17 @@ class ShuttingDown(Exception):
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
+# A finished call's method, status code name and seconds taken (metrics.Metrics.observe).
+Observer = Callable[[str, str, float], None]
+
+
 class CallInterceptor:
-    def __init__(self, authenticator: Authenticator, scopes: dict[str, str]) -> None:
+    def __init__(
+        self, authenticator: Authenticator, scopes: dict[str, str], observe: Observer | None = None
+    ) -> None:
         self._authenticator = authenticator
         self._scopes = scopes  # method path -> scope; methods not in it (health, reflection) are open
+        self._observe = observe
         self._draining = False
 
     def drain(self) -> None:
@@ -58,7 +65,11 @@ class CallInterceptor:
 
         @contextmanager
         def around(context: grpc.ServicerContext) -> Iterator[None]:
-            with _observed(method, context), _deadline_of(context), self._authorized(scope, context):
+            with (
+                _observed(method, context, self._observe),
+                _deadline_of(context),
+                self._authorized(scope, context),
+            ):
                 yield
 
         if handler.unary_unary:
@@ -106,7 +117,7 @@ def _deadline_of(context: grpc.ServicerContext) -> Iterator[None]:
 
 
 @contextmanager
-def _observed(method: str, context: grpc.ServicerContext) -> Iterator[None]:
+def _observed(method: str, context: grpc.ServicerContext, observe: Observer | None) -> Iterator[None]:
     start = time.perf_counter()
     code = grpc.StatusCode.OK
     log.debug("rpc started", extra={"method": method})
@@ -126,14 +137,10 @@ def _observed(method: str, context: grpc.ServicerContext) -> Iterator[None]:
         code, status = answer
         context.abort_with_status(rpc_status.to_status(status))
     finally:
-        log.info(
-            "rpc",
-            extra={
-                "method": method,
-                "code": code.name,
-                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-            },
-        )
+        seconds = time.perf_counter() - start
+        log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(seconds * 1000, 3)})
+        if observe is not None:
+            observe(method, code.name, seconds)
 
 
 def _answer(

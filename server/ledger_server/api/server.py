@@ -40,6 +40,7 @@ from ledger_server.config import Settings
 from ledger_server.core.auth import Authenticator
 from ledger_server.core.errors import StoreUnavailable
 from ledger_server.core.ledger import Ledger
+from ledger_server.metrics import Metrics
 from ledger_server.os_thread import name_all_threads, name_this_thread
 
 log = logging.getLogger("ledger.server")
@@ -50,8 +51,13 @@ LEDGER_SERVICES = [ACCOUNT_SERVICE, TRANSACTION_SERVICE, ADMIN_SERVICE]
 
 
 class LedgerServer:
-    def __init__(self, ledger: Ledger, authenticator: Authenticator, settings: Settings) -> None:
-        self._interceptor = CallInterceptor(authenticator, required_scopes(LEDGER_SERVICES))
+    def __init__(
+        self, ledger: Ledger, authenticator: Authenticator, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
+        self._metrics = metrics
+        self._interceptor = CallInterceptor(
+            authenticator, required_scopes(LEDGER_SERVICES), metrics.observe if metrics else None
+        )
         self._ledger = ledger
         self._probe_seconds = max(settings.health_probe_seconds, 0.05)  # 0 would spin
         self._probe_stop = threading.Event()
@@ -171,6 +177,8 @@ class LedgerServer:
             if self._stopping or up == self._store_up:
                 return
             self._store_up = up
+            if self._metrics is not None:
+                self._metrics.database_up(up)
             if up:
                 log.info("store reachable again; health SERVING")
                 self._set_health(health_pb2.HealthCheckResponse.SERVING)

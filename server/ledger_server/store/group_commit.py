@@ -66,6 +66,15 @@ class _Job:
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class CommitStats:
+    batches: int  # transactions committed or failed, each of one or more units
+    units: int  # write units in them
+    failed_batches: int  # whose BEGIN or COMMIT failed (their units answered UNAVAILABLE)
+    commit_seconds: float  # time from a batch's BEGIN to the end of its COMMIT, summed
+    queued: int  # units waiting for a writer now
+
+
 class GroupCommitter:
     def __init__(
         self,
@@ -115,6 +124,17 @@ class GroupCommitter:
         """Units waiting for a writer (not counting the batches being committed)."""
         return sum(writer.jobs.qsize() for writer in self._writers)
 
+    def stats(self) -> CommitStats:
+        """What the writers have done so far (each counts its own; read without a lock,
+        so a figure may be one batch behind)."""
+        return CommitStats(
+            batches=sum(w.batches for w in self._writers),
+            units=sum(w.units for w in self._writers),
+            failed_batches=sum(w.failed_batches for w in self._writers),
+            commit_seconds=sum(w.commit_seconds for w in self._writers),
+            queued=self.queued(),
+        )
+
     def close(self, timeout: float = 10.0) -> None:
         """Let the writers finish what they have (bounded: a writer stuck on the database
         must not keep the process from exiting; its units were never acknowledged)."""
@@ -145,6 +165,9 @@ class _Writer(threading.Thread):
         self._max_batch = max_batch
         self._units_on_loop = units_on_loop
         self._conn: Connection | None = None
+        # Written by this thread only (GroupCommitter.stats reads them).
+        self.batches = self.units = self.failed_batches = 0
+        self.commit_seconds = 0.0
 
     def run(self) -> None:
         name_this_thread()
@@ -192,6 +215,7 @@ class _Writer(threading.Thread):
                 log.warning("could not discard a failed writer connection", exc_info=True)
 
     def _commit(self, batch: list[_Job]) -> None:
+        start = time.perf_counter()
         try:
             try:
                 self._run(batch, optimistic=True)
@@ -211,7 +235,11 @@ class _Writer(threading.Thread):
             for job in batch:
                 if job.error is None:
                     job.error = error
+            self.failed_batches += 1
         finally:
+            self.batches += 1
+            self.units += len(batch)
+            self.commit_seconds += time.perf_counter() - start
             _settle(batch)
 
     def _run(self, batch: list[_Job], *, optimistic: bool) -> None:

@@ -17,7 +17,7 @@ from ledger_server.call_greenlet import await_, blocking, in_call_greenlet
 from ledger_server.core.deadline import current_deadline
 from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.failures import bound_reads, translate, translated
-from ledger_server.store.group_commit import GroupCommitter
+from ledger_server.store.group_commit import CommitStats, GroupCommitter
 from ledger_server.store.sql_unit import SqlUnit
 
 T = TypeVar("T")
@@ -220,6 +220,15 @@ class SqlStore:
             probe = self._probe
         with translated(), probe.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    def commit_stats(self) -> CommitStats:
+        """The group-commit writers' counts so far (zeros before the first write)."""
+        committer = self._committer
+        return committer.stats() if committer is not None else CommitStats(0, 0, 0, 0.0, 0)
+
+    def connections_in_use(self) -> int:
+        """Pooled connections checked out now (reads and, on SQLite, the writer's)."""
+        return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
 
     def close(self) -> None:
         with self._lock:

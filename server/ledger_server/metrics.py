@@ -1,0 +1,116 @@
+"""Prometheus metrics, served over HTTP on --metrics-listen (off by default): every call
+by method and status code with its latency, the group-commit writers, the database's
+health and connections, and the expiry worker. Counts kept by the store and the server
+are read when scraped, so a call pays only for its latency histogram (see observe)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ledger_server.store.group_commit import CommitStats
+
+# Seconds: a posting takes a few ms, a batch of 1000 up to seconds, a deadline up to tens.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # A registry of its own: no process-wide default state (tests run several servers).
+        self.registry = CollectorRegistry()
+        self._calls = Histogram(
+            "ledger_rpc_duration_seconds",
+            "gRPC calls by method and status code, and how long each took in the server",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, str], Histogram] = {}
+        self._expired = Counter(
+            "ledger_expired_total",
+            "What the expiry worker wrote off: credit lots (kind=lot) and lapsed holds (kind=hold)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._store_up = Gauge(
+            "ledger_database_up",
+            "1 while the health probe reaches the database, else 0",
+            registry=self.registry,
+        )
+        self._store_up.set(1)
+        self._http: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def observe(self, method: str, code: str, seconds: float) -> None:
+        """One call, on the event loop for most methods: 2.5 us with the labelled child
+        cached here, 4.6 through `labels` each time (measured)."""
+        child = self._children.get((method, code))
+        if child is None:
+            child = self._children[(method, code)] = self._calls.labels(method, code)
+        child.observe(seconds)
+
+    def expired(self, lots: int, holds: int) -> None:
+        self._expired.labels("lot").inc(lots)
+        self._expired.labels("hold").inc(holds)
+
+    def database_up(self, up: bool) -> None:
+        self._store_up.set(1 if up else 0)
+
+    def watch_store(
+        self, commit_stats: Callable[[], CommitStats], connections_in_use: Callable[[], int]
+    ) -> None:
+        self.registry.register(_StoreCollector(commit_stats, connections_in_use))
+
+    def serve(self, listen: str) -> int:
+        """Serve /metrics on `listen` (host:port; port 0 picks one) in a thread; the port."""
+        host, _, port = listen.rpartition(":")
+        self._http, self._thread = start_http_server(int(port), host.strip("[]"), registry=self.registry)
+        return int(self._http.server_port)
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class _StoreCollector(Collector):
+    """The group-commit writers' counts and the pool, read at each scrape."""
+
+    def __init__(
+        self, commit_stats: Callable[[], CommitStats], connections_in_use: Callable[[], int]
+    ) -> None:
+        self._commit_stats = commit_stats
+        self._connections_in_use = connections_in_use
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        stats = self._commit_stats()
+        yield CounterMetricFamily(
+            "ledger_group_commit_batches", "Database transactions of the group-commit writers", stats.batches
+        )
+        yield CounterMetricFamily(
+            "ledger_group_commit_units",
+            "Write units (one per posting call or batch item) in those transactions",
+            stats.units,
+        )
+        yield CounterMetricFamily(
+            "ledger_group_commit_failed_batches",
+            "Of those, the ones whose BEGIN or COMMIT failed (their calls answered UNAVAILABLE)",
+            stats.failed_batches,
+        )
+        yield CounterMetricFamily(
+            "ledger_group_commit_seconds", "Time the writers spent from BEGIN to COMMIT", stats.commit_seconds
+        )
+        yield GaugeMetricFamily(
+            "ledger_group_commit_queued_units", "Units waiting for a writer", stats.queued
+        )
+        yield GaugeMetricFamily(
+            "ledger_database_connections_in_use",
+            "Pooled database connections checked out",
+            self._connections_in_use(),
+        )
