@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_calls_commits_and_the_database_are_counted(database_url: str, tmp_path:
         proc.wait()
 
 
-def test_no_metrics_unless_asked_and_dev_mode_keeps_them_on_loopback(
+def test_no_metrics_unless_asked_and_a_bad_metrics_address_stops_start_up(
     database_url: str, tmp_path: Path
 ) -> None:
     proc = ServerProcess(database_url, tmp_path / "server.log")
@@ -83,6 +84,12 @@ def test_no_metrics_unless_asked_and_dev_mode_keeps_them_on_loopback(
         RuntimeError, match=re.escape("--dev serves only on a loopback address, not 0.0.0.0:0")
     ):
         ServerProcess(database_url, tmp_path / "dev.log", "--dev", "--metrics-listen", "0.0.0.0:0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(RuntimeError, match=re.escape(f"cannot serve metrics on {busy}")):
+            ServerProcess(database_url, tmp_path / "busy.log", "--metrics-listen", busy)
 
 
 def test_the_expiry_worker_counts_what_it_wrote_off(book: Ledger, clock: Clock) -> None:

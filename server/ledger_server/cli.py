@@ -40,7 +40,18 @@ def serve(args: argparse.Namespace) -> int:
     store = SqlStore(engine, writers=settings.writers)
     authenticator = Authenticator(store, settings.token_cache_seconds)
     ledger = Ledger(store)
-    metrics = Metrics() if settings.metrics_listen else None
+    metrics = None
+    if settings.metrics_listen:  # first: a bad address stops start-up before anything serves
+        metrics = Metrics()
+        metrics.watch_store(store.commit_stats, store.connections_in_use)
+        try:
+            metrics_port = metrics.serve(settings.metrics_listen)
+        except (OSError, ValueError) as exc:
+            print(f"cannot serve metrics on {settings.metrics_listen}: {exc}", file=sys.stderr)
+            store.close()
+            return 2
+        metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
+        log.info("metrics", extra={"address": f"http://{metrics_host}:{metrics_port}/metrics"})
     server = LedgerServer(ledger, authenticator, settings, metrics)
     worker = ExpiryWorker(ledger, settings.expiry_seconds, metrics)
     stop = threading.Event()
@@ -50,11 +61,6 @@ def serve(args: argparse.Namespace) -> int:
     worker.start()
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{server.port}"
-    if metrics is not None:  # up before "serving" is logged, which is when callers start
-        metrics.watch_store(store.commit_stats, store.connections_in_use)
-        metrics_port = metrics.serve(settings.metrics_listen)
-        metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
-        log.info("metrics", extra={"address": f"http://{metrics_host}:{metrics_port}/metrics"})
     log.info("serving", extra={"address": address, "port": server.port, "tls": server.tls})
     if args.dev:
         _announce_dev_mode(Admin(store), Path(args.dev_token_file), address, server.tls)

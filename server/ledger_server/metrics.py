@@ -5,7 +5,6 @@ are read when scraped, so a call pays only for its latency histogram (see observ
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIServer
 
@@ -44,7 +43,6 @@ class Metrics:
         )
         self._store_up.set(1)
         self._http: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """One call, on the event loop for most methods: 2.5 us with the labelled child
@@ -69,7 +67,9 @@ class Metrics:
     def serve(self, listen: str) -> int:
         """Serve /metrics on `listen` (host:port; port 0 picks one) in a thread; the port."""
         host, _, port = listen.rpartition(":")
-        self._http, self._thread = start_http_server(int(port), host.strip("[]"), registry=self.registry)
+        self._http, _ = start_http_server(
+            int(port), host.strip("[]"), registry=self.registry
+        )  # a daemon thread
         return int(self._http.server_port)
 
     def stop(self) -> None:

@@ -127,7 +127,7 @@ def hold_request(
         request_id=request_id,
     )
     request.transaction.type = transaction_pb2.TRANSACTION_TYPE_HOLD
-    if expire_time is not None:  # a debit's expire_time: only a hold's may have one
+    if expire_time is not None:  # set here: transaction_request refuses it on a debit, as it should
         request.transaction.expire_time.CopyFrom(timestamp_to_proto(expire_time))
     return request
 
