@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger.v1 import transaction_pb2
 from ledger_client import LedgerClient, LedgerError
 
+from ledger_server.core.admin import Admin
 from tests.support import ServerProcess
 
 
@@ -102,19 +103,34 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(
 
 
 def test_one_structured_log_line_per_call(
-    server_process: ServerProcess, connect: Callable[[ServerProcess], LedgerClient]
+    server_process: ServerProcess, connect: Callable[[ServerProcess], LedgerClient], token: str, admin: Admin
 ) -> None:
+    reader = admin.create_token("acme", "reader", ["accounts:read"])[1]
     with connect(server_process) as client:
         account = client.create_account(currency="USD")
         client.credit(account.name, 5, "USD")
         with pytest.raises(LedgerError):
             client.debit(account.name, 6, "USD")
+    with (
+        LedgerClient(f"127.0.0.1:{server_process.port}", token="ltk_nope", max_attempts=1) as anonymous,
+        pytest.raises(LedgerError),
+    ):
+        anonymous.get_account(account.name)
+    with (
+        LedgerClient(f"127.0.0.1:{server_process.port}", token=reader, max_attempts=1) as read_only,
+        pytest.raises(LedgerError),
+    ):
+        read_only.create_account(currency="USD")
     server_process.signal(signal.SIGTERM)
     server_process.wait()
     calls = [line for line in server_process.log_lines() if line["msg"] == "rpc"]
-    assert [(c["method"].rsplit("/", 1)[1], c["code"]) for c in calls] == [
-        ("CreateAccount", "OK"),
-        ("CreateTransaction", "OK"),
-        ("CreateTransaction", "FAILED_PRECONDITION"),
+    token_id = token.split("_")[1]
+    assert [(c["method"].rsplit("/", 1)[1], c["code"], c.get("tenant"), c.get("token")) for c in calls] == [
+        ("CreateAccount", "OK", "acme", token_id),
+        ("CreateTransaction", "OK", "acme", token_id),
+        ("CreateTransaction", "FAILED_PRECONDITION", "acme", token_id),
+        ("GetAccount", "UNAUTHENTICATED", None, None),  # no caller: no tenant, no token
+        ("CreateAccount", "PERMISSION_DENIED", "acme", reader.split("_")[1]),  # who tried
     ]
     assert all(isinstance(c["duration_ms"], float) for c in calls)
+    assert not any(token.split("_")[2] in line for line in server_process.log_path.read_text().splitlines())

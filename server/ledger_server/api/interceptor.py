@@ -24,7 +24,7 @@ from grpc_status import rpc_status
 from ledger_server.api.caller import reset_caller, set_caller
 from ledger_server.api.errors import CODES, ledger_status, status_of, unavailable
 from ledger_server.call_greenlet import blocking
-from ledger_server.core.auth import Authenticator, require_scope
+from ledger_server.core.auth import Authenticator, Caller, require_scope
 from ledger_server.core.deadline import reset_deadline, set_deadline
 from ledger_server.core.errors import DeadlineExceeded, LedgerError, StoreUnavailable
 
@@ -66,9 +66,9 @@ class CallInterceptor:
         @contextmanager
         def around(context: grpc.ServicerContext) -> Iterator[None]:
             with (
-                _observed(method, context, self._observe),
+                _observed(method, context, self._observe) as call,
                 _deadline_of(context),
-                self._authorized(scope, context),
+                self._authorized(scope, context, call),
             ):
                 yield
 
@@ -79,7 +79,7 @@ class CallInterceptor:
         raise TypeError(f"{method}: only methods with a single response are wrapped")
 
     @contextmanager
-    def _authorized(self, scope: str | None, context: grpc.ServicerContext) -> Iterator[None]:
+    def _authorized(self, scope: str | None, context: grpc.ServicerContext, call: _Call) -> Iterator[None]:
         if scope is None:
             yield
             return
@@ -87,6 +87,7 @@ class CallInterceptor:
             raise ShuttingDown
         header = dict(context.invocation_metadata()).get("authorization")
         caller = self._authenticator.authenticate(header if isinstance(header, str) else None, blocking)
+        call.caller = caller  # logged even if refused for its scope: who tried matters
         require_scope(caller, scope)
         token = set_caller(caller)
         try:
@@ -116,13 +117,23 @@ def _deadline_of(context: grpc.ServicerContext) -> Iterator[None]:
         reset_deadline(token)
 
 
+class _Call:
+    """What the log line of a call tells besides its method and outcome."""
+
+    __slots__ = ("caller",)
+
+    def __init__(self) -> None:
+        self.caller: Caller | None = None  # once authenticated
+
+
 @contextmanager
-def _observed(method: str, context: grpc.ServicerContext, observe: Observer | None) -> Iterator[None]:
+def _observed(method: str, context: grpc.ServicerContext, observe: Observer | None) -> Iterator[_Call]:
     start = time.perf_counter()
     code = grpc.StatusCode.OK
     log.debug("rpc started", extra={"method": method})
+    call = _Call()
     try:
-        yield
+        yield call
     except asyncio.CancelledError:  # a call greenlet's: the client went away or its deadline passed
         left = context.time_remaining()
         code = (
@@ -138,7 +149,10 @@ def _observed(method: str, context: grpc.ServicerContext, observe: Observer | No
         context.abort_with_status(rpc_status.to_status(status))
     finally:
         seconds = time.perf_counter() - start
-        log.info("rpc", extra={"method": method, "code": code.name, "duration_ms": round(seconds * 1000, 3)})
+        fields = {"method": method, "code": code.name, "duration_ms": round(seconds * 1000, 3)}
+        if call.caller is not None:  # the tenant and token id, never the token's secret
+            fields["tenant"], fields["token"] = call.caller.tenant_id, call.caller.token_id
+        log.info("rpc", extra=fields)
         if observe is not None:
             observe(method, code.name, seconds)
 
