@@ -28,7 +28,7 @@ from ledger.v1 import (
     transaction_service_pb2_grpc,
 )
 from ledger.v1 import transaction_service_pb2 as pb
-from ledger_client import LedgerClient
+from ledger_client import LedgerClient, LedgerError
 from sqlalchemy import Engine, text
 
 from ledger_server.core.admin import Admin
@@ -432,3 +432,39 @@ def test_a_capture_and_a_refund_are_created_by_their_own_callers(
         settlement.tx.RefundTransaction, pb.RefundTransactionRequest(name=capture.name)
     ).refund
     assert refund.creator.token_name == "settlement-job"
+
+
+def test_transactions_list_by_type(api: Api, client: LedgerClient) -> None:
+    account, other = funded(client, 1000), funded(client, 1000)
+    held = client.create_hold(account, 300, USD)
+    capture = client.capture_hold(held.name, amount=100).capture
+    refund = client.refund(capture.name, amount=40).refund
+    sent = client.transfer(account, other, 50, USD)
+    received = client.transfer(other, account, 20, USD)
+
+    def names(**filters: Any) -> list[str]:
+        return [t.name for t in client.iter_transactions(**filters)]
+
+    assert names(account=account, type="hold") == [held.name]
+    assert names(account=account, type="transfer") == [received.name, sent.name]  # both ways
+    assert names(account=account, type="capture") == [capture.name]
+    assert names(type="TRANSACTION_TYPE_REFUND") == [refund.name]
+    assert len(names(account=account, type="standard")) == 1  # the funding credit
+    # Pages follow each other; a page token is bound to its type.
+    first = client.list_transactions(account=account, type="transfer", page_size=1)
+    assert [t.name for t in first.transactions] == [received.name]
+    rest = client.list_transactions(
+        account=account, type="transfer", page_size=1, page_token=first.next_page_token
+    )
+    assert [t.name for t in rest.transactions] == [sent.name]
+    for wrong in ("hold", None):
+        with pytest.raises(LedgerError) as info:
+            client.list_transactions(account=account, type=wrong, page_token=first.next_page_token)
+        assert info.value.reason == "INVALID_PAGE_TOKEN"
+    unknown = pb.ListTransactionsRequest(type=99)  # type: ignore[arg-type]
+    assert refusal(api, api.tx.ListTransactions, unknown)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+    )
+    with pytest.raises(ValueError, match="invalid type"):
+        client.list_transactions(type="cheque")

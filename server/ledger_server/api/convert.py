@@ -131,6 +131,19 @@ def parse_kind(v: Violations, field: str, value: int) -> TransactionKind:
     return KINDS[value]  # type: ignore[index]
 
 
+TX_TYPES = {pb: type_ for type_, pb in TX_TYPE_PB.items()}
+
+
+def parse_type_filter(v: Violations, field: str, value: int) -> TransactionType | None:
+    """A filter's transaction type: None (every type) when unspecified."""
+    if value == transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED:
+        return None
+    if value not in TX_TYPES:
+        v.add(field, f"unknown type {value}")
+        return None
+    return TX_TYPES[value]  # type: ignore[index]
+
+
 # What CreateTransaction (and a batch or import item) can create: a posting or a hold.
 CREATABLE_TYPES = {
     transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED: TransactionType.STANDARD,

@@ -17,6 +17,7 @@ from ledger_server.api.convert import (
     parse_metadata,
     parse_name,
     parse_time,
+    parse_type_filter,
     transaction_pb,
 )
 from ledger_server.api.errors import MAX_MESSAGE_BYTES, MAX_VIOLATIONS_BYTES, ledger_status
@@ -323,6 +324,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             date_from=parse_date(v, "posting_date_from", request.posting_date_from),
             date_to=parse_date(v, "posting_date_to", request.posting_date_to),
             direction=parse_direction(v, "direction", request.direction, required=False),
+            type=parse_type_filter(v, "type", request.type),
         )
         items, token = self._ledger.list_transactions(
             tenant_of_call(), flt, request.page_size, request.page_token, v

@@ -533,6 +533,8 @@ class Ledger:
             raise invalid(v)
         direction = flt.direction.value if flt.direction else ""
         query = f"transactions|{tenant_id}|{flt.account_id}|{flt.date_from}|{flt.date_to}|{direction}"
+        if flt.type:  # appended only when set: tokens issued before the filter existed still read
+            query += f"|{flt.type.value}"
         before = self._tokens.decode(query, page_token)
         with self._store.reading() as r:
             page = r.list_transactions(tenant_id, flt, before, limit)

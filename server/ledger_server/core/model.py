@@ -241,6 +241,7 @@ class TransactionFilter:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     direction: Direction | None = None
+    type: TransactionType | None = None
 
 
 @dataclass(frozen=True)

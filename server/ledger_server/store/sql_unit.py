@@ -143,7 +143,7 @@ class SqlUnit(AdminQueries):
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
     ) -> Page[Transaction]:
         t = transactions.c
-        if flt.account_id:
+        if flt.account_id and flt.type is None:
             direction, other = (flt.direction, flt.direction) if flt.direction else tuple(Direction)
             params = {
                 "tenant_id": tenant_id,
@@ -164,9 +164,17 @@ class SqlUnit(AdminQueries):
             q = q.where(t.posting_date <= flt.date_to)
         if flt.direction:
             q = q.where(t.direction == flt.direction.value)
+        if flt.type:
+            q = q.where(t.type == flt.type.value)
         if before is not None:
             q = q.where(t.seq < before)
-        rows = self._query(q.order_by(t.seq.desc()).limit(limit + 1)).all()
+        newest = q.order_by(t.seq.desc()).limit(limit + 1)
+        if not flt.account_id:
+            rows = self._query(newest).all()
+        else:  # an account's own and the transfers it received: two index ranges, merged
+            own = self._query(newest.where(t.account_id == flt.account_id)).all()
+            peer = self._query(newest.where(t.counterparty_account_id == flt.account_id)).all()
+            rows = sorted([*own, *peer], key=lambda row: -row[0])[: limit + 1]
         return page_of(rows, limit, transaction_of, transaction_size)
 
     def open_lots(self, account_id: str) -> list[Lot]:

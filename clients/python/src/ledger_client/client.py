@@ -37,6 +37,7 @@ __all__ = [
     "KindLike",
     "LedgerClient",
     "TransactionOptions",
+    "TypeLike",
     "new_request_id",
     "transaction_request",
 ]
@@ -58,6 +59,9 @@ AccountStatusLike: TypeAlias = account_pb2.AccountStatus.ValueType | str
 #: A transaction kind: a ``transaction_pb2.TRANSACTION_KIND_*`` value or its short name,
 #: ``"adjustment"``, ``"top_up"`` (or ``"top-up"``), ``"promotion"``, ``"purchase"``.
 KindLike: TypeAlias = transaction_pb2.TransactionKind.ValueType | str
+#: A transaction type: a ``transaction_pb2.TRANSACTION_TYPE_*`` value or its short name,
+#: ``"standard"``, ``"hold"``, ``"capture"``, ``"refund"``, ``"transfer"``, ``"expiry"``.
+TypeLike: TypeAlias = transaction_pb2.TransactionType.ValueType | str
 
 
 def transaction_request(
@@ -268,6 +272,15 @@ def _kind(value: KindLike | None) -> transaction_pb2.TransactionKind.ValueType:
         return transaction_pb2.TRANSACTION_KIND_UNSPECIFIED
     number = _enum_value(value, transaction_pb2.TransactionKind, "TRANSACTION_KIND_", "kind", allow_zero=True)
     return transaction_pb2.TransactionKind.ValueType(number)
+
+
+def _type(value: TypeLike | None) -> transaction_pb2.TransactionType.ValueType:
+    if value is None:
+        return transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED
+    number = _enum_value(
+        value, transaction_pb2.TransactionType, "TRANSACTION_TYPE_", "type", allow_zero=False
+    )
+    return transaction_pb2.TransactionType.ValueType(number)
 
 
 def _check_amount(amount: int) -> int:
@@ -946,17 +959,20 @@ class LedgerClient:
         posting_date_from: datetime.date | None = None,
         posting_date_to: datetime.date | None = None,
         direction: DirectionLike | None = None,
+        type: TypeLike | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
     ) -> transaction_service_pb2.ListTransactionsResponse:
         """One page of transactions, newest first, optionally of one account, within
-        posting dates (both inclusive) and of one direction."""
+        posting dates (both inclusive), of one direction and of one type (``"hold"``:
+        an account's holds, their ``status`` saying which are still pending)."""
         request = transaction_service_pb2.ListTransactionsRequest(
             page_size=page_size,
             page_token=page_token,
             account=account,
             direction=transaction_pb2.DIRECTION_UNSPECIFIED if direction is None else _direction(direction),
+            type=_type(type),
         )
         if posting_date_from is not None:
             request.posting_date_from.CopyFrom(date_to_proto(posting_date_from))
@@ -971,6 +987,7 @@ class LedgerClient:
         posting_date_from: datetime.date | None = None,
         posting_date_to: datetime.date | None = None,
         direction: DirectionLike | None = None,
+        type: TypeLike | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
@@ -984,6 +1001,7 @@ class LedgerClient:
                 posting_date_from=posting_date_from,
                 posting_date_to=posting_date_to,
                 direction=direction,
+                type=type,
                 page_size=page_size,
                 page_token=token,
                 timeout=timeout,

@@ -255,6 +255,7 @@ class ListTransactionsRequest(_message.Message):
     POSTING_DATE_FROM_FIELD_NUMBER: _builtins.int
     POSTING_DATE_TO_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of transactions to return: default 50, at most 1000 (larger
     values are lowered to 1000); negative is refused. A page may hold fewer, down to
@@ -267,6 +268,10 @@ class ListTransactionsRequest(_message.Message):
     """Only transactions of this account, `accounts/{account_id}`. Optional."""
     direction: _transaction_pb2.Direction.ValueType
     """Only credits or only debits. Optional."""
+    type: _transaction_pb2.TransactionType.ValueType
+    """Only transactions of this type, e.g. TRANSACTION_TYPE_HOLD for an account's holds
+    (their status says which are still pending). Optional.
+    """
     @_builtins.property
     def posting_date_from(self) -> _date_pb2.Date:
         """Only transactions posted on or after this date. Optional."""
@@ -284,10 +289,11 @@ class ListTransactionsRequest(_message.Message):
         posting_date_from: _date_pb2.Date | None = ...,
         posting_date_to: _date_pb2.Date | None = ...,
         direction: _transaction_pb2.Direction.ValueType = ...,
+        type: _transaction_pb2.TransactionType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -190,7 +190,7 @@ class TransactionServiceServicer:
 
     def ListTransactions(self, request, context):
         """Lists transactions newest first, filtered by account (a transfer is listed for
-        both of its accounts), posting date and direction.
+        both of its accounts), posting date, direction and type.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -95,7 +95,7 @@ class TransactionServiceStub:
     """Reads one transaction."""
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionsRequest, _transaction_service_pb2.ListTransactionsResponse]
     """Lists transactions newest first, filtered by account (a transfer is listed for
-    both of its accounts), posting date and direction.
+    both of its accounts), posting date, direction and type.
     """
 
 @_typing.type_check_only
@@ -165,7 +165,7 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """Reads one transaction."""
     ListTransactions: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionsRequest, _transaction_service_pb2.ListTransactionsResponse]  # type: ignore[assignment]
     """Lists transactions newest first, filtered by account (a transfer is listed for
-    both of its accounts), posting date and direction.
+    both of its accounts), posting date, direction and type.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -292,7 +292,7 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_transaction_service_pb2.ListTransactionsResponse, _abc.Awaitable[_transaction_service_pb2.ListTransactionsResponse]]:
         """Lists transactions newest first, filtered by account (a transfer is listed for
-        both of its accounts), posting date and direction.
+        both of its accounts), posting date, direction and type.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
