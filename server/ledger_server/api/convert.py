@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
@@ -23,6 +24,7 @@ from ledger_server.core.model import (
 )
 from ledger_server.core.validation import Violations, canonical_uuid
 
+E = TypeVar("E")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 DIRECTIONS = {
@@ -103,14 +105,18 @@ def parse_direction(v: Violations, field: str, value: int, *, required: bool) ->
     return DIRECTIONS[value]  # type: ignore[index]
 
 
+def _filter_value(v: Violations, field: str, value: int, values: Mapping[Any, E], what: str) -> E | None:
+    """A list filter's enum value: None (no filter) when unspecified (0)."""
+    if not value:
+        return None
+    if value not in values:
+        v.add(field, f"unknown {what} {value}")
+        return None
+    return values[value]
+
+
 def parse_account_status(v: Violations, field: str, value: int) -> AccountStatus | None:
-    """A filter's status: None (every status) when unspecified."""
-    if value == account_pb2.ACCOUNT_STATUS_UNSPECIFIED:
-        return None
-    if value not in ACCOUNT_STATUSES:
-        v.add(field, f"unknown status {value}")
-        return None
-    return ACCOUNT_STATUSES[value]  # type: ignore[index]
+    return _filter_value(v, field, value, ACCOUNT_STATUSES, "status")
 
 
 def parse_update_mask(v: Violations, field: str, paths: Sequence[str], allowed: Sequence[str]) -> set[str]:
@@ -135,13 +141,7 @@ TX_TYPES = {pb: type_ for type_, pb in TX_TYPE_PB.items()}
 
 
 def parse_type_filter(v: Violations, field: str, value: int) -> TransactionType | None:
-    """A filter's transaction type: None (every type) when unspecified."""
-    if value == transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED:
-        return None
-    if value not in TX_TYPES:
-        v.add(field, f"unknown type {value}")
-        return None
-    return TX_TYPES[value]  # type: ignore[index]
+    return _filter_value(v, field, value, TX_TYPES, "type")
 
 
 # What CreateTransaction (and a batch or import item) can create: a posting or a hold.
