@@ -31,6 +31,7 @@ from ledger_server.core.model import (
     Transaction,
     TransactionFilter,
     TransactionStatus,
+    TransactionType,
 )
 from ledger_server.core.ports import LockedBalance, NewBalances, StoredResponse
 from ledger_server.store.admin_sql import AdminQueries
@@ -171,10 +172,11 @@ class SqlUnit(AdminQueries):
         newest = q.order_by(t.seq.desc()).limit(limit + 1)
         if not flt.account_id:
             rows = self._query(newest).all()
-        else:  # an account's own and the transfers it received: two index ranges, merged
-            own = self._query(newest.where(t.account_id == flt.account_id)).all()
-            peer = self._query(newest.where(t.counterparty_account_id == flt.account_id)).all()
-            rows = sorted([*own, *peer], key=lambda row: -row[0])[: limit + 1]
+        else:  # an account's own, and the transfers it received: two index ranges, merged
+            rows = self._query(newest.where(t.account_id == flt.account_id)).all()
+            if flt.type is TransactionType.TRANSFER:  # only transfers have a counterparty
+                peer = self._query(newest.where(t.counterparty_account_id == flt.account_id)).all()
+                rows = sorted([*rows, *peer], key=lambda row: -row[0])[: limit + 1]
         return page_of(rows, limit, transaction_of, transaction_size)
 
     def open_lots(self, account_id: str) -> list[Lot]:
