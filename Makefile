@@ -41,7 +41,7 @@ bench: $(STAMP)
 # The fault suite (README "Fault testing"): first the fuzzer with CHAOS_FUZZ_EXAMPLES random
 # requests per RPC and database (the normal suite runs 25 fixed ones), then the bank test:
 # SQLite, then Postgres with two servers; kill -9, SIGTERM, SIGSTOP and Postgres restarts.
-# About 7 minutes, loopback only; summary in chaos/results/latest.json, logs in var/chaos/.
+# About 10 minutes, loopback only; summary in chaos/results/latest.json, logs in var/chaos/.
 # Exit 1 on any anomaly. CHAOS_ARGS passes options through to the bank test, e.g.
 # `make chaos CHAOS_ARGS="--backend postgres --seconds 300"`.
 CHAOS_FUZZ_EXAMPLES ?= 200
