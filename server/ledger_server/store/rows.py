@@ -96,6 +96,11 @@ def transaction_size(t: Transaction) -> int:
     return item_bytes(t.metadata, chars) if t.metadata else ITEM_BYTES + 4 * chars
 
 
+def creator_of(token_id: str | None, token_name: str) -> Creator | None:
+    """A row's token columns (NULL where no token made it: before tokens existed)."""
+    return Creator(token_id, token_name) if token_id else None
+
+
 # Whole rows in table order (hot_sql's *_COLUMNS, or select(table)), from the DBAPI
 # cursor or SQLAlchemy alike: unpacked by position, which fails loudly on a column count
 # that does not match.
@@ -140,9 +145,7 @@ def account_of(row: Sequence[Any]) -> Account:
         expiring=expiring,
         status_reason=status_reason,
         status_changed_at=None if status_changed_at is None else from_micros(status_changed_at),
-        status_changed_by=Creator(status_changed_by_token_id, status_changed_by_token_name)
-        if status_changed_by_token_id
-        else None,
+        status_changed_by=creator_of(status_changed_by_token_id, status_changed_by_token_name),
     )
 
 
@@ -198,7 +201,7 @@ def transaction_of(row: Sequence[Any]) -> Transaction:
         ending_balance=ending_balance,
         created_at=from_micros(created_at),
         updated_at=from_micros(updated_at),
-        creator=Creator(creator_token_id, creator_token_name) if creator_token_id else None,
+        creator=creator_of(creator_token_id, creator_token_name),
         type=_TX_TYPES[type_],
         expires_at=None if expires_at is None else from_micros(expires_at),
         counterparty_id=counterparty_id or "",
@@ -229,5 +232,5 @@ def status_change_of(row: Sequence[Any]) -> StatusChange:
         status=AccountStatus(status),
         reason=reason,
         changed_at=from_micros(changed_at),
-        changed_by=Creator(token_id, token_name) if token_id else None,
+        changed_by=creator_of(token_id, token_name),
     )
