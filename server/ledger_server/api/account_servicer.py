@@ -22,7 +22,7 @@ from ledger_server.api.convert import (
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import Account, AccountChanges, AccountStatus, Creator, NewAccount
+from ledger_server.core.model import Account, AccountChanges, AccountStatus, NewAccount
 from ledger_server.core.validation import Violations
 
 UPDATABLE = ("external_ref", "balance_floor", "metadata")  # UpdateAccount's update_mask
@@ -160,7 +160,7 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
             account_id,
             target,
             request.reason,
-            by=Creator(caller.token_id, caller.token_name),
+            by=caller.creator,
             idem=idem,
             violations=v,
         )

@@ -26,7 +26,7 @@ from ledger_server.api.replies import SCALARS_BYTES, framed_size
 from ledger_server.core.auth import Caller
 from ledger_server.core.errors import Category, FieldViolation, LedgerError, invalid
 from ledger_server.core.ledger import BatchItem, ItemResult, Ledger, Replay
-from ledger_server.core.model import Creator, NewTransaction, Transaction, TransactionFilter, TransactionType
+from ledger_server.core.model import NewTransaction, Transaction, TransactionFilter, TransactionType
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.core.validation import Violations
 
@@ -54,7 +54,7 @@ def _command(
         posting_date=parse_date(v, f"{field}.posting_date", t.posting_date),
         external_id=t.external_id,
         metadata=parse_metadata(t.metadata),
-        creator=Creator(caller.token_id, caller.token_name),
+        creator=caller.creator,
         expires_at=parse_time(v, f"{field}.expire_time", t.HasField("expire_time"), t.expire_time),
         counterparty_id=parse_name(
             v, f"{field}.counterparty_account", t.counterparty_account, "accounts", required=transfer
@@ -83,7 +83,7 @@ def _details(
         posting_date=parse_date(v, "posting_date", request.posting_date),
         external_id=request.external_id,
         metadata=metadata,
-        creator=Creator(caller.token_id, caller.token_name),
+        creator=caller.creator,
     )
 
 

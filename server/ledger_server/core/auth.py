@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger_server.core.errors import Category, LedgerError
-from ledger_server.core.model import TokenRecord
+from ledger_server.core.model import Creator, TokenRecord
 from ledger_server.core.ports import Store
 
 ADMIN = "admin"
@@ -41,6 +41,11 @@ class Caller:
 
     def may(self, scope: str) -> bool:
         return ADMIN in self.scopes or scope in self.scopes
+
+    @property
+    def creator(self) -> Creator:
+        """The caller as what it creates or changes records it: its token's id and name."""
+        return Creator(self.token_id, self.token_name)
 
 
 def new_token() -> tuple[str, str, str]:
