@@ -434,6 +434,20 @@ def test_a_capture_and_a_refund_are_created_by_their_own_callers(
     assert refund.creator.token_name == "settlement-job"
 
 
+def refuses_unknown_filter(api: Api, client: LedgerClient, field: str, name: str) -> None:
+    """A ListTransactions filter's unknown enum value: INVALID_REQUEST from the server (the
+    number), ValueError from the client (the name) before anything is sent."""
+    number: dict[str, Any] = {field: 99}
+    unknown = pb.ListTransactionsRequest(**number)
+    assert refusal(api, api.tx.ListTransactions, unknown)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+    )
+    named: dict[str, Any] = {field: name}
+    with pytest.raises(ValueError, match=f"invalid {field}"):
+        client.list_transactions(**named)
+
+
 def test_transactions_list_by_type(api: Api, client: LedgerClient) -> None:
     account, other = funded(client, 1000), funded(client, 1000)
     held = client.create_hold(account, 300, USD)
@@ -461,10 +475,51 @@ def test_transactions_list_by_type(api: Api, client: LedgerClient) -> None:
         with pytest.raises(LedgerError) as info:
             client.list_transactions(account=account, type=wrong, page_token=first.next_page_token)
         assert info.value.reason == "INVALID_PAGE_TOKEN"
-    unknown = pb.ListTransactionsRequest(type=99)  # type: ignore[arg-type]
-    assert refusal(api, api.tx.ListTransactions, unknown)[:2] == (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_REQUEST",
+    refuses_unknown_filter(api, client, "type", "cheque")
+
+
+def test_transactions_list_by_status_as_of_now(api: Api, client: LedgerClient, engine: Engine) -> None:
+    account, other = funded(client, 1000), funded(client, 1000)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=300)
+    lapsing = client.create_hold(account, 10, USD, expire_time=soon)
+    later = client.create_hold(account, 20, USD, expire_time=soon + dt.timedelta(hours=1))
+    forever = client.create_hold(account, 30, USD)
+    voided = client.create_hold(account, 40, USD)
+    client.void_hold(voided.name)
+    captured = client.create_hold(account, 50, USD)
+    capture = client.capture_hold(captured.name).capture
+    client.refund(capture.name, amount=5)
+    sent = client.transfer(account, other, 5, USD)
+    received = client.transfer(other, account, 7, USD)  # the receiving account's history too
+    time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 0.05)
+    with engine.connect() as conn:  # lapsed, and not yet released: only the view voids it
+        stored = conn.execute(
+            text("SELECT status FROM transactions WHERE id = :id"), {"id": lapsing.name.split("/")[1]}
+        ).scalar_one()
+    assert stored == "pending"
+
+    def names(**filters: Any) -> list[str]:
+        return [t.name for t in client.iter_transactions(account=account, **filters)]
+
+    assert names(status="pending") == [forever.name, later.name]
+    assert names(status="voided") == [voided.name, lapsing.name]
+    assert names(status="captured") == [captured.name]
+    assert names(status="partially_refunded") == [capture.name]
+    posted = client.list_transactions(account=account, status="posted").transactions
+    assert [t.name for t in posted][:2] == [received.name, sent.name]
+    assert {t.status for t in posted} == {transaction_pb2.TRANSACTION_STATUS_POSTED}
+    assert names(status="voided", type="hold") == [voided.name, lapsing.name]
+    assert names(status="refunded") == []
+    tenant_wide = [t.name for t in client.iter_transactions(status="pending")]
+    assert tenant_wide == [forever.name, later.name]
+    # A page token is bound to its status.
+    first = client.list_transactions(account=account, status="voided", page_size=1)
+    assert [t.name for t in first.transactions] == [voided.name]
+    rest = client.list_transactions(
+        account=account, status="voided", page_size=1, page_token=first.next_page_token
     )
-    with pytest.raises(ValueError, match="invalid type"):
-        client.list_transactions(type="cheque")
+    assert [t.name for t in rest.transactions] == [lapsing.name]
+    with pytest.raises(LedgerError) as info:
+        client.list_transactions(account=account, status="pending", page_token=first.next_page_token)
+    assert info.value.reason == "INVALID_PAGE_TOKEN"
+    refuses_unknown_filter(api, client, "status", "settled")

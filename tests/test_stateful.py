@@ -36,6 +36,8 @@ from ledger_server.core.model import (
     NewAccount,
     NewTransaction,
     Transaction,
+    TransactionFilter,
+    TransactionStatus,
     TransactionType,
 )
 from ledger_server.core.operations import Capture, Refund
@@ -431,6 +433,14 @@ class LedgerMachine(RuleBasedStateMachine):
             if t.refundable:
                 txn = self.ledger.get_transaction(self.tenant, txn_id)
                 assert (txn.status.value, txn.refunded_amount) == (t.status, t.refunded)
+        # ListTransactions' status filter agrees, lapsed holds included (voided as of now).
+        expected = {h: self._hold_status(h, t) for h, t in self.holds.items()}
+        expected |= {txn_id: t.status for txn_id, t in self.txns.items() if t.refundable}
+        for status in TransactionStatus:
+            if status is not TransactionStatus.POSTED:  # not every posted one is in the model
+                flt = TransactionFilter(status=status)
+                listed, _ = self.ledger.list_transactions(self.tenant, flt, 1000, "")
+                assert {t.id for t in listed} == {k for k, v in expected.items() if v == status.value}
 
     @invariant()
     def verify_ledger_is_clean(self) -> None:

@@ -144,6 +144,13 @@ def parse_type_filter(v: Violations, field: str, value: int) -> TransactionType 
     return _filter_value(v, field, value, TX_TYPES, "type")
 
 
+TX_STATUSES = {pb: status for status, pb in TX_STATUS_PB.items()}
+
+
+def parse_status_filter(v: Violations, field: str, value: int) -> TransactionStatus | None:
+    return _filter_value(v, field, value, TX_STATUSES, "status")
+
+
 # What CreateTransaction (and a batch or import item) can create: a posting or a hold.
 CREATABLE_TYPES = {
     transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED: TransactionType.STANDARD,

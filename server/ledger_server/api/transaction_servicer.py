@@ -16,6 +16,7 @@ from ledger_server.api.convert import (
     parse_kind,
     parse_metadata,
     parse_name,
+    parse_status_filter,
     parse_time,
     parse_type_filter,
     transaction_pb,
@@ -325,6 +326,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             date_to=parse_date(v, "posting_date_to", request.posting_date_to),
             direction=parse_direction(v, "direction", request.direction, required=False),
             type=parse_type_filter(v, "type", request.type),
+            status=parse_status_filter(v, "status", request.status),
         )
         items, token = self._ledger.list_transactions(
             tenant_of_call(), flt, request.page_size, request.page_token, v

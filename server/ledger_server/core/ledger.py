@@ -533,12 +533,15 @@ class Ledger:
             raise invalid(v)
         direction = flt.direction.value if flt.direction else ""
         query = f"transactions|{tenant_id}|{flt.account_id}|{flt.date_from}|{flt.date_to}|{direction}"
-        if flt.type:  # appended only when set: tokens issued before the filter existed still read
+        # Filters appended only when set: tokens issued before they existed still read.
+        if flt.type:
             query += f"|{flt.type.value}"
+        if flt.status:
+            query += f"|status={flt.status.value}"
         before = self._tokens.decode(query, page_token)
+        now = self._clock()  # one now for the store's status filter and the view of each
         with self._store.reading() as r:
-            page = r.list_transactions(tenant_id, flt, before, limit)
-        now = self._clock()
+            page = r.list_transactions(tenant_id, flt, before, limit, now)
         return [views.transaction_now(t, now) for t in page.items], self._next_token(query, page.next_cursor)
 
     # -- plumbing ---------------------------------------------------------------------

@@ -242,6 +242,8 @@ class TransactionFilter:
     date_to: dt.date | None = None
     direction: Direction | None = None
     type: TransactionType | None = None
+    # As of now: a hold past its expiry is VOIDED (views.transaction_now), stored or not.
+    status: TransactionStatus | None = None
 
 
 @dataclass(frozen=True)

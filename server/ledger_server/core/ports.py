@@ -100,8 +100,11 @@ class ReadUnit(Protocol):
 
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None: ...
     def list_transactions(
-        self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
-    ) -> Page[Transaction]: ...
+        self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
+    ) -> Page[Transaction]:
+        """Newest first; `now` decides which holds have lapsed, for a status filter."""
+        ...
+
     def open_lots(self, account_id: str) -> list[Lot]:
         """Lots with credit left, soonest-expiring first (expired ones included)."""
         ...

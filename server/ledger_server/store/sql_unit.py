@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, and_, or_, select
 from sqlalchemy import exc as sa_exc
 
 from ledger_server.call_greenlet import blocking
@@ -141,10 +141,10 @@ class SqlUnit(AdminQueries):
         return transaction_of(row) if row is not None and row[2] == tenant_id else None
 
     def list_transactions(
-        self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int
+        self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
     ) -> Page[Transaction]:
         t = transactions.c
-        if flt.account_id and flt.type is None:
+        if flt.account_id and flt.type is None and flt.status is None:
             direction, other = (flt.direction, flt.direction) if flt.direction else tuple(Direction)
             params = {
                 "tenant_id": tenant_id,
@@ -167,6 +167,8 @@ class SqlUnit(AdminQueries):
             q = q.where(t.direction == flt.direction.value)
         if flt.type:
             q = q.where(t.type == flt.type.value)
+        if flt.status:
+            q = q.where(status_as_of(flt.status, to_micros(now)))
         if before is not None:
             q = q.where(t.seq < before)
         newest = q.order_by(t.seq.desc()).limit(limit + 1)
@@ -174,7 +176,7 @@ class SqlUnit(AdminQueries):
             rows = self._query(newest).all()
         else:  # an account's own, and the transfers it received: two index ranges, merged
             rows = self._query(newest.where(t.account_id == flt.account_id)).all()
-            if flt.type is TransactionType.TRANSFER:  # only transfers have a counterparty
+            if flt.type in (None, TransactionType.TRANSFER):  # only transfers have a counterparty
                 peer = self._query(newest.where(t.counterparty_account_id == flt.account_id)).all()
                 rows = sorted([*rows, *peer], key=lambda row: -row[0])[: limit + 1]
         return page_of(rows, limit, transaction_of, transaction_size)
@@ -674,3 +676,19 @@ def _one(cursor: Any) -> Any:
     if row is None:
         raise LookupError("expected a row")
     return row
+
+
+def status_as_of(status: TransactionStatus, now: int) -> ColumnElement[bool]:
+    """Transactions in `status` as views.transaction_now shows them at `now` (microseconds):
+    a hold still stored as pending is voided once its expiry time has passed."""
+    t = transactions.c
+    pending, hold = TransactionStatus.PENDING.value, TransactionType.HOLD.value
+    if status is TransactionStatus.PENDING:
+        return and_(t.status == pending, or_(t.type != hold, t.expires_at.is_(None), t.expires_at > now))
+    if status is TransactionStatus.VOIDED:
+        return or_(
+            t.status == status.value,
+            and_(t.status == pending, t.type == hold, t.expires_at <= now),
+        )
+    stored: ColumnElement[bool] = t.status == status.value  # settled: as stored
+    return stored

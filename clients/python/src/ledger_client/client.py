@@ -37,6 +37,7 @@ __all__ = [
     "KindLike",
     "LedgerClient",
     "TransactionOptions",
+    "TransactionStatusLike",
     "TypeLike",
     "new_request_id",
     "transaction_request",
@@ -62,6 +63,10 @@ KindLike: TypeAlias = transaction_pb2.TransactionKind.ValueType | str
 #: A transaction type: a ``transaction_pb2.TRANSACTION_TYPE_*`` value or its short name,
 #: ``"standard"``, ``"hold"``, ``"capture"``, ``"refund"``, ``"transfer"``, ``"expiry"``.
 TypeLike: TypeAlias = transaction_pb2.TransactionType.ValueType | str
+#: A transaction status: a ``transaction_pb2.TRANSACTION_STATUS_*`` value or its short name,
+#: ``"pending"``, ``"posted"``, ``"voided"``, ``"captured"``, ``"partially_refunded"``,
+#: ``"refunded"``.
+TransactionStatusLike: TypeAlias = transaction_pb2.TransactionStatus.ValueType | str
 
 
 def transaction_request(
@@ -281,6 +286,13 @@ def _type(value: TypeLike | None) -> transaction_pb2.TransactionType.ValueType:
         value, transaction_pb2.TransactionType, "TRANSACTION_TYPE_", "type", allow_zero=False
     )
     return transaction_pb2.TransactionType.ValueType(number)
+
+
+def _status(value: TransactionStatusLike) -> transaction_pb2.TransactionStatus.ValueType:
+    number = _enum_value(
+        value, transaction_pb2.TransactionStatus, "TRANSACTION_STATUS_", "status", allow_zero=False
+    )
+    return transaction_pb2.TransactionStatus.ValueType(number)
 
 
 def _check_amount(amount: int) -> int:
@@ -960,19 +972,22 @@ class LedgerClient:
         posting_date_to: datetime.date | None = None,
         direction: DirectionLike | None = None,
         type: TypeLike | None = None,
+        status: TransactionStatusLike | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
     ) -> transaction_service_pb2.ListTransactionsResponse:
         """One page of transactions, newest first, optionally of one account, within
-        posting dates (both inclusive), of one direction and of one type (``"hold"``:
-        an account's holds, their ``status`` saying which are still pending)."""
+        posting dates (both inclusive), of one direction, of one type (``"hold"``: an
+        account's holds) and in one status as of now (``type="hold", status="pending"``:
+        its open holds; a lapsed hold is ``"voided"``)."""
         request = transaction_service_pb2.ListTransactionsRequest(
             page_size=page_size,
             page_token=page_token,
             account=account,
             direction=transaction_pb2.DIRECTION_UNSPECIFIED if direction is None else _direction(direction),
             type=_type(type),
+            status=transaction_pb2.TRANSACTION_STATUS_UNSPECIFIED if status is None else _status(status),
         )
         if posting_date_from is not None:
             request.posting_date_from.CopyFrom(date_to_proto(posting_date_from))
@@ -988,6 +1003,7 @@ class LedgerClient:
         posting_date_to: datetime.date | None = None,
         direction: DirectionLike | None = None,
         type: TypeLike | None = None,
+        status: TransactionStatusLike | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
@@ -1002,6 +1018,7 @@ class LedgerClient:
                 posting_date_to=posting_date_to,
                 direction=direction,
                 type=type,
+                status=status,
                 page_size=page_size,
                 page_token=token,
                 timeout=timeout,

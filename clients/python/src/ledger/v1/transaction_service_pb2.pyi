@@ -256,6 +256,7 @@ class ListTransactionsRequest(_message.Message):
     POSTING_DATE_TO_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of transactions to return: default 50, at most 1000 (larger
     values are lowered to 1000); negative is refused. A page may hold fewer, down to
@@ -271,6 +272,11 @@ class ListTransactionsRequest(_message.Message):
     type: _transaction_pb2.TransactionType.ValueType
     """Only transactions of this type, e.g. TRANSACTION_TYPE_HOLD for an account's holds
     (their status says which are still pending). Optional.
+    """
+    status: _transaction_pb2.TransactionStatus.ValueType
+    """Only transactions in this status as of now, e.g. TRANSACTION_STATUS_PENDING for the
+    open holds (a hold past its expire_time is VOIDED here as everywhere, whether or not
+    it has been released yet). Optional.
     """
     @_builtins.property
     def posting_date_from(self) -> _date_pb2.Date:
@@ -290,10 +296,11 @@ class ListTransactionsRequest(_message.Message):
         posting_date_to: _date_pb2.Date | None = ...,
         direction: _transaction_pb2.Direction.ValueType = ...,
         type: _transaction_pb2.TransactionType.ValueType = ...,
+        status: _transaction_pb2.TransactionStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to", "status", b"status", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
