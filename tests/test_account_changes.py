@@ -19,6 +19,7 @@ from ledger_server.core.model import (
     Account,
     AccountChanges,
     AccountStatus,
+    AccountUpdate,
     Creator,
     NewAccount,
     StatusChange,
@@ -395,6 +396,56 @@ def test_bad_updates_name_their_fields_and_change_nothing(book: Ledger) -> None:
     assert book.get_account(T, account.id) == closed
 
 
+def updates(ledger: Ledger, account: Account, page_size: int = 10, token: str = "") -> list[AccountUpdate]:
+    found, _ = ledger.list_account_updates(T, account.id, page_size, token)
+    return found
+
+
+def test_every_update_that_changes_a_detail_is_kept_with_what_it_changed(book: Ledger, clock: Clock) -> None:
+    account = book.create_account(T, NewAccount("cust-1", "USD", 0, {"tier": "gold"}))
+    assert isinstance(account, Account) and updates(book, account) == []
+    start = clock.now
+    book.update_account(T, account.id, AccountChanges(balance_floor=-500), "credit line approved", OPS)
+    clock.advance(DAY)
+    # The values it already has: nothing changes, nothing is kept, updated_at stays.
+    same = book.update_account(T, account.id, AccountChanges("cust-1", -500, {"tier": "gold"}), "again", OPS)
+    assert isinstance(same, Account) and same.updated_at == start
+    merged = AccountChanges(external_ref="cust-2", balance_floor=-500, metadata={})
+    book.update_account(T, account.id, merged, "merged into cust-2", SUPPORT)
+    debit(book, account, 400)
+    # Refused: nothing kept.
+    assert refused(book.update_account, T, account.id, AccountChanges(balance_floor=0)).reason == (
+        "BALANCE_BELOW_FLOOR"
+    )
+    err = refused(book.update_account, T, account.id, AccountChanges(balance_floor=-450), "x" * 501)
+    assert (err.reason, [v.field for v in err.violations]) == ("INVALID_REQUEST", ["reason"])
+    assert updates(book, account) == [
+        AccountUpdate(
+            AccountChanges(external_ref="cust-1", metadata={"tier": "gold"}),
+            AccountChanges(external_ref="cust-2", metadata={}),
+            "merged into cust-2",
+            start + DAY,
+            SUPPORT,
+        ),
+        AccountUpdate(
+            AccountChanges(balance_floor=0),
+            AccountChanges(balance_floor=-500),
+            "credit line approved",
+            start,
+            OPS,
+        ),
+    ]
+    assert updates(book, account)[0].changed_fields == ["external_ref", "metadata"]
+    # Pages follow each other without gaps; a token belongs to its account and history.
+    first, token = book.list_account_updates(T, account.id, 1, "")
+    rest, end = book.list_account_updates(T, account.id, 1, token)
+    assert (first + rest, end) == (updates(book, account), "")
+    other = open_account(book)
+    assert refused(book.list_account_updates, T, other.id, 1, token).reason == "INVALID_PAGE_TOKEN"
+    assert refused(book.list_status_changes, T, account.id, 1, token).reason == "INVALID_PAGE_TOKEN"
+    assert refused(book.list_account_updates, "acme", account.id, 1, "").reason == "ACCOUNT_NOT_FOUND"
+
+
 def test_update_account_over_grpc(client: LedgerClient, token: str) -> None:
     account = client.create_account(currency="USD", external_ref="a", metadata={"k": "v"})
     request_id = str(uuid.uuid4())
@@ -428,3 +479,32 @@ def test_update_account_over_grpc(client: LedgerClient, token: str) -> None:
         assert {v.field for v in err.field_violations} == {"update_mask"}
         assert problem in err.field_violations[0].description
     assert client.get_account(account.name) == replaced
+
+
+def test_account_updates_over_grpc(client: LedgerClient, token: str) -> None:
+    account = client.create_account(currency="USD", external_ref="a", metadata={"k": "v"})
+    request_id = str(uuid.uuid4())
+    raised = client.update_account(
+        account.name, balance_floor=-1000, reason="limit review", request_id=request_id
+    )
+    assert client.update_account(
+        account.name, balance_floor=-1000, reason="limit review", request_id=request_id
+    ) == (raised)  # a replay: not kept twice
+    client.update_account(account.name, external_ref="a", metadata={"k": "w"})  # only metadata changed
+    (changed, floor) = client.iter_account_updates(account.name)
+    assert (list(floor.changed_fields.paths), floor.reason) == (["balance_floor"], "limit review")
+    assert (floor.previous.balance_floor, floor.current.balance_floor) == (0, -1000)
+    assert floor.updated_by.token == f"tokens/{token.split('_')[1]}"
+    assert floor.update_time == raised.update_time
+    assert list(changed.changed_fields.paths) == ["metadata"]
+    assert (dict(changed.previous.metadata), dict(changed.current.metadata)) == ({"k": "v"}, {"k": "w"})
+    assert (changed.previous.external_ref, changed.current.external_ref) == ("", "")  # unchanged: empty
+    page = client.list_account_updates(account.name, page_size=1)
+    assert (list(page.updates), bool(page.next_page_token)) == ([changed], True)
+    for name, code in [
+        ("accounts/" + str(uuid.uuid4()), grpc.StatusCode.NOT_FOUND),
+        ("transactions/x", grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        with pytest.raises(LedgerError) as info:
+            client.list_account_updates(name)
+        assert info.value.code == code

@@ -11,11 +11,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ledger.v1 import transaction_pb2
 
-from ledger_server.api.convert import account_pb, status_change_pb, timestamp, transaction_pb
+from ledger_server.api.convert import (
+    account_pb,
+    account_update_pb,
+    status_change_pb,
+    timestamp,
+    transaction_pb,
+)
 from ledger_server.core.admin import MAX_TOKEN_NAME
 from ledger_server.core.model import (
     Account,
+    AccountChanges,
     AccountStatus,
+    AccountUpdate,
     Creator,
     Direction,
     Expiration,
@@ -25,8 +33,8 @@ from ledger_server.core.model import (
     TransactionStatus,
     TransactionType,
 )
-from ledger_server.core.validation import MAX_STATUS_REASON
-from ledger_server.store.rows import account_size, status_change_size, transaction_size
+from ledger_server.core.validation import MAX_REASON
+from ledger_server.store.rows import account_size, account_update_size, status_change_size, transaction_size
 
 OFFSETS = st.sampled_from(
     [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=8))]
@@ -124,14 +132,14 @@ WHEN = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
 
 @pytest.mark.parametrize("metadata", [{}, BIG_METADATA], ids=["no metadata", "full metadata"])
 def test_a_page_item_s_size_bounds_its_reply_size(metadata: dict[str, str]) -> None:
-    """List pages are cut by rows.account_size / transaction_size / status_change_size
-    (core/paging.py): each must be at least the item's size in the reply, with every field
+    """List pages are cut by rows.account_size / transaction_size / status_change_size /
+    account_update_size (core/paging.py): each must be at least the item's size in the reply, with every field
     at its largest."""
     expirations = tuple(Expiration(2**63 - 1, WHEN) for i in range(10))
     # (Negative int64s take the most bytes, 10; every balance is one or the largest.)
     account = Account(
         UUID, "t", WIDE * 128, "C" * 16, -(2**63), AccountStatus.FROZEN, metadata, -(2**62), 2**62,
-        WHEN, WHEN, -1, expirations, WIDE * MAX_STATUS_REASON, WHEN, TOKEN,
+        WHEN, WHEN, -1, expirations, WIDE * MAX_REASON, WHEN, TOKEN,
     )  # fmt: skip
     transaction = Transaction(
         UUID, "t", UUID, Direction.DEBIT, 2**63 - 1, "C" * 16, TransactionKind.PURCHASE, WIDE * 1000,
@@ -141,5 +149,8 @@ def test_a_page_item_s_size_bounds_its_reply_size(metadata: dict[str, str]) -> N
     framing = 5  # a repeated field's tag and length
     assert account_size(account) >= account_pb(account).ByteSize() + framing
     assert transaction_size(transaction) >= transaction_pb(transaction).ByteSize() + framing
-    change = StatusChange(AccountStatus.FROZEN, AccountStatus.CLOSED, WIDE * MAX_STATUS_REASON, WHEN, TOKEN)
+    change = StatusChange(AccountStatus.FROZEN, AccountStatus.CLOSED, WIDE * MAX_REASON, WHEN, TOKEN)
     assert status_change_size(change) >= status_change_pb(change).ByteSize() + framing
+    details = AccountChanges(WIDE * 128, -(2**63), metadata)
+    update = AccountUpdate(details, details, WIDE * MAX_REASON, WHEN, TOKEN)
+    assert account_update_size(update) >= account_update_pb(update).ByteSize() + framing

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import AccountStatus, Creator, StatusChange
+from ledger_server.core.model import AccountChanges, AccountStatus, Creator, StatusChange
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import current_revision, head_revision, upgrade
 from ledger_server.store.rows import from_micros
@@ -110,5 +110,32 @@ def test_the_latest_status_change_before_0005_starts_each_accounts_history(
                 "cleared",
                 "why",
             ]
+        finally:
+            store.close()
+
+
+def test_accounts_from_before_0006_start_an_empty_update_history(database_url: str, tmp_path: Path) -> None:
+    with database_at("0005", database_url, tmp_path) as engine:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (id, tenant_id, kind, external_ref, currency, balance_floor, "
+                    "status, metadata, posted, pending, created_at, updated_at) VALUES ('a1', 'default', "
+                    "'customer', 'old', 'USD', 0, 'active', '{\"k\":\"v\"}', 0, 0, 1, 1)"
+                )
+            )
+        upgrade(engine)
+        store = SqlStore(engine)
+        try:
+            ledger = Ledger(store)
+            assert ledger.list_account_updates("default", "a1", 10, "")[0] == []
+            ledger.update_account("default", "a1", AccountChanges(external_ref="new"), "renamed")
+            (renamed,) = ledger.list_account_updates("default", "a1", 10, "")[0]
+            assert (renamed.previous, renamed.current, renamed.reason) == (
+                AccountChanges(external_ref="old"),
+                AccountChanges(external_ref="new"),
+                "renamed",
+            )
+            assert ledger.get_account("default", "a1").metadata == {"k": "v"}
         finally:
             store.close()

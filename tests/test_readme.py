@@ -70,6 +70,8 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         "FreezeAccount",
         "UnfreezeAccount",
         "ListAccountStatusChanges",
+        "UpdateAccount",
+        "ListAccountUpdates",
     ]
     ids: dict[str, str] = {}  # placeholder -> id, filled from replies as the walkthrough goes
 
@@ -115,6 +117,10 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
             (1, "review closed"),
             (2, "chargeback review #12"),
         ]
+        assert replies[17].account.balance_floor == -500
+        (update,) = replies[18].updates
+        assert (list(update.changed_fields.paths), update.reason) == (["balance_floor"], "limit review #7")
+        assert (update.previous.balance_floor, update.current.balance_floor) == (0, -500)
         account = invoke(
             channel,
             "ledger.v1.AccountService/GetAccount",

@@ -64,6 +64,7 @@ class MAccount:
     holds: dict[str, tuple[int, dt.datetime | None]] = field(default_factory=dict)  # pending holds
     status: AccountStatus = AccountStatus.ACTIVE
     changes: list[tuple[AccountStatus, AccountStatus]] = field(default_factory=list)  # oldest first
+    floors: list[tuple[int, int]] = field(default_factory=list)  # credit line changes, oldest first
 
     def sweep(self, now: dt.datetime) -> None:
         """What every write does first: lapsed holds released, expired lots written off."""
@@ -392,6 +393,8 @@ class LedgerMachine(RuleBasedStateMachine):
         changed = self._expect(expected, self.ledger.update_account, self.tenant, self.accounts[i], changes)
         if isinstance(changed, Account):
             assert changed.balance_floor == floor
+            if floor != m.floor:  # an update to the floor it has changes nothing, and is not kept
+                m.floors.append((m.floor, floor))
             m.floor = floor
 
     @rule(hours=st.sampled_from([1, 6, 24, 50]))
@@ -416,6 +419,10 @@ class LedgerMachine(RuleBasedStateMachine):
             assert got == want, f"account {i}: ledger {got}, model {want}"
             changes, _ = self.ledger.list_status_changes(self.tenant, account_id, 1000, "")
             assert [(c.previous, c.status) for c in reversed(changes)] == m.changes
+            updates, _ = self.ledger.list_account_updates(self.tenant, account_id, 1000, "")
+            assert [
+                (u.previous.balance_floor, u.current.balance_floor) for u in reversed(updates)
+            ] == m.floors
             lots = sorted(m.lots, key=lambda x: x.expires)
             expected_next: dict[dt.datetime, int] = {}
             for lot in lots:

@@ -11,6 +11,7 @@ from ledger.v1 import account_service_pb2_grpc
 from ledger_server.api.caller import current_caller, tenant_of_call
 from ledger_server.api.convert import (
     account_pb,
+    account_update_pb,
     parse_account_status,
     parse_date,
     parse_metadata,
@@ -22,10 +23,9 @@ from ledger_server.api.convert import (
 from ledger_server.api.idempotency import Responder
 from ledger_server.core.errors import invalid
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import Account, AccountChanges, AccountStatus, NewAccount
+from ledger_server.core.model import UPDATABLE_FIELDS, Account, AccountChanges, AccountStatus, NewAccount
 from ledger_server.core.validation import Violations
 
-UPDATABLE = ("external_ref", "balance_floor", "metadata")  # UpdateAccount's update_mask
 # The mutations whose reply is the account alone.
 R = TypeVar(
     "R",
@@ -115,6 +115,18 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
             status_changes=[status_change_pb(c) for c in items], next_page_token=token
         )
 
+    def ListAccountUpdates(
+        self, request: pb.ListAccountUpdatesRequest, context: grpc.ServicerContext
+    ) -> pb.ListAccountUpdatesResponse:
+        v = Violations()
+        account_id = parse_name(v, "parent", request.parent, "accounts")
+        items, token = self._ledger.list_account_updates(
+            tenant_of_call(), account_id, request.page_size, request.page_token, v
+        )
+        return pb.ListAccountUpdatesResponse(
+            updates=[account_update_pb(u) for u in items], next_page_token=token
+        )
+
     def UpdateAccount(
         self, request: pb.UpdateAccountRequest, context: grpc.ServicerContext
     ) -> pb.UpdateAccountResponse:
@@ -123,13 +135,16 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
         idem = responder.idempotency("UpdateAccount", request, v)
         a = request.account
         account_id = parse_name(v, "account.name", a.name, "accounts")
-        fields = parse_update_mask(v, "update_mask", request.update_mask.paths, UPDATABLE)
+        fields = parse_update_mask(v, "update_mask", request.update_mask.paths, UPDATABLE_FIELDS)
         changes = AccountChanges(
             external_ref=a.external_ref if "external_ref" in fields else None,
             balance_floor=a.balance_floor if "balance_floor" in fields else None,
             metadata=parse_metadata(a.metadata) if "metadata" in fields else None,
         )
-        outcome = self._ledger.update_account(tenant_of_call(), account_id, changes, idem=idem, violations=v)
+        caller = current_caller()
+        outcome = self._ledger.update_account(
+            caller.tenant_id, account_id, changes, request.reason, caller.creator, idem=idem, violations=v
+        )
         return responder.respond(outcome)
 
     def FreezeAccount(

@@ -14,6 +14,7 @@ from ledger.v1 import account_pb2, transaction_pb2
 from ledger_server.core.model import (
     Account,
     AccountStatus,
+    AccountUpdate,
     Creator,
     Direction,
     StatusChange,
@@ -243,6 +244,22 @@ def status_change_pb(c: StatusChange) -> account_pb2.AccountStatusChange:
     set_time(m.change_time, c.changed_at)
     if c.changed_by is not None:
         set_creator(m.changed_by, c.changed_by)
+    return m
+
+
+def account_update_pb(u: AccountUpdate) -> account_pb2.AccountUpdate:
+    m = account_pb2.AccountUpdate(reason=u.reason)
+    m.changed_fields.paths.extend(u.changed_fields)
+    for details, changes in ((m.previous, u.previous), (m.current, u.current)):
+        if changes.external_ref is not None:
+            details.external_ref = changes.external_ref
+        if changes.balance_floor is not None:
+            details.balance_floor = changes.balance_floor
+        if changes.metadata:
+            details.metadata.update(changes.metadata)
+    set_time(m.update_time, u.updated_at)
+    if u.updated_by is not None:
+        set_creator(m.updated_by, u.updated_by)
     return m
 
 

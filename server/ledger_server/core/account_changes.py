@@ -1,15 +1,26 @@
 """Changes to an account itself rather than its balances: its details (UpdateAccount) and
 its lifecycle (AIP-216 state changes): ACTIVE and FROZEN may turn into each other,
-either into CLOSED, and CLOSED is final. A change to the state an account is already in
-changes nothing and succeeds, so a retry without a request_id is harmless. What each
+either into CLOSED, and CLOSED is final. A change to the state or the details an account
+already has changes nothing and succeeds, so a retry without a request_id is harmless. What each
 status refuses is the postings' rule (operations._check_postable)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ledger_server.core import views
 from ledger_server.core.book import Book, Held
 from ledger_server.core.errors import Category, LedgerError, not_found
-from ledger_server.core.model import Account, AccountChanges, AccountStatus, Creator, StatusChange, evolve
+from ledger_server.core.model import (
+    UPDATABLE_FIELDS,
+    Account,
+    AccountChanges,
+    AccountStatus,
+    AccountUpdate,
+    Creator,
+    StatusChange,
+    evolve,
+)
 
 ACTIVE, FROZEN, CLOSED = AccountStatus.ACTIVE, AccountStatus.FROZEN, AccountStatus.CLOSED
 # The states each target may be reached from.
@@ -50,8 +61,10 @@ def change_status(
     return _now(book, held, _read(book, account_id))
 
 
-def update(book: Book, account_id: str, changes: AccountChanges) -> Account:
-    """The account with `changes` applied (the fields they set; the rest as they are)."""
+def update(book: Book, account_id: str, changes: AccountChanges, reason: str, by: Creator | None) -> Account:
+    """The account with `changes` applied (the fields they set; the rest as they are),
+    changed by `by` for `reason` where a value differs: only those are written, and kept
+    in the account's update history."""
     held = book.customer(account_id)
     name = f"accounts/{account_id}"
     if held.status == CLOSED.value:
@@ -70,13 +83,17 @@ def update(book: Book, account_id: str, changes: AccountChanges) -> Account:
             metadata={"account": name, "available": str(held.available), "balance_floor": str(floor)},
         )
     current = _read(book, account_id)
-    external_ref = current.external_ref if changes.external_ref is None else changes.external_ref
-    metadata = current.metadata if changes.metadata is None else changes.metadata
-    book.w.update_account(account_id, external_ref, floor, metadata, book.now)
-    changed = evolve(
-        current, external_ref=external_ref, balance_floor=floor, metadata=metadata, updated_at=book.now
-    )
-    return _now(book, held, changed)
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    for name in UPDATABLE_FIELDS:
+        old, new = getattr(current, name), getattr(changes, name)
+        if new is not None and new != old:
+            before[name], after[name] = old, new
+    if after:
+        change = AccountUpdate(AccountChanges(**before), AccountChanges(**after), reason, book.now, by)
+        book.w.update_account(account_id, change)
+        current = evolve(current, **after, updated_at=book.now)
+    return _now(book, held, current)
 
 
 def _read(book: Book, account_id: str) -> Account:

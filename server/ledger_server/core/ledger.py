@@ -30,20 +30,23 @@ from ledger_server.core.model import (
     Account,
     AccountChanges,
     AccountStatus,
+    AccountUpdate,
     Creator,
     Direction,
     NewAccount,
     NewTransaction,
+    Page,
     StatusChange,
     Transaction,
     TransactionFilter,
     TransactionType,
 )
 from ledger_server.core.paging import PageTokens, page_limit
-from ledger_server.core.ports import Store, WriteUnit
+from ledger_server.core.ports import ReadUnit, Store, WriteUnit
 
 T = TypeVar("T")
 R = TypeVar("R")
+H = TypeVar("H")  # an entry of an account's history
 MAX_BATCH_ITEMS = 1000
 # The routing key of every unit that locks several accounts (atomic batches, transfers).
 MULTI_ACCOUNT = "multi-account"
@@ -203,28 +206,48 @@ class Ledger:
         violations: Sequence[FieldViolation] = (),
     ) -> tuple[list[StatusChange], str]:
         """An account's status changes, newest first."""
-        v = check.Violations(violations)
-        limit = page_limit(v, page_size)
-        if v:
-            raise invalid(v)
-        query = f"status_changes|{tenant_id}|{account_id}"
-        before = self._tokens.decode(query, page_token)
-        with self._store.reading() as r:
-            if r.get_account(tenant_id, account_id) is None:
-                raise not_found("account", f"accounts/{account_id}")
-            page = r.list_status_changes(account_id, before, limit)
-        return page.items, self._next_token(query, page.next_cursor)
+        return self._account_history(
+            "status_changes",
+            lambda r, *page: r.list_status_changes(*page),
+            tenant_id,
+            account_id,
+            page_size=page_size,
+            page_token=page_token,
+            violations=violations,
+        )
+
+    def list_account_updates(
+        self,
+        tenant_id: str,
+        account_id: str,
+        page_size: int,
+        page_token: str,
+        violations: Sequence[FieldViolation] = (),
+    ) -> tuple[list[AccountUpdate], str]:
+        """The updates that changed an account's details, newest first."""
+        return self._account_history(
+            "updates",
+            lambda r, *page: r.list_account_updates(*page),
+            tenant_id,
+            account_id,
+            page_size=page_size,
+            page_token=page_token,
+            violations=violations,
+        )
 
     def update_account(
         self,
         tenant_id: str,
         account_id: str,
         changes: AccountChanges,
+        reason: str = "",
+        by: Creator | None = None,
         *,
         idem: Idempotency[Account] | None = None,
         violations: Sequence[FieldViolation] = (),
     ) -> Account | Replay:
-        """UpdateAccount (core/account_changes.py): the fields `changes` sets."""
+        """UpdateAccount (core/account_changes.py): the fields `changes` sets, by `by`
+        for `reason`."""
         v = check.Violations(violations)
         check.check_account(
             v,
@@ -232,10 +255,14 @@ class Ledger:
             balance_floor=changes.balance_floor,
             metadata=changes.metadata,
         )
+        check.check_text(v, "reason", reason, check.MAX_REASON)
         if v:
             raise invalid(v)
         return self._write(
-            tenant_id, account_id, idem, lambda book: account_changes.update(book, account_id, changes)
+            tenant_id,
+            account_id,
+            idem,
+            lambda book: account_changes.update(book, account_id, changes, reason, by),
         )
 
     def change_account_status(
@@ -251,7 +278,7 @@ class Ledger:
     ) -> Account | Replay:
         """FreezeAccount, UnfreezeAccount and CloseAccount (core/account_changes.py)."""
         v = check.Violations(violations)
-        check.check_text(v, "reason", reason, check.MAX_STATUS_REASON)
+        check.check_text(v, "reason", reason, check.MAX_REASON)
         if v:
             raise invalid(v)
         return self._write(
@@ -545,6 +572,31 @@ class Ledger:
         return [views.transaction_now(t, now) for t in page.items], self._next_token(query, page.next_cursor)
 
     # -- plumbing ---------------------------------------------------------------------
+
+    def _account_history(
+        self,
+        kind: str,
+        read: Callable[[ReadUnit, str, int | None, int], Page[H]],
+        tenant_id: str,
+        account_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        violations: Sequence[FieldViolation],
+    ) -> tuple[list[H], str]:
+        """A page of one of an account's histories (`read`), newest first; tokens bound to
+        the history and the account."""
+        v = check.Violations(violations)
+        limit = page_limit(v, page_size)
+        if v:
+            raise invalid(v)
+        query = f"{kind}|{tenant_id}|{account_id}"
+        before = self._tokens.decode(query, page_token)
+        with self._store.reading() as r:
+            if r.get_account(tenant_id, account_id) is None:
+                raise not_found("account", f"accounts/{account_id}")
+            page = read(r, account_id, before, limit)
+        return page.items, self._next_token(query, page.next_cursor)
 
     def _next_token(self, query: str, cursor: int | None) -> str:
         return "" if cursor is None else self._tokens.encode(query, cursor)

@@ -111,6 +111,9 @@ class AccountChanges:
     metadata: dict[str, str] | None = None
 
 
+UPDATABLE_FIELDS = ("external_ref", "balance_floor", "metadata")  # AccountChanges' fields
+
+
 @dataclass(frozen=True)
 class Account:
     id: str
@@ -149,6 +152,22 @@ class StatusChange:
     reason: str
     changed_at: dt.datetime
     changed_by: Creator | None
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    """One UpdateAccount that changed an account's details: the changed fields' values
+    before and after (the fields it did not change are None in both)."""
+
+    previous: AccountChanges
+    current: AccountChanges
+    reason: str
+    updated_at: dt.datetime
+    updated_by: Creator | None
+
+    @property
+    def changed_fields(self) -> list[str]:
+        return [name for name in UPDATABLE_FIELDS if getattr(self.current, name) is not None]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Protocol, TypeVar
 from ledger_server.core.model import (
     Account,
     AccountStatus,
+    AccountUpdate,
     Entry,
     Lot,
     LotUse,
@@ -98,6 +99,10 @@ class ReadUnit(Protocol):
         """An account's status changes, newest first, those before seq `before` if given."""
         ...
 
+    def list_account_updates(self, account_id: str, before: int | None, limit: int) -> Page[AccountUpdate]:
+        """The updates of an account's details, newest first, those before seq `before`."""
+        ...
+
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None: ...
     def list_transactions(
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
@@ -181,15 +186,9 @@ class WriteUnit(ReadUnit, Protocol):
         """Change the status of an account this unit has locked, and add the change to
         its history."""
 
-    def update_account(
-        self,
-        account_id: str,
-        external_ref: str,
-        balance_floor: int,
-        metadata: dict[str, str],
-        now: dt.datetime,
-    ) -> None:
-        """Set the details of an account this unit has locked."""
+    def update_account(self, account_id: str, update: AccountUpdate) -> None:
+        """Change the details of an account this unit has locked (the fields `update`
+        changes), and add the update to its history."""
 
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
         """Write back the balances of accounts this unit has locked, all at once."""

@@ -110,9 +110,18 @@ _STATEMENTS = {
         "UPDATE accounts SET posted = :posted, pending = :pending, expiring = :expiring, "
         "last_posting_date = :last_posting_date, updated_at = :updated_at WHERE id = :id"
     ),
+    # NULL leaves a detail as it is (an update changes only some).
     "update_account": (
-        "UPDATE accounts SET external_ref = :external_ref, balance_floor = :balance_floor, "
-        "metadata = :metadata, updated_at = :updated_at WHERE id = :id"
+        "UPDATE accounts SET external_ref = COALESCE(:external_ref, external_ref), "
+        "balance_floor = COALESCE(:balance_floor, balance_floor), "
+        "metadata = COALESCE(:metadata, metadata), updated_at = :updated_at WHERE id = :account_id"
+    ),
+    "insert_account_update": (
+        "INSERT INTO account_updates (account_id, previous_external_ref, external_ref, "
+        "previous_balance_floor, balance_floor, previous_metadata, metadata, reason, updated_at, "
+        "token_id, token_name) VALUES (:account_id, :previous_external_ref, :external_ref, "
+        ":previous_balance_floor, :balance_floor, :previous_metadata, :metadata, :reason, "
+        ":updated_at, :token_id, :token_name)"
     ),
     "set_account_status": (
         "UPDATE accounts SET status = :status, status_reason = :reason, status_changed_at = :updated_at, "

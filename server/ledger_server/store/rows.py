@@ -13,7 +13,9 @@ from sqlalchemy import Row
 
 from ledger_server.core.model import (
     Account,
+    AccountChanges,
     AccountStatus,
+    AccountUpdate,
     Creator,
     Direction,
     Page,
@@ -234,3 +236,43 @@ def status_change_of(row: Sequence[Any]) -> StatusChange:
         changed_at=from_micros(changed_at),
         changed_by=creator_of(token_id, token_name),
     )
+
+
+def account_update_params(account_id: str, u: AccountUpdate) -> dict[str, Any]:
+    """An update's row, whose after-values also serve UPDATE accounts (NULL: unchanged)."""
+    before, after, by = u.previous, u.current, u.updated_by
+    return {
+        "account_id": account_id,
+        "previous_external_ref": before.external_ref,
+        "external_ref": after.external_ref,
+        "previous_balance_floor": before.balance_floor,
+        "balance_floor": after.balance_floor,
+        "previous_metadata": None if before.metadata is None else dump_metadata(before.metadata),
+        "metadata": None if after.metadata is None else dump_metadata(after.metadata),
+        "reason": u.reason,
+        "updated_at": to_micros(u.updated_at),
+        "token_id": by.token_id if by else None,
+        "token_name": by.token_name if by else None,
+    }
+
+
+def account_update_of(row: Sequence[Any]) -> AccountUpdate:
+    _seq, _account_id, ref_before, ref, floor_before, floor, meta_before, meta = row[:8]
+    reason, updated_at, token_id, token_name = row[8:]
+    return AccountUpdate(
+        previous=AccountChanges(
+            ref_before, floor_before, None if meta_before is None else load_metadata(meta_before)
+        ),
+        current=AccountChanges(ref, floor, None if meta is None else load_metadata(meta)),
+        reason=reason,
+        updated_at=from_micros(updated_at),
+        updated_by=creator_of(token_id, token_name),
+    )
+
+
+def account_update_size(u: AccountUpdate) -> int:
+    before, after = u.previous, u.current
+    chars = len(u.reason) + len(before.external_ref or "") + len(after.external_ref or "")
+    if before.metadata:  # item_bytes counts one map: the other's entries with their framing
+        chars += sum(len(key) + len(value) + 2 for key, value in before.metadata.items())
+    return item_bytes(after.metadata or {}, chars)

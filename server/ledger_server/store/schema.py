@@ -96,6 +96,27 @@ account_status_changes = Table(
     Index(None, "account_id", "seq"),
 )
 
+# Every UpdateAccount that changed an account's details: each changed field's value
+# before and after, NULL in both for the fields it left as they were. ListAccountUpdates
+# pages it by seq.
+account_updates = Table(
+    "account_updates",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("account_id", String(36), ForeignKey("accounts.id"), nullable=False),
+    Column("previous_external_ref", String(128)),
+    Column("external_ref", String(128)),
+    Column("previous_balance_floor", BigInteger),
+    Column("balance_floor", BigInteger),
+    Column("previous_metadata", Text),
+    Column("metadata", Text),
+    Column("reason", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("token_id", String(32)),
+    Column("token_name", String(200)),
+    Index(None, "account_id", "seq"),
+)
+
 transactions = Table(
     "transactions",
     metadata,

@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Table, and_, or_, select
 from sqlalchemy import exc as sa_exc
 
 from ledger_server.call_greenlet import blocking
@@ -21,6 +21,7 @@ from ledger_server.core.model import (
     INT64_MIN,
     Account,
     AccountStatus,
+    AccountUpdate,
     Direction,
     Entry,
     Lot,
@@ -42,6 +43,9 @@ from ledger_server.store.rows import (
     SYSTEM,
     account_of,
     account_size,
+    account_update_of,
+    account_update_params,
+    account_update_size,
     customer_of,
     dump_metadata,
     from_micros,
@@ -53,7 +57,7 @@ from ledger_server.store.rows import (
     transaction_of,
     transaction_size,
 )
-from ledger_server.store.schema import account_status_changes, accounts, transactions
+from ledger_server.store.schema import account_status_changes, account_updates, accounts, transactions
 
 # Writes that a unit never reads back but through find_response (which looks at them
 # first) and the account locks (which flush them first): buffered, and sent at the end of
@@ -129,12 +133,20 @@ class SqlUnit(AdminQueries):
         return page_of(rows, limit, account_of, account_size)
 
     def list_status_changes(self, account_id: str, before: int | None, limit: int) -> Page[StatusChange]:
-        c = account_status_changes.c
-        q = select(account_status_changes).where(c.account_id == account_id)
+        page = self._history(account_status_changes, account_id, before, limit)
+        return page_of(page, limit, status_change_of, status_change_size)
+
+    def list_account_updates(self, account_id: str, before: int | None, limit: int) -> Page[AccountUpdate]:
+        page = self._history(account_updates, account_id, before, limit)
+        return page_of(page, limit, account_update_of, account_update_size)
+
+    def _history(self, table: Table, account_id: str, before: int | None, limit: int) -> Sequence[Any]:
+        """The rows of one of an account's histories, newest first (one more than a page)."""
+        c = table.c
+        q = select(table).where(c.account_id == account_id)
         if before is not None:
             q = q.where(c.seq < before)
-        rows = self._query(q.order_by(c.seq.desc()).limit(limit + 1)).all()
-        return page_of(rows, limit, status_change_of, status_change_size)
+        return self._query(q.order_by(c.seq.desc()).limit(limit + 1)).all()
 
     def get_transaction(self, tenant_id: str, transaction_id: str) -> Transaction | None:
         row = self._run("get_transaction", {"id": transaction_id}).fetchone()
@@ -628,22 +640,10 @@ class SqlUnit(AdminQueries):
         }
         self._run("insert_status_change", params)
 
-    def update_account(
-        self,
-        account_id: str,
-        external_ref: str,
-        balance_floor: int,
-        metadata: dict[str, str],
-        now: dt.datetime,
-    ) -> None:
-        params = {
-            "external_ref": external_ref,
-            "balance_floor": balance_floor,
-            "metadata": dump_metadata(metadata),
-            "updated_at": to_micros(now),
-            "id": account_id,
-        }
+    def update_account(self, account_id: str, update: AccountUpdate) -> None:
+        params = account_update_params(account_id, update)
         self._run("update_account", params)
+        self._run("insert_account_update", params)
 
     def set_balances(self, balances: Sequence[NewBalances], now: dt.datetime) -> None:
         rows = [

@@ -513,12 +513,14 @@ class LedgerClient:
         external_ref: str | None = None,
         balance_floor: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        reason: str = "",
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> account_pb2.Account:
         """Change the account ``name``'s ``external_ref``, ``balance_floor`` (raise or
         lower a credit line) or ``metadata`` (replaced whole): the ones given, the rest
-        stay. A floor above the available balance raises BALANCE_BELOW_FLOOR."""
+        stay; ``reason`` is kept with the change (:meth:`list_account_updates`). A floor
+        above the available balance raises BALANCE_BELOW_FLOOR."""
         request_id = _check_request_id(request_id)
         account = account_pb2.Account(name=name)
         paths: list[str] = []
@@ -534,7 +536,10 @@ class LedgerClient:
         if not paths:
             raise ValueError("nothing to update: give external_ref, balance_floor or metadata")
         request = account_service_pb2.UpdateAccountRequest(
-            account=account, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=request_id
+            account=account,
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+            request_id=request_id,
+            reason=reason,
         )
         return self._call(
             self._accounts.UpdateAccount, request, timeout=timeout, request_id=request_id
@@ -666,6 +671,30 @@ class LedgerClient:
                 account, page_size=page_size, page_token=token, timeout=timeout
             )
             yield from page.status_changes
+            token = _next_token(token, page.next_page_token)
+            if not token:
+                return
+
+    def list_account_updates(
+        self, account: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> account_service_pb2.ListAccountUpdatesResponse:
+        """One page of the updates of ``account``'s details (``accounts/{id}``), newest
+        first: ``changed_fields``, their ``previous`` and ``current`` values, ``reason``,
+        ``update_time`` and ``updated_by`` of each :meth:`update_account` that changed
+        something."""
+        request = account_service_pb2.ListAccountUpdatesRequest(
+            parent=account, page_size=page_size, page_token=page_token
+        )
+        return self._call(self._accounts.ListAccountUpdates, request, timeout=timeout)
+
+    def iter_account_updates(
+        self, account: str, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[account_pb2.AccountUpdate]:
+        """Every update of ``account``'s details, newest first, following next_page_token."""
+        token = ""
+        while True:
+            page = self.list_account_updates(account, page_size=page_size, page_token=token, timeout=timeout)
+            yield from page.updates
             token = _next_token(token, page.next_page_token)
             if not token:
                 return

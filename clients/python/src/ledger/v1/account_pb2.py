@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ledger.v1 import transaction_pb2 as ledger_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ledger/v1/account.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bledger/v1/transaction.proto\"\xf1\x03\n\x07\x41\x63\x63ount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rbalance_floor\x18\x04 \x01(\x03\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\x12\x32\n\x08metadata\x18\x06 \x03(\x0b\x32 .ledger.v1.Account.MetadataEntry\x12*\n\x07\x62\x61lance\x18\x07 \x01(\x0b\x32\x19.ledger.v1.AccountBalance\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\n \x01(\t\x12\x36\n\x12status_change_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x11status_changed_by\x18\x0c \x01(\x0b\x32\x12.ledger.v1.Creator\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdb\x01\n\x13\x41\x63\x63ountStatusChange\x12\x31\n\x0fprevious_status\x18\x01 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\nchanged_by\x18\x05 \x01(\x0b\x32\x12.ledger.v1.Creator\"\x9a\x01\n\x0e\x41\x63\x63ountBalance\x12\x0e\n\x06posted\x18\x01 \x01(\x03\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpiring\x18\x04 \x01(\x03\x12\x11\n\tpermanent\x18\x05 \x01(\x03\x12/\n\x10next_expirations\x18\x06 \x03(\x0b\x32\x15.ledger.v1.Expiration\"M\n\nExpiration\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x80\x01\n\rAccountStatus\x12\x1e\n\x1a\x41\x43\x43OUNT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_ACTIVE\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_FROZEN\x10\x02\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_CLOSED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ledger/v1/account.proto\x12\tledger.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bledger/v1/transaction.proto\"\xf1\x03\n\x07\x41\x63\x63ount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x15\n\rbalance_floor\x18\x04 \x01(\x03\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\x12\x32\n\x08metadata\x18\x06 \x03(\x0b\x32 .ledger.v1.Account.MetadataEntry\x12*\n\x07\x62\x61lance\x18\x07 \x01(\x0b\x32\x19.ledger.v1.AccountBalance\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\n \x01(\t\x12\x36\n\x12status_change_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x11status_changed_by\x18\x0c \x01(\x0b\x32\x12.ledger.v1.Creator\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdb\x01\n\x13\x41\x63\x63ountStatusChange\x12\x31\n\x0fprevious_status\x18\x01 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x63hange_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\nchanged_by\x18\x05 \x01(\x0b\x32\x12.ledger.v1.Creator\"\x85\x02\n\rAccountUpdate\x12\x32\n\x0e\x63hanged_fields\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12+\n\x08previous\x18\x02 \x01(\x0b\x32\x19.ledger.v1.AccountDetails\x12*\n\x07\x63urrent\x18\x03 \x01(\x0b\x32\x19.ledger.v1.AccountDetails\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\nupdated_by\x18\x06 \x01(\x0b\x32\x12.ledger.v1.Creator\"\xa9\x01\n\x0e\x41\x63\x63ountDetails\x12\x14\n\x0c\x65xternal_ref\x18\x01 \x01(\t\x12\x15\n\rbalance_floor\x18\x02 \x01(\x03\x12\x39\n\x08metadata\x18\x03 \x03(\x0b\x32\'.ledger.v1.AccountDetails.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9a\x01\n\x0e\x41\x63\x63ountBalance\x12\x0e\n\x06posted\x18\x01 \x01(\x03\x12\x0f\n\x07pending\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x10\n\x08\x65xpiring\x18\x04 \x01(\x03\x12\x11\n\tpermanent\x18\x05 \x01(\x03\x12/\n\x10next_expirations\x18\x06 \x03(\x0b\x32\x15.ledger.v1.Expiration\"M\n\nExpiration\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x80\x01\n\rAccountStatus\x12\x1e\n\x1a\x41\x43\x43OUNT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_ACTIVE\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_FROZEN\x10\x02\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_CLOSED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCOUNT_METADATAENTRY']._loaded_options = None
   _globals['_ACCOUNT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ACCOUNTSTATUS']._serialized_start=1059
-  _globals['_ACCOUNTSTATUS']._serialized_end=1187
-  _globals['_ACCOUNT']._serialized_start=101
-  _globals['_ACCOUNT']._serialized_end=598
-  _globals['_ACCOUNT_METADATAENTRY']._serialized_start=551
-  _globals['_ACCOUNT_METADATAENTRY']._serialized_end=598
-  _globals['_ACCOUNTSTATUSCHANGE']._serialized_start=601
-  _globals['_ACCOUNTSTATUSCHANGE']._serialized_end=820
-  _globals['_ACCOUNTBALANCE']._serialized_start=823
-  _globals['_ACCOUNTBALANCE']._serialized_end=977
-  _globals['_EXPIRATION']._serialized_start=979
-  _globals['_EXPIRATION']._serialized_end=1056
+  _globals['_ACCOUNTDETAILS_METADATAENTRY']._loaded_options = None
+  _globals['_ACCOUNTDETAILS_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_ACCOUNTSTATUS']._serialized_start=1529
+  _globals['_ACCOUNTSTATUS']._serialized_end=1657
+  _globals['_ACCOUNT']._serialized_start=135
+  _globals['_ACCOUNT']._serialized_end=632
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_start=585
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_end=632
+  _globals['_ACCOUNTSTATUSCHANGE']._serialized_start=635
+  _globals['_ACCOUNTSTATUSCHANGE']._serialized_end=854
+  _globals['_ACCOUNTUPDATE']._serialized_start=857
+  _globals['_ACCOUNTUPDATE']._serialized_end=1118
+  _globals['_ACCOUNTDETAILS']._serialized_start=1121
+  _globals['_ACCOUNTDETAILS']._serialized_end=1290
+  _globals['_ACCOUNTDETAILS_METADATAENTRY']._serialized_start=585
+  _globals['_ACCOUNTDETAILS_METADATAENTRY']._serialized_end=632
+  _globals['_ACCOUNTBALANCE']._serialized_start=1293
+  _globals['_ACCOUNTBALANCE']._serialized_end=1447
+  _globals['_EXPIRATION']._serialized_start=1449
+  _globals['_EXPIRATION']._serialized_end=1526
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -222,6 +223,113 @@ class AccountStatusChange(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccountStatusChange: _TypeAlias = AccountStatusChange  # noqa: Y015
+
+@_typing.final
+class AccountUpdate(_message.Message):
+    """One UpdateAccount call that changed an account's details, as ListAccountUpdates lists
+    it. Only what changed is kept: a field set to the value it had is not in
+    changed_fields, and a call that changed nothing is not listed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, as given to UpdateAccount."""
+    @_builtins.property
+    def changed_fields(self) -> _field_mask_pb2.FieldMask:
+        """The fields the call changed: of `external_ref`, `balance_floor` and `metadata`."""
+
+    @_builtins.property
+    def previous(self) -> Global___AccountDetails:
+        """The changed fields' values before the call; the others are left empty."""
+
+    @_builtins.property
+    def current(self) -> Global___AccountDetails:
+        """The changed fields' values after the call; the others are left empty."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    @_builtins.property
+    def updated_by(self) -> _transaction_pb2.Creator:
+        """The API token that made the change; unset where none did."""
+
+    def __init__(
+        self,
+        *,
+        changed_fields: _field_mask_pb2.FieldMask | None = ...,
+        previous: Global___AccountDetails | None = ...,
+        current: Global___AccountDetails | None = ...,
+        reason: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        updated_by: _transaction_pb2.Creator | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "current", b"current", "previous", b"previous", "update_time", b"update_time", "updated_by", b"updated_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "current", b"current", "previous", b"previous", "reason", b"reason", "update_time", b"update_time", "updated_by", b"updated_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountUpdate: _TypeAlias = AccountUpdate  # noqa: Y015
+
+@_typing.final
+class AccountDetails(_message.Message):
+    """The details of an account that UpdateAccount changes, as in Account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    EXTERNAL_REF_FIELD_NUMBER: _builtins.int
+    BALANCE_FLOOR_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    external_ref: _builtins.str
+    """The caller's own reference for the holder of the account."""
+    balance_floor: _builtins.int
+    """Lowest posted-minus-held balance the account may reach, in minor units."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Caller metadata, whole."""
+
+    def __init__(
+        self,
+        *,
+        external_ref: _builtins.str = ...,
+        balance_floor: _builtins.int = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_floor", b"balance_floor", "external_ref", b"external_ref", "metadata", b"metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountDetails: _TypeAlias = AccountDetails  # noqa: Y015
 
 @_typing.final
 class AccountBalance(_message.Message):

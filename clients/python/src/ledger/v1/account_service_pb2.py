@@ -29,7 +29,7 @@ from ledger.v1 import account_pb2 as ledger_dot_v1_dot_account__pb2
 from ledger.v1 import auth_pb2 as ledger_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fledger/v1/account_service.proto\x12\tledger.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17ledger/v1/account.proto\x1a\x14ledger/v1/auth.proto\"O\n\x14\x43reateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x15\x43reateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"!\n\x11GetAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"|\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\"U\n\x14ListAccountsResponse\x12$\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x12.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x1fListAccountStatusChangesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n ListAccountStatusChangesResponse\x12\x36\n\x0estatus_changes\x18\x01 \x03(\x0b\x32\x1e.ledger.v1.AccountStatusChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x18GetAccountBalanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12/\n\x12\x61s_of_posting_date\x18\x03 \x01(\x0b\x32\x11.google.type.DateH\x00\x42\x07\n\x05\x61s_of\"+\n\x19GetAccountBalanceResponse\x12\x0e\n\x06posted\x18\x01 \x01(\x03\"H\n\x14\x46reezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x15\x46reezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"J\n\x16UnfreezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x17UnfreezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"G\n\x13\x43loseAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x14\x43loseAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"\x80\x01\n\x14UpdateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x15UpdateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account2\xd9\x07\n\x0e\x41\x63\x63ountService\x12\x66\n\rCreateAccount\x12\x1f.ledger.v1.CreateAccountRequest\x1a .ledger.v1.CreateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\\\n\nGetAccount\x12\x1c.ledger.v1.GetAccountRequest\x1a\x1d.ledger.v1.GetAccountResponse\"\x11\x8a\xb5\x18\raccounts:read\x12q\n\x11GetAccountBalance\x12#.ledger.v1.GetAccountBalanceRequest\x1a$.ledger.v1.GetAccountBalanceResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x62\n\x0cListAccounts\x12\x1e.ledger.v1.ListAccountsRequest\x1a\x1f.ledger.v1.ListAccountsResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x86\x01\n\x18ListAccountStatusChanges\x12*.ledger.v1.ListAccountStatusChangesRequest\x1a+.ledger.v1.ListAccountStatusChangesResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x66\n\rUpdateAccount\x12\x1f.ledger.v1.UpdateAccountRequest\x1a .ledger.v1.UpdateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\x66\n\rFreezeAccount\x12\x1f.ledger.v1.FreezeAccountRequest\x1a .ledger.v1.FreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12l\n\x0fUnfreezeAccount\x12!.ledger.v1.UnfreezeAccountRequest\x1a\".ledger.v1.UnfreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\x63\n\x0c\x43loseAccount\x12\x1e.ledger.v1.CloseAccountRequest\x1a\x1f.ledger.v1.CloseAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:writeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fledger/v1/account_service.proto\x12\tledger.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17ledger/v1/account.proto\x1a\x14ledger/v1/auth.proto\"O\n\x14\x43reateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x15\x43reateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"!\n\x11GetAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x12GetAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"|\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x65xternal_ref\x18\x03 \x01(\t\x12(\n\x06status\x18\x04 \x01(\x0e\x32\x18.ledger.v1.AccountStatus\"U\n\x14ListAccountsResponse\x12$\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x12.ledger.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x1fListAccountStatusChangesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"s\n ListAccountStatusChangesResponse\x12\x36\n\x0estatus_changes\x18\x01 \x03(\x0b\x32\x1e.ledger.v1.AccountStatusChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x19ListAccountUpdatesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x1aListAccountUpdatesResponse\x12)\n\x07updates\x18\x01 \x03(\x0b\x32\x18.ledger.v1.AccountUpdate\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x01\n\x18GetAccountBalanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12/\n\x12\x61s_of_posting_date\x18\x03 \x01(\x0b\x32\x11.google.type.DateH\x00\x42\x07\n\x05\x61s_of\"+\n\x19GetAccountBalanceResponse\x12\x0e\n\x06posted\x18\x01 \x01(\x03\"H\n\x14\x46reezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x15\x46reezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"J\n\x16UnfreezeAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x17UnfreezeAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"G\n\x13\x43loseAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\";\n\x14\x43loseAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\"\x90\x01\n\x14UpdateAccountRequest\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x15UpdateAccountResponse\x12#\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Account2\xcf\x08\n\x0e\x41\x63\x63ountService\x12\x66\n\rCreateAccount\x12\x1f.ledger.v1.CreateAccountRequest\x1a .ledger.v1.CreateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\\\n\nGetAccount\x12\x1c.ledger.v1.GetAccountRequest\x1a\x1d.ledger.v1.GetAccountResponse\"\x11\x8a\xb5\x18\raccounts:read\x12q\n\x11GetAccountBalance\x12#.ledger.v1.GetAccountBalanceRequest\x1a$.ledger.v1.GetAccountBalanceResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x62\n\x0cListAccounts\x12\x1e.ledger.v1.ListAccountsRequest\x1a\x1f.ledger.v1.ListAccountsResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x86\x01\n\x18ListAccountStatusChanges\x12*.ledger.v1.ListAccountStatusChangesRequest\x1a+.ledger.v1.ListAccountStatusChangesResponse\"\x11\x8a\xb5\x18\raccounts:read\x12t\n\x12ListAccountUpdates\x12$.ledger.v1.ListAccountUpdatesRequest\x1a%.ledger.v1.ListAccountUpdatesResponse\"\x11\x8a\xb5\x18\raccounts:read\x12\x66\n\rUpdateAccount\x12\x1f.ledger.v1.UpdateAccountRequest\x1a .ledger.v1.UpdateAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\x66\n\rFreezeAccount\x12\x1f.ledger.v1.FreezeAccountRequest\x1a .ledger.v1.FreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12l\n\x0fUnfreezeAccount\x12!.ledger.v1.UnfreezeAccountRequest\x1a\".ledger.v1.UnfreezeAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:write\x12\x63\n\x0c\x43loseAccount\x12\x1e.ledger.v1.CloseAccountRequest\x1a\x1f.ledger.v1.CloseAccountResponse\"\x12\x8a\xb5\x18\x0e\x61\x63\x63ounts:writeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccounts']._serialized_options = b'\212\265\030\raccounts:read'
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccountStatusChanges']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccountStatusChanges']._serialized_options = b'\212\265\030\raccounts:read'
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccountUpdates']._loaded_options = None
+  _globals['_ACCOUNTSERVICE'].methods_by_name['ListAccountUpdates']._serialized_options = b'\212\265\030\raccounts:read'
   _globals['_ACCOUNTSERVICE'].methods_by_name['UpdateAccount']._loaded_options = None
   _globals['_ACCOUNTSERVICE'].methods_by_name['UpdateAccount']._serialized_options = b'\212\265\030\016accounts:write'
   _globals['_ACCOUNTSERVICE'].methods_by_name['FreezeAccount']._loaded_options = None
@@ -70,26 +72,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTACCOUNTSTATUSCHANGESREQUEST']._serialized_end=722
   _globals['_LISTACCOUNTSTATUSCHANGESRESPONSE']._serialized_start=724
   _globals['_LISTACCOUNTSTATUSCHANGESRESPONSE']._serialized_end=839
-  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_start=842
-  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_end=990
-  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_start=992
-  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_end=1035
-  _globals['_FREEZEACCOUNTREQUEST']._serialized_start=1037
-  _globals['_FREEZEACCOUNTREQUEST']._serialized_end=1109
-  _globals['_FREEZEACCOUNTRESPONSE']._serialized_start=1111
-  _globals['_FREEZEACCOUNTRESPONSE']._serialized_end=1171
-  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_start=1173
-  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_end=1247
-  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_start=1249
-  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_end=1311
-  _globals['_CLOSEACCOUNTREQUEST']._serialized_start=1313
-  _globals['_CLOSEACCOUNTREQUEST']._serialized_end=1384
-  _globals['_CLOSEACCOUNTRESPONSE']._serialized_start=1386
-  _globals['_CLOSEACCOUNTRESPONSE']._serialized_end=1445
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=1448
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=1576
-  _globals['_UPDATEACCOUNTRESPONSE']._serialized_start=1578
-  _globals['_UPDATEACCOUNTRESPONSE']._serialized_end=1638
-  _globals['_ACCOUNTSERVICE']._serialized_start=1641
-  _globals['_ACCOUNTSERVICE']._serialized_end=2626
+  _globals['_LISTACCOUNTUPDATESREQUEST']._serialized_start=841
+  _globals['_LISTACCOUNTUPDATESREQUEST']._serialized_end=923
+  _globals['_LISTACCOUNTUPDATESRESPONSE']._serialized_start=925
+  _globals['_LISTACCOUNTUPDATESRESPONSE']._serialized_end=1021
+  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_start=1024
+  _globals['_GETACCOUNTBALANCEREQUEST']._serialized_end=1172
+  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_start=1174
+  _globals['_GETACCOUNTBALANCERESPONSE']._serialized_end=1217
+  _globals['_FREEZEACCOUNTREQUEST']._serialized_start=1219
+  _globals['_FREEZEACCOUNTREQUEST']._serialized_end=1291
+  _globals['_FREEZEACCOUNTRESPONSE']._serialized_start=1293
+  _globals['_FREEZEACCOUNTRESPONSE']._serialized_end=1353
+  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_start=1355
+  _globals['_UNFREEZEACCOUNTREQUEST']._serialized_end=1429
+  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_start=1431
+  _globals['_UNFREEZEACCOUNTRESPONSE']._serialized_end=1493
+  _globals['_CLOSEACCOUNTREQUEST']._serialized_start=1495
+  _globals['_CLOSEACCOUNTREQUEST']._serialized_end=1566
+  _globals['_CLOSEACCOUNTRESPONSE']._serialized_start=1568
+  _globals['_CLOSEACCOUNTRESPONSE']._serialized_end=1627
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=1630
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=1774
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_start=1776
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_end=1836
+  _globals['_ACCOUNTSERVICE']._serialized_start=1839
+  _globals['_ACCOUNTSERVICE']._serialized_end=2942
 # @@protoc_insertion_point(module_scope)

@@ -254,6 +254,69 @@ class ListAccountStatusChangesResponse(_message.Message):
 Global___ListAccountStatusChangesResponse: _TypeAlias = ListAccountStatusChangesResponse  # noqa: Y015
 
 @_typing.final
+class ListAccountUpdatesRequest(_message.Message):
+    """Request of AccountService.ListAccountUpdates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The account, `accounts/{account_id}`."""
+    page_size: _builtins.int
+    """Maximum number of updates to return: default 50, at most 1000 (larger values are
+    lowered to 1000); negative is refused. A page may hold fewer, to keep the reply
+    under 4 MiB: page until next_page_token is empty.
+    """
+    page_token: _builtins.str
+    """next_page_token of a previous call for the same account; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountUpdatesRequest: _TypeAlias = ListAccountUpdatesRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountUpdatesResponse(_message.Message):
+    """Response of AccountService.ListAccountUpdates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[_account_pb2.AccountUpdate]:
+        """The page of updates, newest first. Updates made before the ledger kept them
+        (schema revision 0006) are not listed.
+        """
+
+    def __init__(
+        self,
+        *,
+        updates: _abc.Iterable[_account_pb2.AccountUpdate] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountUpdatesResponse: _TypeAlias = ListAccountUpdatesResponse  # noqa: Y015
+
+@_typing.final
 class GetAccountBalanceRequest(_message.Message):
     """Request of AccountService.GetAccountBalance."""
 
@@ -499,8 +562,11 @@ class UpdateAccountRequest(_message.Message):
     ACCOUNT_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155), as for CreateAccount."""
+    reason: _builtins.str
+    """Why, kept with the change (ListAccountUpdates). Optional; at most 500 characters."""
     @_builtins.property
     def account(self) -> _account_pb2.Account:
         """The account's name (`accounts/{account_id}`) and the new values of the fields that
@@ -519,10 +585,11 @@ class UpdateAccountRequest(_message.Message):
         account: _account_pb2.Account | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "reason", b"reason", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -60,6 +60,11 @@ class AccountServiceStub:
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesResponse.FromString,
                 _registered_method=True)
+        self.ListAccountUpdates = channel.unary_unary(
+                '/ledger.v1.AccountService/ListAccountUpdates',
+                request_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountUpdatesRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountUpdatesResponse.FromString,
+                _registered_method=True)
         self.UpdateAccount = channel.unary_unary(
                 '/ledger.v1.AccountService/UpdateAccount',
                 request_serializer=ledger_dot_v1_dot_account__service__pb2.UpdateAccountRequest.SerializeToString,
@@ -128,12 +133,23 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccountUpdates(self, request, context):
+        """Lists the UpdateAccount calls that changed an account's details (external_ref,
+        balance_floor, metadata), newest first: each changed field from what to what, why,
+        when and by which token. A credit line raised or lowered is a balance_floor change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateAccount(self, request, context):
         """Changes an account's external_ref, balance_floor or metadata: the fields named in
         update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
         higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
         it (a credit line can be cut only down to what is drawn on it). A closed account is
-        refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        refused with ACCOUNT_NOT_ACTIVE. The fields whose value changes are kept, with the
+        reason, in the account's ListAccountUpdates; an update that changes no value writes
+        nothing. Idempotent by request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +209,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.ListAccountStatusChanges,
                     request_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesResponse.SerializeToString,
+            ),
+            'ListAccountUpdates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccountUpdates,
+                    request_deserializer=ledger_dot_v1_dot_account__service__pb2.ListAccountUpdatesRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_account__service__pb2.ListAccountUpdatesResponse.SerializeToString,
             ),
             'UpdateAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateAccount,
@@ -351,6 +372,33 @@ class AccountService:
             '/ledger.v1.AccountService/ListAccountStatusChanges',
             ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesRequest.SerializeToString,
             ledger_dot_v1_dot_account__service__pb2.ListAccountStatusChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccountUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AccountService/ListAccountUpdates',
+            ledger_dot_v1_dot_account__service__pb2.ListAccountUpdatesRequest.SerializeToString,
+            ledger_dot_v1_dot_account__service__pb2.ListAccountUpdatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,12 +53,19 @@ class AccountServiceStub:
     that found the account already in its target status changed nothing and is not
     listed.
     """
+    ListAccountUpdates: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountUpdatesRequest, _account_service_pb2.ListAccountUpdatesResponse]
+    """Lists the UpdateAccount calls that changed an account's details (external_ref,
+    balance_floor, metadata), newest first: each changed field from what to what, why,
+    when and by which token. A credit line raised or lowered is a balance_floor change.
+    """
     UpdateAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]
     """Changes an account's external_ref, balance_floor or metadata: the fields named in
     update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
     higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
     it (a credit line can be cut only down to what is drawn on it). A closed account is
-    refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    refused with ACCOUNT_NOT_ACTIVE. The fields whose value changes are kept, with the
+    reason, in the account's ListAccountUpdates; an update that changes no value writes
+    nothing. Idempotent by request_id.
     """
     FreezeAccount: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
@@ -101,12 +108,19 @@ class AccountServiceAsyncStub(AccountServiceStub):
     that found the account already in its target status changed nothing and is not
     listed.
     """
+    ListAccountUpdates: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListAccountUpdatesRequest, _account_service_pb2.ListAccountUpdatesResponse]  # type: ignore[assignment]
+    """Lists the UpdateAccount calls that changed an account's details (external_ref,
+    balance_floor, metadata), newest first: each changed field from what to what, why,
+    when and by which token. A credit line raised or lowered is a balance_floor change.
+    """
     UpdateAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.UpdateAccountRequest, _account_service_pb2.UpdateAccountResponse]  # type: ignore[assignment]
     """Changes an account's external_ref, balance_floor or metadata: the fields named in
     update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
     higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
     it (a credit line can be cut only down to what is drawn on it). A closed account is
-    refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+    refused with ACCOUNT_NOT_ACTIVE. The fields whose value changes are kept, with the
+    reason, in the account's ListAccountUpdates; an update that changes no value writes
+    nothing. Idempotent by request_id.
     """
     FreezeAccount: _aio.UnaryUnaryMultiCallable[_account_service_pb2.FreezeAccountRequest, _account_service_pb2.FreezeAccountResponse]  # type: ignore[assignment]
     """Freezes an ACTIVE account (see ACCOUNT_STATUS_FROZEN): it refuses postings until
@@ -178,6 +192,17 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ListAccountUpdates(
+        self,
+        request: _account_service_pb2.ListAccountUpdatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_account_service_pb2.ListAccountUpdatesResponse, _abc.Awaitable[_account_service_pb2.ListAccountUpdatesResponse]]:
+        """Lists the UpdateAccount calls that changed an account's details (external_ref,
+        balance_floor, metadata), newest first: each changed field from what to what, why,
+        when and by which token. A credit line raised or lowered is a balance_floor change.
+        """
+
+    @_abc_1.abstractmethod
     def UpdateAccount(
         self,
         request: _account_service_pb2.UpdateAccountRequest,
@@ -187,7 +212,9 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         update_mask. A lower balance_floor (a larger credit line) takes effect at once; a
         higher one is refused with BALANCE_BELOW_FLOOR while the available balance is below
         it (a credit line can be cut only down to what is drawn on it). A closed account is
-        refused with ACCOUNT_NOT_ACTIVE. Idempotent by request_id.
+        refused with ACCOUNT_NOT_ACTIVE. The fields whose value changes are kept, with the
+        reason, in the account's ListAccountUpdates; an update that changes no value writes
+        nothing. Idempotent by request_id.
         """
 
     @_abc_1.abstractmethod
