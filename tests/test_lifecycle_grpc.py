@@ -523,3 +523,26 @@ def test_transactions_list_by_status_as_of_now(api: Api, client: LedgerClient, e
         client.list_transactions(account=account, status="pending", page_token=first.next_page_token)
     assert info.value.reason == "INVALID_PAGE_TOKEN"
     refuses_unknown_filter(api, client, "status", "settled")
+
+
+def test_a_transaction_is_found_by_its_external_id(api: Api, client: LedgerClient) -> None:
+    account, other = funded(client, 1000), funded(client, 1000)
+    charge = client.debit(account, 100, USD, external_id="ch_1")
+    held = client.create_hold(account, 50, USD, external_id="ch_2")
+    sent = client.transfer(other, account, 5, USD, external_id="tr_1")
+    client.debit(other, 1, USD, external_id="ch_1x")  # a longer id with the same start
+
+    def found(external_id: str, **filters: Any) -> list[str]:
+        return [t.name for t in client.iter_transactions(external_id=external_id, **filters)]
+
+    assert found("ch_1") == [charge.name]
+    assert found("ch_2", status="pending") == [held.name]
+    assert found("ch_2", status="voided") == []  # the other filters still apply
+    assert found("tr_1", account=account) == [sent.name]  # received: the account's history too
+    assert found("ch_1", account=other) == []
+    assert found("nope") == []
+    too_long = pb.ListTransactionsRequest(external_id="x" * 129)
+    assert refusal(api, api.tx.ListTransactions, too_long)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+    )

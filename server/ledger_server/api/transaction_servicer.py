@@ -327,6 +327,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             direction=parse_direction(v, "direction", request.direction, required=False),
             type=parse_type_filter(v, "type", request.type),
             status=parse_status_filter(v, "status", request.status),
+            external_id=request.external_id,
         )
         items, token = self._ledger.list_transactions(
             tenant_of_call(), flt, request.page_size, request.page_token, v

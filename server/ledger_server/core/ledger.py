@@ -556,6 +556,7 @@ class Ledger:
         limit = page_limit(v, page_size)
         if flt.date_from and flt.date_to and flt.date_from > flt.date_to:
             v.add("posting_date_to", "must not be before posting_date_from")
+        check.check_text(v, "external_id", flt.external_id, check.MAX_EXTERNAL_ID)
         if v:
             raise invalid(v)
         direction = flt.direction.value if flt.direction else ""
@@ -565,6 +566,8 @@ class Ledger:
             query += f"|{flt.type.value}"
         if flt.status:
             query += f"|status={flt.status.value}"
+        if flt.external_id:
+            query += f"|external_id={flt.external_id}"
         before = self._tokens.decode(query, page_token)
         now = self._clock()  # one now for the store's status filter and the view of each
         with self._store.reading() as r:

@@ -263,6 +263,7 @@ class TransactionFilter:
     type: TransactionType | None = None
     # As of now: a hold past its expiry is VOIDED (views.transaction_now), stored or not.
     status: TransactionStatus | None = None
+    external_id: str = ""
 
 
 @dataclass(frozen=True)

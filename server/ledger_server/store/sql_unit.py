@@ -156,7 +156,7 @@ class SqlUnit(AdminQueries):
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
     ) -> Page[Transaction]:
         t = transactions.c
-        if flt.account_id and flt.type is None and flt.status is None:
+        if flt.account_id and flt.type is None and flt.status is None and not flt.external_id:
             direction, other = (flt.direction, flt.direction) if flt.direction else tuple(Direction)
             params = {
                 "tenant_id": tenant_id,
@@ -183,8 +183,12 @@ class SqlUnit(AdminQueries):
             q = q.where(status_as_of(flt.status, to_micros(now)))
         if before is not None:
             q = q.where(t.seq < before)
+        if flt.external_id:  # unique per tenant: its index finds the one row, if any
+            q = q.where(t.external_id == flt.external_id)
+            if flt.account_id:
+                q = q.where(or_(t.account_id == flt.account_id, t.counterparty_account_id == flt.account_id))
         newest = q.order_by(t.seq.desc()).limit(limit + 1)
-        if not flt.account_id:
+        if not flt.account_id or flt.external_id:
             rows = self._query(newest).all()
         else:  # an account's own, and the transfers it received: two index ranges, merged
             rows = self._query(newest.where(t.account_id == flt.account_id)).all()

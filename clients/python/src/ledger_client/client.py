@@ -1002,6 +1002,7 @@ class LedgerClient:
         direction: DirectionLike | None = None,
         type: TypeLike | None = None,
         status: TransactionStatusLike | None = None,
+        external_id: str = "",
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
@@ -1009,7 +1010,8 @@ class LedgerClient:
         """One page of transactions, newest first, optionally of one account, within
         posting dates (both inclusive), of one direction, of one type (``"hold"``: an
         account's holds) and in one status as of now (``type="hold", status="pending"``:
-        its open holds; a lapsed hold is ``"voided"``)."""
+        its open holds; a lapsed hold is ``"voided"``); ``external_id`` finds the one
+        transaction (if any) with that external id (a payment gateway's charge id, say)."""
         request = transaction_service_pb2.ListTransactionsRequest(
             page_size=page_size,
             page_token=page_token,
@@ -1017,6 +1019,7 @@ class LedgerClient:
             direction=transaction_pb2.DIRECTION_UNSPECIFIED if direction is None else _direction(direction),
             type=_type(type),
             status=transaction_pb2.TRANSACTION_STATUS_UNSPECIFIED if status is None else _status(status),
+            external_id=external_id,
         )
         if posting_date_from is not None:
             request.posting_date_from.CopyFrom(date_to_proto(posting_date_from))
@@ -1033,6 +1036,7 @@ class LedgerClient:
         direction: DirectionLike | None = None,
         type: TypeLike | None = None,
         status: TransactionStatusLike | None = None,
+        external_id: str = "",
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
@@ -1048,6 +1052,7 @@ class LedgerClient:
                 direction=direction,
                 type=type,
                 status=status,
+                external_id=external_id,
                 page_size=page_size,
                 page_token=token,
                 timeout=timeout,

@@ -257,6 +257,7 @@ class ListTransactionsRequest(_message.Message):
     DIRECTION_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of transactions to return: default 50, at most 1000 (larger
     values are lowered to 1000); negative is refused. A page may hold fewer, down to
@@ -278,6 +279,10 @@ class ListTransactionsRequest(_message.Message):
     open holds (a hold past its expire_time is VOIDED here as everywhere, whether or not
     it has been released yet). Optional.
     """
+    external_id: _builtins.str
+    """Only the transaction with this external_id (unique per tenant, so at most one): how
+    to find the ledger's transaction for a payment gateway's charge id, say. Optional.
+    """
     @_builtins.property
     def posting_date_from(self) -> _date_pb2.Date:
         """Only transactions posted on or after this date. Optional."""
@@ -297,10 +302,11 @@ class ListTransactionsRequest(_message.Message):
         direction: _transaction_pb2.Direction.ValueType = ...,
         type: _transaction_pb2.TransactionType.ValueType = ...,
         status: _transaction_pb2.TransactionStatus.ValueType = ...,
+        external_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to", "status", b"status", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "external_id", b"external_id", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to", "status", b"status", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
