@@ -61,9 +61,14 @@ def _ceiling_name(ceiling: Figure | None) -> str:
     return ceiling.label if ceiling.servers == 0 else f"{ceiling.label} x{ceiling.in_flight}"
 
 
-def _row(f: Figure, by_key: dict[str, Figure]) -> list[str]:
+def _row(f: Figure, by_key: dict[str, Figure], window: float) -> list[str]:
+    """`window`: the configured seconds per point; a longer one was a point measured again
+    because its calls outlasted it (bench/run.py)."""
     ceiling = by_key.get(f.ceiling) if f.ceiling else None
-    also = "; ".join(f"{c.ratio:.2f} x {c.label}" for c in f.comparisons if c.ratio is not None)
+    notes = [f"{c.ratio:.2f} x {c.label}" for c in f.comparisons if c.ratio is not None]
+    if f.seconds and f.seconds > window:
+        notes.append(f"measured over {f.seconds:g} s")
+    also = "; ".join(notes)
     throughput = f"{_num(f.value)} {f.unit}" if f.ok else f.status
     return [
         f.label,
@@ -115,7 +120,7 @@ def markdown(
     ]
     lines += [f"| {t.name} | {t.measured} | {t.status} |" for t in targets]
     for section, title in SECTIONS.items():
-        rows = [_row(f, by_key) for f in figures if f.section == section]
+        rows = [_row(f, by_key, meta["config"]["seconds_per_point"]) for f in figures if f.section == section]
         if rows:
             lines += ["", f"## {title}", "", *_table(rows)]
     notes = meta.get("notes", [])

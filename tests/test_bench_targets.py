@@ -1,10 +1,13 @@
 """The benchmark's verdicts (bench/targets.py), computed from figures made up here: each
 target's ratio against its ceiling from the same run, and what it says when a figure is
-missing. No server runs."""
+missing; and when a point is measured again over a longer window. No server runs."""
 
 from __future__ import annotations
 
 from bench.figures import HEALTH, RAW_PSYCOPG, RAW_SQLITE, Figure, key
+from bench.measurement import Measurement
+from bench.report import markdown
+from bench.run import too_short
 from bench.targets import TargetResult, evaluate
 
 
@@ -81,3 +84,29 @@ def test_a_target_without_its_figures_says_which_is_missing() -> None:
     result = evaluate(run)[0]
     assert result.status == f"n/a: {key(HEALTH, 'sqlite', 64)} not measured in this run"
     assert result.measured == "-"
+
+
+def measurement(
+    calls: int, *, errors: dict[str, int] | None = None, failure: str | None = None
+) -> Measurement:
+    return Measurement(3.0, calls, calls, calls / 3, calls / 3, 1.0, 2.0, 2.0, errors or {}, 0, None, failure)
+
+
+def test_a_point_whose_calls_outlast_its_window_is_measured_again() -> None:
+    """Eight batches of 1000 in flight on a slow machine: no call started in the window."""
+    assert too_short(measurement(0), in_flight=8)
+    assert too_short(measurement(7), in_flight=8)
+    assert not too_short(measurement(8), in_flight=8)
+    # A point that failed is reported as it is, not stretched.
+    assert not too_short(measurement(0, errors={"UNAVAILABLE": 3}), in_flight=8)
+    assert not too_short(measurement(0, failure="boom"), in_flight=8)
+
+
+def test_a_stretched_point_says_over_how_long_it_was_measured() -> None:
+    batch = figure("batch_create", "postgres", 8, 1_500, section="batch", batch_size=1000)
+    batch.seconds = 12.0
+    config = {"seconds_per_point": 3.0, "warmup_seconds": 1.0, "load_processes": 2}
+    meta = {"started_at": "now", "duration_s": 1.0, "machine": {"cpus": 2}, "config": config}
+    assert "measured over 12 s" in markdown(meta, [batch], [], None)
+    batch.seconds = 3.0
+    assert "measured over" not in markdown(meta, [batch], [], None)
