@@ -1,8 +1,8 @@
 """Changes to an account itself rather than its balances: its details (UpdateAccount) and
 its lifecycle (AIP-216 state changes): ACTIVE and FROZEN may turn into each other,
 either into CLOSED, and CLOSED is final. A change to the state or the details an account
-already has changes nothing and succeeds, so a retry without a request_id is harmless. What each
-status refuses is the postings' rule (operations._check_postable)."""
+already has changes nothing and succeeds, so a retry without a request_id is harmless.
+What each status refuses is the postings' rule (operations._check_postable)."""
 
 from __future__ import annotations
 
@@ -85,10 +85,10 @@ def update(book: Book, account_id: str, changes: AccountChanges, reason: str, by
     current = _read(book, account_id)
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
-    for name in UPDATABLE_FIELDS:
-        old, new = getattr(current, name), getattr(changes, name)
+    for field in UPDATABLE_FIELDS:
+        old, new = getattr(current, field), getattr(changes, field)
         if new is not None and new != old:
-            before[name], after[name] = old, new
+            before[field], after[field] = old, new
     if after:
         change = AccountUpdate(AccountChanges(**before), AccountChanges(**after), reason, book.now, by)
         book.w.update_account(account_id, change)
