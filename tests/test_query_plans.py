@@ -1,9 +1,11 @@
 """The hot lookups by id use the id's unique index even on tables the database has never
 analyzed (a fresh deployment, a bulk import): Postgres then had no statistics and scanned
-the tenant's whole (tenant_id, kind) index, filtering by id."""
+the tenant's whole (tenant_id, kind) index, filtering by id. And a tenant's open holds
+are read from their partial index."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Iterator
@@ -22,11 +24,14 @@ from ledger_server.core.model import (
     NewAccount,
     NewTransaction,
     Transaction,
+    TransactionFilter,
+    TransactionStatus,
 )
 from ledger_server.store.engine import make_engine
 from ledger_server.store.hot_sql import sql
-from ledger_server.store.schema import accounts, metadata
+from ledger_server.store.schema import accounts, metadata, transactions
 from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_unit import filtered_transactions
 from tests.support import migrated_database
 
 ACCOUNTS = 200
@@ -69,8 +74,9 @@ def filled(unanalyzed_url: str) -> Iterator[tuple[Engine, Account, Transaction]]
         store.close()
 
 
-def _index_used(engine: Engine, statement: str, params: dict[str, Any]) -> str:
-    """The index the database's plan for `statement` searches, as the plan names it."""
+def _index_used(engine: Engine, statement: str, params: Any) -> str:
+    """The index the database's plan for `statement` searches, as the plan names it
+    (`params`: a dict by name, or on SQLite a tuple for `?` placeholders)."""
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             # A generic plan, as a prepared statement gets after its first executions.
@@ -128,3 +134,35 @@ def test_locking_many_accounts_uses_the_id_index_without_statistics(
         assert used == "uq_accounts_id"
     else:
         assert used.startswith("SEARCH accounts USING INDEX sqlite_autoindex_accounts_1 (id=?),")
+
+
+def test_a_tenants_open_holds_are_listed_from_the_pending_index_without_statistics(
+    filled: tuple[Engine, Account, Transaction],
+) -> None:
+    """ListTransactions with status PENDING (a tenant's open holds) reads the partial
+    index ix_transactions_pending, not the tenant's whole history: the history is made a
+    few thousand postings first (copies of one, never analyzed)."""
+    engine, _, txn = filled
+    columns = ", ".join(c.name for c in transactions.c if c.name not in ("seq", "id", "external_id"))
+    new_id = (
+        "gen_random_uuid()::text" if engine.dialect.name == "postgresql" else "lower(hex(randomblob(16)))"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f"INSERT INTO transactions (id, {columns}) SELECT {new_id}, {columns} FROM transactions "
+                "CROSS JOIN (SELECT 1 FROM accounts) AS a CROSS JOIN (SELECT 1 FROM accounts LIMIT 20) AS b "
+                "WHERE id = :id"
+            ),
+            {"id": txn.id},
+        )
+    flt = TransactionFilter(status=TransactionStatus.PENDING)
+    page = filtered_transactions(DEFAULT_TENANT, flt, None, 50, dt.datetime.now(dt.UTC))
+    compiled = page.compile(dialect=engine.dialect)  # with its parameters, as it is run
+    if engine.dialect.name == "postgresql":
+        assert _index_used(engine, str(compiled), compiled.params) == "ix_transactions_pending"
+    else:
+        positional = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        assert _index_used(engine, str(compiled), positional).startswith(
+            "SEARCH transactions USING INDEX ix_transactions_pending (tenant_id=?)"
+        )

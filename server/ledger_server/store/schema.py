@@ -162,6 +162,15 @@ transactions = Table(
         sqlite_where=text("status = 'pending'"),
         postgresql_where=text("status = 'pending'"),
     ),
+    # The tenant's open holds, newest first (ListTransactions' status filter): without it
+    # that page scans the tenant's whole history for a few holds.
+    Index(
+        "ix_transactions_pending",
+        "tenant_id",
+        "seq",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
 )
 
 entries = Table(

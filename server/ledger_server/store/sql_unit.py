@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, Table, and_, literal_column, or_, select
 from sqlalchemy import exc as sa_exc
 
 from ledger_server.call_greenlet import blocking
@@ -170,24 +170,7 @@ class SqlUnit(AdminQueries):
             }
             rows = self._run("account_history", params).fetchall()
             return page_of(rows, limit, transaction_of, transaction_size)
-        q = select(transactions).where(t.tenant_id == tenant_id)
-        if flt.date_from:
-            q = q.where(t.posting_date >= flt.date_from)
-        if flt.date_to:
-            q = q.where(t.posting_date <= flt.date_to)
-        if flt.direction:
-            q = q.where(t.direction == flt.direction.value)
-        if flt.type:
-            q = q.where(t.type == flt.type.value)
-        if flt.status:
-            q = q.where(status_as_of(flt.status, to_micros(now)))
-        if before is not None:
-            q = q.where(t.seq < before)
-        if flt.external_id:  # unique per tenant: its index finds the one row, if any
-            q = q.where(t.external_id == flt.external_id)
-            if flt.account_id:
-                q = q.where(or_(t.account_id == flt.account_id, t.counterparty_account_id == flt.account_id))
-        newest = q.order_by(t.seq.desc()).limit(limit + 1)
+        newest = filtered_transactions(tenant_id, flt, before, limit, now)
         if not flt.account_id or flt.external_id:
             rows = self._query(newest).all()
         else:  # an account's own, and the transfers it received: two index ranges, merged
@@ -686,7 +669,10 @@ def status_as_of(status: TransactionStatus, now: int) -> ColumnElement[bool]:
     """Transactions in `status` as views.transaction_now shows them at `now` (microseconds):
     a hold still stored as pending is voided once its expiry time has passed."""
     t = transactions.c
-    pending, hold = TransactionStatus.PENDING.value, TransactionType.HOLD.value
+    # A literal, not a parameter: Postgres's generic plan of a prepared statement uses the
+    # partial index ix_transactions_pending only where its text says status = 'pending'.
+    pending: ColumnElement[str] = literal_column("'pending'")
+    hold = TransactionType.HOLD.value
     if status is TransactionStatus.PENDING:
         return and_(t.status == pending, or_(t.type != hold, t.expires_at.is_(None), t.expires_at > now))
     if status is TransactionStatus.VOIDED:
@@ -696,3 +682,30 @@ def status_as_of(status: TransactionStatus, now: int) -> ColumnElement[bool]:
         )
     stored: ColumnElement[bool] = t.status == status.value  # settled: as stored
     return stored
+
+
+def filtered_transactions(
+    tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
+) -> Select[Any]:
+    """A ListTransactions page (one row more) for filters the prebuilt account history does
+    not take; with an account, list_transactions narrows it to the account's own rows and
+    those it received."""
+    t = transactions.c
+    q = select(transactions).where(t.tenant_id == tenant_id)
+    if flt.date_from:
+        q = q.where(t.posting_date >= flt.date_from)
+    if flt.date_to:
+        q = q.where(t.posting_date <= flt.date_to)
+    if flt.direction:
+        q = q.where(t.direction == flt.direction.value)
+    if flt.type:
+        q = q.where(t.type == flt.type.value)
+    if flt.status:
+        q = q.where(status_as_of(flt.status, to_micros(now)))
+    if before is not None:
+        q = q.where(t.seq < before)
+    if flt.external_id:  # unique per tenant: its index finds the one row, if any
+        q = q.where(t.external_id == flt.external_id)
+        if flt.account_id:
+            q = q.where(or_(t.account_id == flt.account_id, t.counterparty_account_id == flt.account_id))
+    return q.order_by(t.seq.desc()).limit(limit + 1)
