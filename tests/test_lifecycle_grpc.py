@@ -541,6 +541,10 @@ def test_a_transaction_is_found_by_its_external_id(api: Api, client: LedgerClien
     assert found("tr_1", account=account) == [sent.name]  # received: the account's history too
     assert found("ch_1", account=other) == []
     assert found("nope") == []
+    assert client.find_transaction("ch_1") == charge
+    assert client.find_transaction("nope") is None
+    with pytest.raises(ValueError, match="external_id"):
+        client.find_transaction("")  # would list every transaction
     too_long = pb.ListTransactionsRequest(external_id="x" * 129)
     assert refusal(api, api.tx.ListTransactions, too_long)[:2] == (
         grpc.StatusCode.INVALID_ARGUMENT,

@@ -993,6 +993,16 @@ class LedgerClient:
         request = transaction_service_pb2.GetTransactionRequest(name=name)
         return self._call(self._transactions.GetTransaction, request, timeout=timeout).transaction
 
+    def find_transaction(
+        self, external_id: str, *, timeout: float | None = None
+    ) -> transaction_pb2.Transaction | None:
+        """The transaction whose ``external_id`` this is (unique per tenant), or None:
+        reconciliation with a payment gateway's charge id, say."""
+        if not external_id:
+            raise ValueError("external_id is required")
+        found = self.list_transactions(external_id=external_id, timeout=timeout).transactions
+        return found[0] if found else None
+
     def list_transactions(
         self,
         *,
