@@ -545,6 +545,33 @@ def test_a_transaction_is_found_by_its_external_id(api: Api, client: LedgerClien
     assert client.find_transaction("nope") is None
     with pytest.raises(ValueError, match="external_id"):
         client.find_transaction("")  # would list every transaction
+
+
+def test_what_points_at_a_transaction_is_listed_by_it(api: Api, client: LedgerClient) -> None:
+    account, other = funded(client, 1000), funded(client, 1000)
+    payment = client.debit(account, 300, USD)
+    first = client.refund(payment.name, amount=100).refund
+    second = client.refund(payment.name, amount=50).refund
+    held = client.create_hold(account, 40, USD)
+    capture = client.capture_hold(held.name).capture
+    client.refund(client.debit(other, 10, USD).name)  # another payment's refund
+
+    def pointing_at(name: str, **filters: Any) -> list[str]:
+        return [t.name for t in client.iter_transactions(related_transaction=name, **filters)]
+
+    assert pointing_at(payment.name) == [second.name, first.name]
+    assert pointing_at(payment.name, account=account) == [second.name, first.name]
+    assert pointing_at(payment.name, account=other) == []
+    assert pointing_at(held.name) == [capture.name]
+    assert pointing_at(capture.name) == []
+    page = client.list_transactions(related_transaction=payment.name, page_size=1)
+    assert [t.name for t in page.transactions] == [second.name]
+    with pytest.raises(LedgerError) as info:  # a page token is bound to what it lists
+        client.list_transactions(related_transaction=held.name, page_token=page.next_page_token)
+    assert info.value.reason == "INVALID_PAGE_TOKEN"
+    bad = pb.ListTransactionsRequest(related_transaction="accounts/" + str(uuid.uuid4()))
+    code, reason, _ = refusal(api, api.tx.ListTransactions, bad)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
     too_long = pb.ListTransactionsRequest(external_id="x" * 129)
     assert refusal(api, api.tx.ListTransactions, too_long)[:2] == (
         grpc.StatusCode.INVALID_ARGUMENT,

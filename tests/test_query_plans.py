@@ -136,13 +136,8 @@ def test_locking_many_accounts_uses_the_id_index_without_statistics(
         assert used.startswith("SEARCH accounts USING INDEX sqlite_autoindex_accounts_1 (id=?),")
 
 
-def test_a_tenants_open_holds_are_listed_from_the_pending_index_without_statistics(
-    filled: tuple[Engine, Account, Transaction],
-) -> None:
-    """ListTransactions with status PENDING (a tenant's open holds) reads the partial
-    index ix_transactions_pending, not the tenant's whole history: the history is made a
-    few thousand postings first (copies of one, never analyzed)."""
-    engine, _, txn = filled
+def _copies_of(engine: Engine, txn: Transaction) -> None:
+    """A few thousand copies of `txn` (new ids, no external id), never analyzed."""
     columns = ", ".join(c.name for c in transactions.c if c.name not in ("seq", "id", "external_id"))
     new_id = (
         "gen_random_uuid()::text" if engine.dialect.name == "postgresql" else "lower(hex(randomblob(16)))"
@@ -156,13 +151,37 @@ def test_a_tenants_open_holds_are_listed_from_the_pending_index_without_statisti
             ),
             {"id": txn.id},
         )
-    flt = TransactionFilter(status=TransactionStatus.PENDING)
+
+
+def _filtered_page_index(engine: Engine, flt: TransactionFilter) -> str:
+    """The index of the plan of ListTransactions' filtered page, with its parameters."""
     page = filtered_transactions(DEFAULT_TENANT, flt, None, 50, dt.datetime.now(dt.UTC))
     compiled = page.compile(dialect=engine.dialect)  # with its parameters, as it is run
     if engine.dialect.name == "postgresql":
-        assert _index_used(engine, str(compiled), compiled.params) == "ix_transactions_pending"
+        return _index_used(engine, str(compiled), compiled.params)
+    return _index_used(engine, str(compiled), tuple(compiled.params[n] for n in compiled.positiontup or ()))
+
+
+@pytest.mark.parametrize(
+    ("filters", "index", "search"),
+    [
+        ({"status": TransactionStatus.PENDING}, "ix_transactions_pending", "(tenant_id=?)"),
+        ({"related_id": "txn"}, "ix_transactions_related", "(tenant_id=? AND related_transaction_id=?)"),
+    ],
+    ids=["open holds", "what points at a transaction"],
+)
+def test_filtered_pages_read_their_partial_index_without_statistics(
+    filled: tuple[Engine, Account, Transaction], filters: dict[str, Any], index: str, search: str
+) -> None:
+    """ListTransactions with status PENDING (a tenant's open holds) or related_transaction
+    reads its partial index, not the tenant's whole history of a few thousand postings
+    (copies of one, never analyzed)."""
+    engine, _, txn = filled
+    _copies_of(engine, txn)
+    given: dict[str, Any] = {k: txn.id if v == "txn" else v for k, v in filters.items()}
+    flt = TransactionFilter(**given)
+    used = _filtered_page_index(engine, flt)
+    if engine.dialect.name == "postgresql":
+        assert used == index
     else:
-        positional = tuple(compiled.params[name] for name in compiled.positiontup or ())
-        assert _index_used(engine, str(compiled), positional).startswith(
-            "SEARCH transactions USING INDEX ix_transactions_pending (tenant_id=?)"
-        )
+        assert used.startswith(f"SEARCH transactions USING INDEX {index} {search}")

@@ -328,6 +328,9 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
             type=parse_type_filter(v, "type", request.type),
             status=parse_status_filter(v, "status", request.status),
             external_id=request.external_id,
+            related_id=parse_name(
+                v, "related_transaction", request.related_transaction, "transactions", required=False
+            ),
         )
         items, token = self._ledger.list_transactions(
             tenant_of_call(), flt, request.page_size, request.page_token, v

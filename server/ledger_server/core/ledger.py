@@ -568,6 +568,8 @@ class Ledger:
             query += f"|status={flt.status.value}"
         if flt.external_id:
             query += f"|external_id={flt.external_id}"
+        if flt.related_id:
+            query += f"|related={flt.related_id}"
         before = self._tokens.decode(query, page_token)
         now = self._clock()  # one now for the store's status filter and the view of each
         with self._store.reading() as r:

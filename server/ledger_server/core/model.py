@@ -264,6 +264,7 @@ class TransactionFilter:
     # As of now: a hold past its expiry is VOIDED (views.transaction_now), stored or not.
     status: TransactionStatus | None = None
     external_id: str = ""
+    related_id: str = ""  # transactions whose related_transaction is this one
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,16 @@ transactions = Table(
         sqlite_where=text("status = 'pending'"),
         postgresql_where=text("status = 'pending'"),
     ),
+    # What points at a transaction (its refunds, a hold's capture, a lot's expiry): only
+    # those rows are in it, so a plain posting pays nothing for it.
+    Index(
+        "ix_transactions_related",
+        "tenant_id",
+        "related_transaction_id",
+        "seq",
+        sqlite_where=text("related_transaction_id IS NOT NULL"),
+        postgresql_where=text("related_transaction_id IS NOT NULL"),
+    ),
     # The tenant's open holds, newest first (ListTransactions' status filter): without it
     # that page scans the tenant's whole history for a few holds.
     Index(

@@ -156,7 +156,8 @@ class SqlUnit(AdminQueries):
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
     ) -> Page[Transaction]:
         t = transactions.c
-        if flt.account_id and flt.type is None and flt.status is None and not flt.external_id:
+        prebuilt = flt.type is None and flt.status is None and not (flt.external_id or flt.related_id)
+        if flt.account_id and prebuilt:
             direction, other = (flt.direction, flt.direction) if flt.direction else tuple(Direction)
             params = {
                 "tenant_id": tenant_id,
@@ -704,6 +705,8 @@ def filtered_transactions(
         q = q.where(status_as_of(flt.status, to_micros(now)))
     if before is not None:
         q = q.where(t.seq < before)
+    if flt.related_id:  # a few rows at most: the partial index ix_transactions_related
+        q = q.where(t.related_transaction_id == flt.related_id)
     if flt.external_id:  # unique per tenant: its index finds the one row, if any
         q = q.where(t.external_id == flt.external_id)
         if flt.account_id:

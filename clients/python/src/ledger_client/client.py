@@ -1013,6 +1013,7 @@ class LedgerClient:
         type: TypeLike | None = None,
         status: TransactionStatusLike | None = None,
         external_id: str = "",
+        related_transaction: str = "",
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
@@ -1021,7 +1022,9 @@ class LedgerClient:
         posting dates (both inclusive), of one direction, of one type (``"hold"``: an
         account's holds) and in one status as of now (``type="hold", status="pending"``:
         its open holds; a lapsed hold is ``"voided"``); ``external_id`` finds the one
-        transaction (if any) with that external id (a payment gateway's charge id, say)."""
+        transaction (if any) with that external id (a payment gateway's charge id, say);
+        ``related_transaction`` (``transactions/{id}``) lists what points at that one: a
+        payment's refunds, a hold's capture, a credit lot's expiry."""
         request = transaction_service_pb2.ListTransactionsRequest(
             page_size=page_size,
             page_token=page_token,
@@ -1030,6 +1033,7 @@ class LedgerClient:
             type=_type(type),
             status=transaction_pb2.TRANSACTION_STATUS_UNSPECIFIED if status is None else _status(status),
             external_id=external_id,
+            related_transaction=related_transaction,
         )
         if posting_date_from is not None:
             request.posting_date_from.CopyFrom(date_to_proto(posting_date_from))
@@ -1047,6 +1051,7 @@ class LedgerClient:
         type: TypeLike | None = None,
         status: TransactionStatusLike | None = None,
         external_id: str = "",
+        related_transaction: str = "",
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
@@ -1063,6 +1068,7 @@ class LedgerClient:
                 type=type,
                 status=status,
                 external_id=external_id,
+                related_transaction=related_transaction,
                 page_size=page_size,
                 page_token=token,
                 timeout=timeout,

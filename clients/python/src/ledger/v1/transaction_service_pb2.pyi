@@ -258,6 +258,7 @@ class ListTransactionsRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    RELATED_TRANSACTION_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of transactions to return: default 50, at most 1000 (larger
     values are lowered to 1000); negative is refused. A page may hold fewer, down to
@@ -283,6 +284,11 @@ class ListTransactionsRequest(_message.Message):
     """Only the transaction with this external_id (unique per tenant, so at most one): how
     to find the ledger's transaction for a payment gateway's charge id, say. Optional.
     """
+    related_transaction: _builtins.str
+    """Only the transactions that point at this one, `transactions/{transaction_id}` (their
+    related_transaction): a payment's refunds, a hold's capture, a credit lot's expiry.
+    Optional.
+    """
     @_builtins.property
     def posting_date_from(self) -> _date_pb2.Date:
         """Only transactions posted on or after this date. Optional."""
@@ -303,10 +309,11 @@ class ListTransactionsRequest(_message.Message):
         type: _transaction_pb2.TransactionType.ValueType = ...,
         status: _transaction_pb2.TransactionStatus.ValueType = ...,
         external_id: _builtins.str = ...,
+        related_transaction: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "external_id", b"external_id", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to", "status", b"status", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "direction", b"direction", "external_id", b"external_id", "page_size", b"page_size", "page_token", b"page_token", "posting_date_from", b"posting_date_from", "posting_date_to", b"posting_date_to", "related_transaction", b"related_transaction", "status", b"status", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
