@@ -115,7 +115,8 @@ def test_thread_profile_names_the_loop_and_the_writer() -> None:
     # The units run on the loop (SQLite), the writer commits: both named, both busy.
     assert {"grpc-aio-loop", "writer-0"} <= rows.keys(), run.stdout
     assert int(rows["grpc-aio-loop"]) > 0
-    assert int(rows["(all)"]) >= int(rows["grpc-aio-loop"]) + int(rows["writer-0"])
+    # Each figure is rounded on its own: the two rounded parts may pass the rounded total by 1.
+    assert int(rows["(all)"]) >= int(rows["grpc-aio-loop"]) + int(rows["writer-0"]) - 1
 
 
 @pytest.mark.skipif(
