@@ -172,7 +172,7 @@ class SqlUnit(AdminQueries):
             rows = self._run("account_history", params).fetchall()
             return page_of(rows, limit, transaction_of, transaction_size)
         newest = filtered_transactions(tenant_id, flt, before, limit, now)
-        if not flt.account_id or flt.external_id:
+        if not flt.account_id:
             rows = self._query(newest).all()
         else:  # an account's own, and the transfers it received: two index ranges, merged
             rows = self._query(newest.where(t.account_id == flt.account_id)).all()
@@ -709,6 +709,4 @@ def filtered_transactions(
         q = q.where(t.related_transaction_id == flt.related_id)
     if flt.external_id:  # unique per tenant: its index finds the one row, if any
         q = q.where(t.external_id == flt.external_id)
-        if flt.account_id:
-            q = q.where(or_(t.account_id == flt.account_id, t.counterparty_account_id == flt.account_id))
     return q.order_by(t.seq.desc()).limit(limit + 1)
