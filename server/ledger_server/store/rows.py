@@ -103,6 +103,11 @@ def creator_of(token_id: str | None, token_name: str) -> Creator | None:
     return Creator(token_id, token_name) if token_id else None
 
 
+def creator_columns(creator: Creator | None) -> tuple[str | None, str | None]:
+    """creator_of's inverse: the token columns to write."""
+    return (creator.token_id, creator.token_name) if creator else (None, None)
+
+
 # Whole rows in table order (hot_sql's *_COLUMNS, or select(table)), from the DBAPI
 # cursor or SQLAlchemy alike: unpacked by position, which fails loudly on a column count
 # that does not match.
@@ -240,7 +245,8 @@ def status_change_of(row: Sequence[Any]) -> StatusChange:
 
 def account_update_params(account_id: str, u: AccountUpdate) -> dict[str, Any]:
     """An update's row, whose after-values also serve UPDATE accounts (NULL: unchanged)."""
-    before, after, by = u.previous, u.current, u.updated_by
+    before, after = u.previous, u.current
+    token_id, token_name = creator_columns(u.updated_by)
     return {
         "account_id": account_id,
         "previous_external_ref": before.external_ref,
@@ -251,8 +257,8 @@ def account_update_params(account_id: str, u: AccountUpdate) -> dict[str, Any]:
         "metadata": None if after.metadata is None else dump_metadata(after.metadata),
         "reason": u.reason,
         "updated_at": to_micros(u.updated_at),
-        "token_id": by.token_id if by else None,
-        "token_name": by.token_name if by else None,
+        "token_id": token_id,
+        "token_name": token_name,
     }
 
 

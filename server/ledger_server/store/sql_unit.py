@@ -46,6 +46,7 @@ from ledger_server.store.rows import (
     account_update_of,
     account_update_params,
     account_update_size,
+    creator_columns,
     customer_of,
     dump_metadata,
     from_micros,
@@ -483,6 +484,7 @@ class SqlUnit(AdminQueries):
 
     def insert_transaction(self, txn: Transaction, legs: list[Entry]) -> None:
         created = to_micros(txn.created_at)
+        token_id, token_name = creator_columns(txn.creator)
         if txn.external_id:
             self._external_ids[(txn.tenant_id, txn.external_id)] = txn.id
         self._run(
@@ -504,8 +506,8 @@ class SqlUnit(AdminQueries):
                 "ending_balance": txn.ending_balance,
                 "created_at": created,
                 "updated_at": to_micros(txn.updated_at),
-                "creator_token_id": txn.creator.token_id if txn.creator else None,
-                "creator_token_name": txn.creator.token_name if txn.creator else None,
+                "creator_token_id": token_id,
+                "creator_token_name": token_name,
                 "type": txn.type.value,
                 "expires_at": None if txn.expires_at is None else to_micros(txn.expires_at),
                 "counterparty_account_id": txn.counterparty_id or None,
@@ -607,12 +609,12 @@ class SqlUnit(AdminQueries):
         )
 
     def set_account_status(self, account_id: str, change: StatusChange) -> None:
-        by = change.changed_by
+        token_id, token_name = creator_columns(change.changed_by)
         params = {
             "status": change.status.value,
             "reason": change.reason,
-            "token_id": by.token_id if by else None,
-            "token_name": by.token_name if by else None,
+            "token_id": token_id,
+            "token_name": token_name,
             "updated_at": to_micros(change.changed_at),
             "id": account_id,
         }
@@ -623,8 +625,8 @@ class SqlUnit(AdminQueries):
             "status": change.status.value,
             "reason": change.reason,
             "changed_at": params["updated_at"],
-            "token_id": params["token_id"],
-            "token_name": params["token_name"],
+            "token_id": token_id,
+            "token_name": token_name,
         }
         self._run("insert_status_change", params)
 
