@@ -45,13 +45,12 @@ def serve(args: argparse.Namespace) -> int:
         metrics = Metrics()
         metrics.watch_store(store.commit_stats, store.connections_in_use)
         try:
-            metrics_port = metrics.serve(settings.metrics_listen)
+            metrics_url = metrics.serve(settings.metrics_listen)
         except (OSError, ValueError) as exc:
             print(f"cannot serve metrics on {settings.metrics_listen}: {exc}", file=sys.stderr)
             store.close()
             return 2
-        metrics_host = settings.metrics_listen.rsplit(":", 1)[0]
-        log.info("metrics", extra={"address": f"http://{metrics_host}:{metrics_port}/metrics"})
+        log.info("metrics", extra={"address": metrics_url})
     server = LedgerServer(ledger, authenticator, settings, metrics)
     worker = ExpiryWorker(ledger, settings.expiry_seconds, metrics)
     stop = threading.Event()

@@ -64,13 +64,13 @@ class Metrics:
     ) -> None:
         self.registry.register(_StoreCollector(commit_stats, connections_in_use))
 
-    def serve(self, listen: str) -> int:
-        """Serve /metrics on `listen` (host:port; port 0 picks one) in a thread; the port."""
+    def serve(self, listen: str) -> str:
+        """Serve /metrics on `listen` (host:port; port 0 picks one) in a thread; its URL."""
         host, _, port = listen.rpartition(":")
         self._http, _ = start_http_server(
             int(port), host.strip("[]"), registry=self.registry
         )  # a daemon thread
-        return int(self._http.server_port)
+        return f"http://{host}:{self._http.server_port}/metrics"
 
     def stop(self) -> None:
         if self._http is not None:
