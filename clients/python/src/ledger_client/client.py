@@ -8,7 +8,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias, TypedDict, TypeVar
+from typing import Any, Protocol, TypeAlias, TypedDict, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -636,19 +636,17 @@ class LedgerClient:
     ) -> Iterator[account_pb2.Account]:
         """Every account (of ``external_ref`` and in ``status``, if given), following
         next_page_token. Each page is its own call with its own deadline and retries."""
-        token = page_token
-        while True:
-            page = self.list_accounts(
+        return _every(
+            lambda token: self.list_accounts(
                 page_size=page_size,
                 page_token=token,
                 external_ref=external_ref,
                 status=status,
                 timeout=timeout,
-            )
-            yield from page.accounts
-            token = _next_token(token, page.next_page_token)
-            if not token:
-                return
+            ),
+            lambda page: page.accounts,
+            page_token,
+        )
 
     def list_account_status_changes(
         self, account: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
@@ -665,15 +663,12 @@ class LedgerClient:
         self, account: str, *, page_size: int = 0, timeout: float | None = None
     ) -> Iterator[account_pb2.AccountStatusChange]:
         """Every status change of ``account``, newest first, following next_page_token."""
-        token = ""
-        while True:
-            page = self.list_account_status_changes(
+        return _every(
+            lambda token: self.list_account_status_changes(
                 account, page_size=page_size, page_token=token, timeout=timeout
-            )
-            yield from page.status_changes
-            token = _next_token(token, page.next_page_token)
-            if not token:
-                return
+            ),
+            lambda page: page.status_changes,
+        )
 
     def list_account_updates(
         self, account: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
@@ -691,13 +686,12 @@ class LedgerClient:
         self, account: str, *, page_size: int = 0, timeout: float | None = None
     ) -> Iterator[account_pb2.AccountUpdate]:
         """Every update of ``account``'s details, newest first, following next_page_token."""
-        token = ""
-        while True:
-            page = self.list_account_updates(account, page_size=page_size, page_token=token, timeout=timeout)
-            yield from page.updates
-            token = _next_token(token, page.next_page_token)
-            if not token:
-                return
+        return _every(
+            lambda token: self.list_account_updates(
+                account, page_size=page_size, page_token=token, timeout=timeout
+            ),
+            lambda page: page.updates,
+        )
 
     # -- TransactionService ------------------------------------------------------------
 
@@ -1058,9 +1052,8 @@ class LedgerClient:
     ) -> Iterator[transaction_pb2.Transaction]:
         """Every matching transaction, newest first, following next_page_token. Each
         page is its own call with its own deadline and retries."""
-        token = page_token
-        while True:
-            page = self.list_transactions(
+        return _every(
+            lambda token: self.list_transactions(
                 account=account,
                 posting_date_from=posting_date_from,
                 posting_date_to=posting_date_to,
@@ -1072,11 +1065,10 @@ class LedgerClient:
                 page_size=page_size,
                 page_token=token,
                 timeout=timeout,
-            )
-            yield from page.transactions
-            token = _next_token(token, page.next_page_token)
-            if not token:
-                return
+            ),
+            lambda page: page.transactions,
+            page_token,
+        )
 
     # -- AdminService ------------------------------------------------------------------
 
@@ -1086,6 +1078,30 @@ class LedgerClient:
         on a consistent ledger."""
         request = admin_service_pb2.VerifyLedgerRequest()
         return self._call(self._admin.VerifyLedger, request, timeout=timeout)
+
+
+class _Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+_P = TypeVar("_P", bound=_Page)
+_Item = TypeVar("_Item")
+
+
+def _every(
+    list_page: Callable[[str], _P], items: Callable[[_P], Iterable[_Item]], page_token: str = ""
+) -> Iterator[_Item]:
+    """Every item of a List method's pages from `page_token` on, following
+    next_page_token; each page is its own call (`list_page(token)`), made as the
+    iteration reaches it."""
+    token = page_token
+    while True:
+        page = list_page(token)
+        yield from items(page)
+        token = _next_token(token, page.next_page_token)
+        if not token:
+            return
 
 
 def _next_token(current: str, following: str) -> str:
