@@ -7,10 +7,12 @@ import uuid
 
 import grpc
 import pytest
+import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger.v1 import account_pb2, transaction_pb2, transaction_service_pb2, transaction_service_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
 
+from ledger_server.api.aio_bridge import shared_loop
 from ledger_server.api.server import LedgerServer
 
 
@@ -147,6 +149,12 @@ def test_health_reports_serving(server: LedgerServer) -> None:
         for service in ("", "ledger.v1.AccountService", "ledger.v1.TransactionService"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_calls_are_served_on_uvloop(client: LedgerClient) -> None:
+    account = client.create_account(currency="usd", external_ref="loop")
+    assert client.credit(account.name, 5, "USD").ending_balance == 5
+    assert isinstance(shared_loop(), uvloop.Loop)  # the measured choice (docs/performance.md)
 
 
 def test_oversized_message_is_refused(client: LedgerClient) -> None:
