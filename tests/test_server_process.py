@@ -107,10 +107,12 @@ def test_one_structured_log_line_per_call(
 ) -> None:
     reader = admin.create_token("acme", "reader", ["accounts:read"])[1]
     with connect(server_process) as client:
-        account = client.create_account(currency="USD")
-        client.credit(account.name, 5, "USD")
+        opened, granted, spent = (str(uuid.uuid4()) for _ in range(3))
+        account = client.create_account(currency="USD", request_id=opened)
+        credit = client.credit(account.name, 5, "USD", request_id=granted)
         with pytest.raises(LedgerError):
-            client.debit(account.name, 6, "USD")
+            client.debit(account.name, 6, "USD", request_id=spent)
+        client.get_account(account.name)
     with (
         LedgerClient(f"127.0.0.1:{server_process.port}", token="ltk_nope", max_attempts=1) as anonymous,
         pytest.raises(LedgerError),
@@ -129,8 +131,19 @@ def test_one_structured_log_line_per_call(
         ("CreateAccount", "OK", "acme", token_id),
         ("CreateTransaction", "OK", "acme", token_id),
         ("CreateTransaction", "FAILED_PRECONDITION", "acme", token_id),
+        ("GetAccount", "OK", "acme", token_id),
         ("GetAccount", "UNAUTHENTICATED", None, None),  # no caller: no tenant, no token
         ("CreateAccount", "PERMISSION_DENIED", "acme", reader.split("_")[1]),  # who tried
     ]
     assert all(isinstance(c["duration_ms"], float) for c in calls)
+    # What each call wrote or read and the client's request_id: a refused call names what
+    # its request names (a debit names none), a call refused its caller nothing.
+    assert [(c.get("resource"), c.get("request_id")) for c in calls] == [
+        (account.name, opened),
+        (credit.name, granted),
+        (None, spent),
+        (account.name, None),
+        (None, None),
+        (None, None),
+    ]
     assert not any(token.split("_")[2] in line for line in server_process.log_path.read_text().splitlines())

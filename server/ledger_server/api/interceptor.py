@@ -1,7 +1,8 @@
 """What wraps every RPC's behavior: authenticates the caller of ledger methods, hands the
 call's deadline to the store (core/deadline.py), turns domain errors into rich gRPC
-statuses, and writes one structured log line per call (method, code, duration), also
-counted in the metrics if they are served. Request contents and tokens are never logged.
+statuses, and writes one structured log line per call (method, code, duration, caller,
+the resource written or read and the request_id), also counted in the metrics if they are
+served. Other request contents and tokens are never logged.
 
 The wrapped behaviors stay synchronous: the server (api/server.py) wraps every method
 handler once, when it is registered, and runs the result in its worker threads or in call
@@ -64,13 +65,13 @@ class CallInterceptor:
         scope = self._scopes.get(method)
 
         @contextmanager
-        def around(context: grpc.ServicerContext) -> Iterator[None]:
+        def around(context: grpc.ServicerContext) -> Iterator[_Call]:
             with (
                 _observed(method, context, self._observe) as call,
                 _deadline_of(context),
                 self._authorized(scope, context, call),
             ):
-                yield
+                yield call
 
         if handler.unary_unary:
             return handler._replace(unary_unary=_unary(around, handler.unary_unary))
@@ -96,15 +97,58 @@ class CallInterceptor:
             reset_caller(token)
 
 
-Around = Callable[[grpc.ServicerContext], AbstractContextManager[None]]
+Around = Callable[[grpc.ServicerContext], AbstractContextManager["_Call"]]
 
 
 def _unary(around: Around, behavior: Behavior) -> Behavior:
     def call(request: Any, context: grpc.ServicerContext) -> Any:
-        with around(context):
-            return behavior(request, context)
+        with around(context) as logged:
+            keyed, named = _request_fields(type(request))
+            if keyed:
+                logged.request_id = request.request_id
+            if named:
+                logged.resource = request.name
+            response = behavior(request, context)
+            logged.resource = _resource_of(response) or logged.resource
+            return response
 
     return call
+
+
+# Request type -> whether it has a request_id and a name field. (A client-streamed request,
+# ImportTransactions', is an iterator: neither.) Looked up once: a missing attribute of a
+# protobuf message raises, which costs more than the rest of the log line.
+_REQUEST_FIELDS: dict[type, tuple[bool, bool]] = {}
+
+
+def _request_fields(kind: type) -> tuple[bool, bool]:
+    found = _REQUEST_FIELDS.get(kind)
+    if found is None:
+        descriptor = getattr(kind, "DESCRIPTOR", None)
+        names = descriptor.fields_by_name if descriptor is not None else {}
+        found = _REQUEST_FIELDS[kind] = ("request_id" in names, "name" in names)
+    return found
+
+
+# Response type -> its resource field: the singular message field 1 (the account or
+# transaction created, changed or read), or None (lists, batches, reports).
+_RESOURCE_FIELDS: dict[type, str | None] = {}
+
+
+def _resource_of(response: Any) -> str:
+    """The name of the resource a call's response carries, if it carries one."""
+    kind = type(response)
+    if kind not in _RESOURCE_FIELDS:
+        _RESOURCE_FIELDS[kind] = _resource_field(getattr(response, "DESCRIPTOR", None))
+    field = _RESOURCE_FIELDS[kind]
+    return getattr(response, field).name if field is not None else ""
+
+
+def _resource_field(descriptor: Any) -> str | None:
+    first = descriptor.fields_by_number.get(1) if descriptor is not None else None
+    if first is None or first.message_type is None or first.is_repeated:
+        return None
+    return str(first.name) if "name" in first.message_type.fields_by_name else None
 
 
 @contextmanager
@@ -120,10 +164,12 @@ def _deadline_of(context: grpc.ServicerContext) -> Iterator[None]:
 class _Call:
     """What the log line of a call tells besides its method and outcome."""
 
-    __slots__ = ("caller",)
+    __slots__ = ("caller", "request_id", "resource")
 
     def __init__(self) -> None:
         self.caller: Caller | None = None  # once authenticated
+        self.request_id = ""  # the client's idempotency key: finds the calls a client retried
+        self.resource = ""  # the resource written or read, or else the one the request names
 
 
 @contextmanager
@@ -152,6 +198,10 @@ def _observed(method: str, context: grpc.ServicerContext, observe: Observer | No
         fields = {"method": method, "code": code.name, "duration_ms": round(seconds * 1000, 3)}
         if call.caller is not None:  # the tenant and token id, never the token's secret
             fields["tenant"], fields["token"] = call.caller.tenant_id, call.caller.token_id
+        if call.resource:
+            fields["resource"] = call.resource
+        if call.request_id:
+            fields["request_id"] = call.request_id
         log.info("rpc", extra=fields)
         if observe is not None:
             observe(method, code.name, seconds)
