@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import grpc
 from google.rpc import status_pb2
@@ -103,52 +103,49 @@ Around = Callable[[grpc.ServicerContext], AbstractContextManager["_Call"]]
 def _unary(around: Around, behavior: Behavior) -> Behavior:
     def call(request: Any, context: grpc.ServicerContext) -> Any:
         with around(context) as logged:
-            keyed, named = _request_fields(type(request))
-            if keyed:
+            asked = _shape(type(request))
+            if asked.keyed:
                 logged.request_id = request.request_id
-            if named:
+            if asked.named:
                 logged.resource = request.name
             response = behavior(request, context)
-            logged.resource = _resource_of(response) or logged.resource
+            field = _shape(type(response)).resource
+            if field is not None:
+                logged.resource = getattr(response, field).name
             return response
 
     return call
 
 
-# Request type -> whether it has a request_id and a name field. (A client-streamed request,
-# ImportTransactions', is an iterator: neither.) Looked up once: a missing attribute of a
-# protobuf message raises, which costs more than the rest of the log line.
-_REQUEST_FIELDS: dict[type, tuple[bool, bool]] = {}
+class _Shape(NamedTuple):
+    """What a message type holds for the log line: a request_id, a name, and the field of
+    the resource it carries (its singular message field 1 with a name: the account or
+    transaction created, changed or read; None for lists, batches and reports)."""
+
+    keyed: bool
+    named: bool
+    resource: str | None
 
 
-def _request_fields(kind: type) -> tuple[bool, bool]:
-    found = _REQUEST_FIELDS.get(kind)
-    if found is None:
+# Message type -> its _Shape, looked up once per type: a protobuf message raises on a
+# missing attribute, which would cost more than the rest of the log line. A client-streamed
+# request (ImportTransactions') is an iterator: no descriptor, nothing to log.
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(kind: type) -> _Shape:
+    shape = _SHAPES.get(kind)
+    if shape is None:
         descriptor = getattr(kind, "DESCRIPTOR", None)
-        names = descriptor.fields_by_name if descriptor is not None else {}
-        found = _REQUEST_FIELDS[kind] = ("request_id" in names, "name" in names)
-    return found
-
-
-# Response type -> its resource field: the singular message field 1 (the account or
-# transaction created, changed or read), or None (lists, batches, reports).
-_RESOURCE_FIELDS: dict[type, str | None] = {}
-
-
-def _resource_of(response: Any) -> str:
-    """The name of the resource a call's response carries, if it carries one."""
-    kind = type(response)
-    if kind not in _RESOURCE_FIELDS:
-        _RESOURCE_FIELDS[kind] = _resource_field(getattr(response, "DESCRIPTOR", None))
-    field = _RESOURCE_FIELDS[kind]
-    return getattr(response, field).name if field is not None else ""
-
-
-def _resource_field(descriptor: Any) -> str | None:
-    first = descriptor.fields_by_number.get(1) if descriptor is not None else None
-    if first is None or first.message_type is None or first.is_repeated:
-        return None
-    return str(first.name) if "name" in first.message_type.fields_by_name else None
+        if descriptor is None:
+            shape = _Shape(False, False, None)
+        else:
+            names, first = descriptor.fields_by_name, descriptor.fields_by_number.get(1)
+            carried = first is not None and first.message_type is not None and not first.is_repeated
+            resource = str(first.name) if carried and "name" in first.message_type.fields_by_name else None
+            shape = _Shape("request_id" in names, "name" in names, resource)
+        _SHAPES[kind] = shape
+    return shape
 
 
 @contextmanager
