@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ledger_server import logs
@@ -21,8 +22,9 @@ from ledger_server.core.auth import ADMIN, SCOPES, Authenticator
 from ledger_server.core.ledger import Ledger
 from ledger_server.expiry_worker import ExpiryWorker
 from ledger_server.metrics import Metrics
+from ledger_server.store import backup
 from ledger_server.store.engine import make_engine
-from ledger_server.store.migrate import current_revision, upgrade
+from ledger_server.store.migrate import current_revision, head_revision, upgrade
 from ledger_server.store.sql_store import SqlStore
 
 log = logging.getLogger("ledger.server")
@@ -135,8 +137,15 @@ def expire(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     store = _store(args)
+    broken = _verified(store, args.tenant)
+    store.close()
+    return 1 if broken else 0
+
+
+def _verified(store: SqlStore, tenant: str = "") -> int:
+    """Audits `tenant` (default: every tenant), printing a report; returns the violations."""
     ledger = Ledger(store)
-    tenant_ids = [args.tenant] if args.tenant else [t.id for t in Admin(store).list_tenants()]
+    tenant_ids = [tenant] if tenant else [t.id for t in Admin(store).list_tenants()]
     broken = 0
     for tenant_id in tenant_ids:
         report = ledger.verify(tenant_id)
@@ -147,7 +156,50 @@ def verify(args: argparse.Namespace) -> int:
         )
         for x in report.violations:
             print(f"  {x.check}: {x.resource}: {x.detail}")
-    store.close()
+    return broken
+
+
+def backup_database(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    database = backup.sqlite_path(args.database_url)
+    copy = backup.backup(database, Path(args.destination))
+    print(f"backed up {database} to {_described(copy)} in {time.monotonic() - started:.1f} s")
+    return _verified_copy(copy, args.no_verify)
+
+
+def restore_database(args: argparse.Namespace) -> int:
+    database = backup.sqlite_path(args.database_url)
+    copy = backup.restore(Path(args.backup), database, args.replace)
+    print(f"restored {args.backup} into {_described(copy)}")
+    return _verified_copy(copy, args.no_verify)
+
+
+def _described(copy: backup.Copy) -> str:
+    return (
+        f"{copy.path}: {copy.pages:,} pages ({copy.size / 2**20:,.1f} MiB), schema revision {copy.revision}"
+    )
+
+
+def _verified_copy(copy: backup.Copy, skip: bool) -> int:
+    """Audits what a backup or restore wrote, as `ledger-server verify` would; a copy of
+    an older schema is left as it is (a server migrates it when it starts)."""
+    if skip:
+        print("ledger not verified (--no-verify)")
+        return 0
+    if copy.revision != head_revision():
+        print(
+            f"ledger not verified: schema revision {copy.revision}, this server's is "
+            f"{head_revision()} (a server migrates it when it starts; then `ledger-server verify`)"
+        )
+        return 0
+    engine = make_engine(f"sqlite:///{copy.path}", pool_size=2)
+    store = SqlStore(engine)
+    try:
+        broken = _verified(store)
+    finally:
+        store.close()
+    if broken:
+        print(f"{copy.path} is a faithful copy of a ledger with {broken} violations", file=sys.stderr)
     return 1 if broken else 0
 
 
@@ -238,6 +290,22 @@ def _parser() -> argparse.ArgumentParser:
     verify_cmd.add_argument("--tenant", default="", help="only this tenant (default: every tenant)")
     verify_cmd.set_defaults(run=verify)
 
+    backup_cmd = db_command(
+        commands, "backup", "copy the SQLite database while the server runs, then audit the copy"
+    )
+    backup_cmd.add_argument("destination", help="the backup file to write (never overwritten)")
+    backup_cmd.add_argument("--no-verify", action="store_true", help="skip auditing the copy")
+    backup_cmd.set_defaults(run=backup_database)
+    restore_cmd = db_command(
+        commands, "restore", "write a backup into the SQLite database (the server stopped), then audit it"
+    )
+    restore_cmd.add_argument("backup", help="a file written by `ledger-server backup`")
+    restore_cmd.add_argument(
+        "--replace", action="store_true", help="overwrite a database that already holds a ledger"
+    )
+    restore_cmd.add_argument("--no-verify", action="store_true", help="skip auditing the result")
+    restore_cmd.set_defaults(run=restore_database)
+
     tenants = commands.add_parser("tenants", help="administer tenants").add_subparsers(
         dest="action", required=True
     )
@@ -270,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         result: int = args.run(args)
-    except AdminError as exc:
+    except (AdminError, backup.BackupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return result
