@@ -12,7 +12,14 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from ledger.v1 import transaction_pb2, transaction_service_pb2, transaction_service_pb2_grpc
-from ledger_client import LedgerClient, LedgerError, hold_request, transaction_request
+from ledger_client import (
+    LedgerClient,
+    LedgerError,
+    capture_request,
+    hold_request,
+    refund_request,
+    transaction_request,
+)
 from sqlalchemy import Engine, func, select
 
 from ledger_server.core.ledger import Ledger
@@ -98,7 +105,7 @@ def test_a_hold_item_counts_against_the_items_after_it_and_is_undone_with_them(
     assert client.get_account(account).balance.pending == 80
 
 
-def test_only_postings_and_holds_can_be_created_and_a_hold_is_a_debit(
+def test_transfers_are_not_batch_items_and_a_hold_is_a_debit(
     client: LedgerClient, account: str, token: str
 ) -> None:
     transfer = debit(account, 1)
@@ -317,3 +324,180 @@ def test_a_batch_whose_reply_could_outgrow_the_message_limit_is_refused_first(
         [credit(account, 1) for _ in range(5)], independent=independent
     )
     assert len(fits) == 5
+
+
+def test_batch_items_capture_holds_and_refund_transactions(
+    client: LedgerClient, account: str, engine: Engine
+) -> None:
+    """Settling many holds and payments at once (seed 003's array of paid and refunded
+    items): captures and refunds are batch items, given by what they settle."""
+    first = client.create_hold(account, 60, "USD", metadata={"gateway_id": "g-1"}, description="checkout")
+    second = client.create_hold(account, 20, "USD")
+    spent = client.debit(account, 10, "USD")
+    items = [
+        capture_request(first.name, amount=50),
+        capture_request(second.name),  # all of it
+        refund_request(spent.name, amount=4, metadata={"reason": "late"}),
+        credit(account, 5),
+    ]
+    results = [r.transaction for r in client.batch_create_transactions(items)]
+    assert [(t.type, t.direction, t.amount, t.related_transaction, t.ending_balance) for t in results] == [
+        (transaction_pb2.TRANSACTION_TYPE_CAPTURE, transaction_pb2.DIRECTION_DEBIT, 50, first.name, 40),
+        (transaction_pb2.TRANSACTION_TYPE_CAPTURE, transaction_pb2.DIRECTION_DEBIT, 20, second.name, 20),
+        (transaction_pb2.TRANSACTION_TYPE_REFUND, transaction_pb2.DIRECTION_CREDIT, 4, spent.name, 24),
+        (transaction_pb2.TRANSACTION_TYPE_STANDARD, transaction_pb2.DIRECTION_CREDIT, 5, "", 29),
+    ]
+    assert {(t.account, t.currency) for t in results} == {(account, "USD")}
+    assert dict(results[0].metadata) == {"gateway_id": "g-1"} and results[0].description == "checkout"
+    assert dict(results[2].metadata) == {"reason": "late"}
+    balance = client.get_account(account).balance
+    assert (balance.posted, balance.pending, balance.available) == (29, 0, 29)
+    settled = [client.get_transaction(t.name) for t in (first, second, spent)]
+    assert [(t.status, t.captured_amount, t.refunded_amount) for t in settled] == [
+        (transaction_pb2.TRANSACTION_STATUS_CAPTURED, 50, 0),
+        (transaction_pb2.TRANSACTION_STATUS_CAPTURED, 20, 0),
+        (transaction_pb2.TRANSACTION_STATUS_PARTIALLY_REFUNDED, 0, 4),
+    ]
+    assert invariant_violations(engine) == []
+    before = posted_count(engine)
+    again = client.batch_create_transactions(items, independent=True)  # each item replays
+    assert [r.transaction for r in again] == results and posted_count(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("settle", "refused"),
+    [
+        ("capture twice", ("HOLD_NOT_PENDING", 1)),
+        ("refund past the amount", ("AMOUNT_EXCEEDS_REFUNDABLE", 1)),
+        ("capture a debit", ("NOT_A_HOLD", 0)),
+        ("refund a hold", ("NOT_REFUNDABLE", 0)),
+    ],
+)
+def test_an_atomic_batch_with_a_refused_settlement_changes_nothing(
+    client: LedgerClient, account: str, engine: Engine, settle: str, refused: tuple[str, int]
+) -> None:
+    reason, index = refused
+    held = client.create_hold(account, 30, "USD")
+    spent = client.debit(account, 10, "USD")
+    items = {
+        "capture twice": [capture_request(held.name, amount=10), capture_request(held.name, amount=10)],
+        "refund past the amount": [
+            refund_request(spent.name, amount=6),
+            refund_request(spent.name, amount=6),
+        ],
+        "capture a debit": [capture_request(spent.name)],
+        "refund a hold": [refund_request(held.name)],
+    }[settle]
+    before = posted_count(engine)
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([credit(account, 1), *items])
+    assert (info.value.code, info.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION, reason)
+    assert info.value.error_metadata["item_index"] == str(index + 1)
+    assert posted_count(engine) == before
+    assert client.get_transaction(held.name).status == transaction_pb2.TRANSACTION_STATUS_PENDING
+    assert client.get_transaction(spent.name).refunded_amount == 0
+    balance = client.get_account(account).balance
+    assert (balance.posted, balance.pending) == (90, 30)
+
+
+def test_settlement_items_must_agree_with_what_they_settle(client: LedgerClient, account: str) -> None:
+    other = client.create_account(currency="USD").name
+    held = client.create_hold(account, 30, "USD")
+    spent = client.debit(account, 10, "USD")
+    mine = capture_request(held.name)
+    mine.transaction.account, mine.transaction.currency = account, "usd"  # may be given, if right
+    wrong_account = capture_request(held.name)
+    wrong_account.transaction.account = other
+    wrong_currency = refund_request(spent.name)
+    wrong_currency.transaction.currency = "EUR"
+    wrong_direction = refund_request(spent.name)
+    wrong_direction.transaction.direction = transaction_pb2.DIRECTION_DEBIT  # a debit's refund credits
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([mine, wrong_account, wrong_currency, wrong_direction])
+    assert (info.value.code, info.value.error_metadata["item_index"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "1",
+    )
+    assert [v.field for v in info.value.field_violations] == [
+        "requests[1].transaction.account",
+        "requests[2].transaction.currency",
+        "requests[3].transaction.direction",
+    ]
+    assert held.name.split("/")[1] in info.value.field_violations[0].description
+
+    with_metadata = capture_request(held.name)
+    with_metadata.transaction.metadata["gateway_id"] = "g"  # a capture carries its hold's
+    with_kind = refund_request(spent.name)
+    with_kind.transaction.kind = transaction_pb2.TRANSACTION_KIND_PROMOTION
+    unnamed = capture_request(held.name)
+    unnamed.transaction.related_transaction = ""
+    negative = refund_request(spent.name)
+    negative.transaction.amount = -1
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([with_metadata, with_kind, unnamed, negative])
+    assert [v.field for v in info.value.field_violations] == [
+        "requests[0].transaction.metadata",
+        "requests[1].transaction.kind",
+        "requests[2].transaction.related_transaction",
+        "requests[3].transaction.amount",
+    ]
+
+    missing = capture_request("transactions/0190a0f0-0000-7000-8000-000000000000")
+    results = client.batch_create_transactions(
+        [missing, wrong_currency, wrong_direction, mine], independent=True
+    )
+    errors = [(r.error.code, r.error.message.split(":")[0]) for r in results[:3]]
+    assert errors == [
+        (grpc.StatusCode.NOT_FOUND.value[0], "requests[0]"),
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "requests[1]"),
+        (grpc.StatusCode.INVALID_ARGUMENT.value[0], "requests[2]"),
+    ]
+    assert results[3].transaction.amount == 30
+    assert client.get_transaction(held.name).status == transaction_pb2.TRANSACTION_STATUS_CAPTURED
+
+
+def test_create_transaction_captures_and_refunds_too(client: LedgerClient, account: str, token: str) -> None:
+    """An item is the same request as a lone CreateTransaction with its request_id."""
+    held = client.create_hold(account, 30, "USD")
+    stub = transaction_service_pb2_grpc.TransactionServiceStub(client.channel)
+    auth = (("authorization", f"Bearer {token}"),)
+    capture = capture_request(held.name, amount=25)
+    captured = stub.CreateTransaction(capture, metadata=auth, timeout=10).transaction
+    assert (captured.type, captured.amount, captured.ending_balance) == (
+        transaction_pb2.TRANSACTION_TYPE_CAPTURE,
+        25,
+        75,
+    )
+    assert client.batch_create_transactions([capture])[0].transaction == captured  # replayed
+    refund = refund_request(captured.name)
+    refunded = stub.CreateTransaction(refund, metadata=auth, timeout=10).transaction
+    assert (refunded.type, refunded.amount, refunded.ending_balance) == (
+        transaction_pb2.TRANSACTION_TYPE_REFUND,
+        25,
+        100,
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        stub.CreateTransaction(
+            capture_request("transactions/0190a0f0-0000-7000-8000-000000000000"), metadata=auth, timeout=10
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_batch_of_captures_counts_what_their_holds_lend_them_against_the_reply_limit(
+    small_replies: LedgerClient, engine: Engine
+) -> None:
+    """A capture carries its hold's metadata and description, which its item does not:
+    without counting them, two captures of holds with ~11 KB of metadata each posted and
+    then could not be answered under this server's 20,000-byte limit."""
+    client = small_replies
+    account = client.create_account(currency="USD").name
+    client.credit(account, 100, "USD")
+    metadata = {f"key-{i}": "v" * 320 for i in range(32)}
+    holds = [client.create_hold(account, 10, "USD", metadata=metadata).name for _ in range(2)]
+    before = posted_count(engine)
+    with pytest.raises(LedgerError) as info:
+        client.batch_create_transactions([capture_request(h) for h in holds])
+    assert [v.field for v in info.value.field_violations] == ["requests"]
+    assert posted_count(engine) == before
+    [one] = client.batch_create_transactions([capture_request(holds[0])])
+    assert len(one.transaction.metadata) == 32

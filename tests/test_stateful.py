@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, settings
@@ -45,6 +46,8 @@ from ledger_server.store.sql_store import SqlStore
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 FLOORS = [0, 0, -100]
+# How a capture or refund is made: its own call, a CreateTransaction of its type, a batch item.
+SETTLED_BY = ["call", "transaction", "batch"]
 _tenants = itertools.count()
 
 
@@ -204,9 +207,30 @@ class LedgerMachine(RuleBasedStateMachine):
             return "voided"  # lapsed
         return t.status
 
+    def _settle(
+        self, expected: str | None, how: str, cmd: NewTransaction, call: Callable[[], object]
+    ) -> str | None:
+        """A capture or refund made through its own call, as a CreateTransaction of its
+        type, or as an atomic batch's item: the id of what it posted, None if refused."""
+        if how == "transaction":
+            made = self._expect(expected, self.ledger.post_transaction, self.tenant, cmd)
+        elif how == "batch":
+            results = self._expect(expected, self.ledger.post_batch, self.tenant, [BatchItem(cmd)], True)
+            made = results[0] if isinstance(results, list) else None
+        else:
+            result = self._expect(expected, call)
+            made = (
+                result.capture
+                if isinstance(result, Capture)
+                else result.refund
+                if isinstance(result, Refund)
+                else None
+            )
+        return made.id if isinstance(made, Transaction) else None
+
     @precondition(lambda self: self.holds)
-    @rule(data=st.data(), part=st.integers(0, 450))
-    def capture(self, data: st.DataObject, part: int) -> None:
+    @rule(data=st.data(), part=st.integers(0, 450), how=st.sampled_from(SETTLED_BY))
+    def capture(self, data: st.DataObject, part: int, how: str) -> None:
         h = data.draw(st.sampled_from(list(self.holds)))
         t = self.holds[h]
         m = self._m(t.account)
@@ -220,21 +244,19 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = self._inactive(m)
         else:
             expected = None if m.posted - (m.pending - t.amount) - amount >= m.floor else "INSUFFICIENT_FUNDS"
-        result = self._expect(
+        made = self._settle(
             expected,
-            self.ledger.capture_hold,
-            self.tenant,
-            h,
-            amount=part,
-            cmd=NewTransaction("", None, 0, ""),
+            how,
+            NewTransaction("", None, part, "", type=TransactionType.CAPTURE, related_id=h),
+            lambda: self.ledger.capture_hold(
+                self.tenant, h, amount=part, cmd=NewTransaction("", None, 0, "")
+            ),
         )
-        if isinstance(result, Capture):
+        if made is not None:
             del m.holds[h]
             t.status, t.captured = "captured", amount
             uses = [(lot, n, 0) for lot, n in m.take(amount)]
-            self.txns[result.capture.id] = MTxn(
-                t.account, Direction.DEBIT, amount, refundable=True, uses=uses
-            )
+            self.txns[made] = MTxn(t.account, Direction.DEBIT, amount, refundable=True, uses=uses)
 
     @precondition(lambda self: self.holds)
     @rule(data=st.data())
@@ -248,8 +270,8 @@ class LedgerMachine(RuleBasedStateMachine):
             t.status = "voided"
 
     @precondition(lambda self: self.txns)
-    @rule(data=st.data(), part=st.integers(0, 600))
-    def refund(self, data: st.DataObject, part: int) -> None:
+    @rule(data=st.data(), part=st.integers(0, 600), how=st.sampled_from(SETTLED_BY))
+    def refund(self, data: st.DataObject, part: int, how: str) -> None:
         original = data.draw(st.sampled_from(list(self.txns)))
         t = self.txns[original]
         m = self._m(t.account)
@@ -266,8 +288,13 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             expected = None
         details = NewTransaction("", None, part, "")
-        result = self._expect(expected, self.ledger.refund, self.tenant, original, amount=part, cmd=details)
-        if not isinstance(result, Refund):
+        made = self._settle(
+            expected,
+            how,
+            NewTransaction("", None, part, "", type=TransactionType.REFUND, related_id=original),
+            lambda: self.ledger.refund(self.tenant, original, amount=part, cmd=details),
+        )
+        if made is None:
             return
         if t.direction is Direction.CREDIT:
             m.take(amount, prefer=original)
@@ -275,7 +302,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self._give_back(m, t, amount)
         t.refunded += amount
         t.status = "refunded" if t.refunded == t.amount else "partially_refunded"
-        self.txns[result.refund.id] = MTxn(t.account, Direction.CREDIT, amount, refundable=False)
+        self.txns[made] = MTxn(t.account, Direction.CREDIT, amount, refundable=False)
 
     def _give_back(self, m: MAccount, t: MTxn, amount: int) -> None:
         permanent_part = t.amount - sum(n for _, n, _ in t.uses)

@@ -157,6 +157,8 @@ CREATABLE_TYPES = {
     transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED: TransactionType.STANDARD,
     transaction_pb2.TRANSACTION_TYPE_STANDARD: TransactionType.STANDARD,
     transaction_pb2.TRANSACTION_TYPE_HOLD: TransactionType.HOLD,
+    transaction_pb2.TRANSACTION_TYPE_CAPTURE: TransactionType.CAPTURE,
+    transaction_pb2.TRANSACTION_TYPE_REFUND: TransactionType.REFUND,
 }
 
 
@@ -164,8 +166,9 @@ def parse_creatable_type(v: Violations, field: str, value: int) -> TransactionTy
     if value not in CREATABLE_TYPES:
         v.add(
             field,
-            "TRANSACTION_TYPE_STANDARD (the default) or TRANSACTION_TYPE_HOLD: "
-            "the other types come from their own calls",
+            "TRANSACTION_TYPE_STANDARD (the default), TRANSACTION_TYPE_HOLD, "
+            "TRANSACTION_TYPE_CAPTURE or TRANSACTION_TYPE_REFUND: transfers and expiries "
+            "come from their own calls",
         )
         return TransactionType.STANDARD
     return CREATABLE_TYPES[value]  # type: ignore[index]

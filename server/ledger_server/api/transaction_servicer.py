@@ -27,7 +27,13 @@ from ledger_server.api.replies import SCALARS_BYTES, framed_size
 from ledger_server.core.auth import Caller
 from ledger_server.core.errors import Category, FieldViolation, LedgerError, invalid
 from ledger_server.core.ledger import BatchItem, ItemResult, Ledger, Replay
-from ledger_server.core.model import NewTransaction, Transaction, TransactionFilter, TransactionType
+from ledger_server.core.model import (
+    SETTLING_TYPES,
+    NewTransaction,
+    Transaction,
+    TransactionFilter,
+    TransactionType,
+)
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.core.validation import Violations
 
@@ -44,10 +50,24 @@ def _command(
     t: transaction_pb2.Transaction, v: Violations, caller: Caller, field: str = "transaction"
 ) -> NewTransaction:
     transfer = field == "transfer"
+    # CreateHold and CreateTransfer say what they make; CreateTransaction says it in `type`.
+    type_ = (
+        parse_creatable_type(v, f"{field}.type", t.type)
+        if field == "transaction"
+        else TransactionType.STANDARD
+    )
+    settles = type_ in SETTLING_TYPES
+    if settles and t.kind != transaction_pb2.TRANSACTION_KIND_UNSPECIFIED:
+        v.add(
+            f"{field}.kind", f"a {type_.value} takes the kind of the transaction it settles: leave it unset"
+        )
     return NewTransaction(
-        account_id=parse_name(v, f"{field}.account", t.account, "accounts"),
-        # A hold and a transfer are debits of `account` by definition.
-        direction=parse_direction(v, f"{field}.direction", t.direction, required=field == "transaction"),
+        account_id=parse_name(v, f"{field}.account", t.account, "accounts", required=not settles),
+        # A hold and a transfer are debits of `account` by definition; a capture's and a
+        # refund's direction follows from what they settle.
+        direction=parse_direction(
+            v, f"{field}.direction", t.direction, required=field == "transaction" and not settles
+        ),
         amount=t.amount,
         currency=t.currency,
         kind=parse_kind(v, f"{field}.kind", t.kind),
@@ -62,10 +82,10 @@ def _command(
         )
         if transfer
         else "",
-        # CreateHold and CreateTransfer say what they make; CreateTransaction says it in `type`.
-        type=parse_creatable_type(v, f"{field}.type", t.type)
-        if field == "transaction"
-        else TransactionType.STANDARD,
+        type=type_,
+        related_id=parse_name(v, f"{field}.related_transaction", t.related_transaction, "transactions")
+        if settles
+        else "",
     )
 
 
@@ -143,12 +163,40 @@ RESULT_EXTRA_BYTES = 256
 ERROR_RESULT_BYTES = MAX_MESSAGE_BYTES + MAX_VIOLATIONS_BYTES + 1024
 
 
-def _reply_bound(request: pb.BatchCreateTransactionsRequest, atomic: bool, caller: Caller) -> int:
+# A capture or refund item's result also names the account and currency it may omit.
+SETTLED_EXTRA_BYTES = 64
+
+
+def _reply_bound(
+    request: pb.BatchCreateTransactionsRequest, atomic: bool, caller: Caller, holds: dict[str, Transaction]
+) -> int:
     """At most what the batch's reply can take (an atomic batch answers all its items or
-    one error)."""
+    one error). `holds`: those its capture items name, whose metadata (and description,
+    where the item has none) their captures carry."""
     extra = RESULT_EXTRA_BYTES + len(caller.token_name.encode())
-    posted = [item.transaction.ByteSize() + extra for item in request.requests]
+    posted = []
+    for item in request.requests:
+        size = item.transaction.ByteSize() + extra
+        if item.transaction.type == transaction_pb2.TRANSACTION_TYPE_REFUND:
+            size += SETTLED_EXTRA_BYTES
+        elif item.transaction.type == transaction_pb2.TRANSACTION_TYPE_CAPTURE:
+            hold = holds.get(_related_id(item.transaction))
+            size += SETTLED_EXTRA_BYTES + (transaction_pb(hold).ByteSize() if hold is not None else 0)
+        posted.append(size)
     return sum(posted) if atomic else sum(max(size, ERROR_RESULT_BYTES) for size in posted)
+
+
+def _related_id(t: transaction_pb2.Transaction) -> str:
+    return parse_name(Violations(), "related_transaction", t.related_transaction, "transactions")
+
+
+def _captured_holds(request: pb.BatchCreateTransactionsRequest) -> list[str]:
+    """The ids of the holds a batch's capture items name."""
+    return [
+        _related_id(item.transaction)
+        for item in request.requests
+        if item.transaction.type == transaction_pb2.TRANSACTION_TYPE_CAPTURE
+    ]
 
 
 def _import_too_large(chunk_index: int, in_reply: int, processed: int) -> LedgerError:
@@ -189,7 +237,9 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         if request.mode not in (pb.BATCH_MODE_UNSPECIFIED, pb.BATCH_MODE_ATOMIC, pb.BATCH_MODE_INDEPENDENT):
             raise invalid([FieldViolation("mode", f"unknown mode {request.mode}")])
         atomic = request.mode != pb.BATCH_MODE_INDEPENDENT
-        bound = _reply_bound(request, atomic, caller)
+        captured = _captured_holds(request)
+        holds = self._ledger.get_transactions(caller.tenant_id, captured) if captured else {}
+        bound = _reply_bound(request, atomic, caller, holds)
         if bound > self._max_reply_bytes:
             raise invalid(
                 [

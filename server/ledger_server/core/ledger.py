@@ -27,6 +27,7 @@ from ledger_server.core.errors import (
 )
 from ledger_server.core.ids import new_id
 from ledger_server.core.model import (
+    SETTLING_TYPES,
     Account,
     AccountChanges,
     AccountStatus,
@@ -298,6 +299,11 @@ class Ledger:
         violations: Sequence[FieldViolation] = (),
     ) -> Transaction | Replay:
         cmd = self._checked(cmd, violations)
+        if cmd.type in SETTLING_TYPES:
+            settled = self._settling(tenant_id, [cmd])[0]
+            if isinstance(settled, LedgerError):
+                raise settled
+            cmd = settled
         return self._write(tenant_id, cmd.account_id, idem, _operation(cmd))
 
     def post_batch(self, tenant_id: str, items: Sequence[BatchItem], atomic: bool) -> list[ItemResult]:
@@ -311,6 +317,12 @@ class Ledger:
                 checked.append(self._checked(item.cmd, item.violations))
             except LedgerError as err:
                 checked.append(_for_item(err, i))
+        if any(isinstance(c, NewTransaction) and c.type in SETTLING_TYPES for c in checked):
+            settled = self._settling(tenant_id, checked)
+            checked = [
+                _for_item(s, i) if isinstance(s, LedgerError) and s is not c else s
+                for i, (c, s) in enumerate(zip(checked, settled, strict=True))
+            ]
         if atomic:
             refused = [c for c in checked if isinstance(c, LedgerError)]
             if refused:
@@ -376,23 +388,50 @@ class Ledger:
         if currency != cmd.currency:
             cmd = replace(cmd, currency=currency)
         v = check.Violations(violations)
-        if not cmd.account_id:
-            v.add(f"{field}.account", "required")
-        if cmd.direction is None:
-            v.add(f"{field}.direction", "required: DIRECTION_CREDIT or DIRECTION_DEBIT")
-        elif cmd.type is TransactionType.HOLD:
-            if cmd.direction is not Direction.DEBIT:
-                v.add(f"{field}.direction", "a hold is a debit (DIRECTION_DEBIT)")
-        elif cmd.expires_at is not None and cmd.direction is not Direction.CREDIT and field == "transaction":
-            v.add(f"{field}.expire_time", "only a credit or a hold can expire")
-        check.check_positive_amount(v, f"{field}.amount", cmd.amount)
-        check.check_currency(v, f"{field}.currency", cmd.currency)
+        if cmd.type in SETTLING_TYPES:
+            _check_settling(v, cmd, field)
+        else:
+            if not cmd.account_id:
+                v.add(f"{field}.account", "required")
+            if cmd.direction is None:
+                v.add(f"{field}.direction", "required: DIRECTION_CREDIT or DIRECTION_DEBIT")
+            elif cmd.type is TransactionType.HOLD:
+                if cmd.direction is not Direction.DEBIT:
+                    v.add(f"{field}.direction", "a hold is a debit (DIRECTION_DEBIT)")
+            elif (
+                cmd.expires_at is not None
+                and cmd.direction is not Direction.CREDIT
+                and field == "transaction"
+            ):
+                v.add(f"{field}.expire_time", "only a credit or a hold can expire")
+            check.check_positive_amount(v, f"{field}.amount", cmd.amount)
+        if cmd.currency or cmd.type not in SETTLING_TYPES:  # a settlement's is its original's
+            check.check_currency(v, f"{field}.currency", cmd.currency)
         check.check_text(v, f"{field}.description", cmd.description, check.MAX_DESCRIPTION)
         check.check_text(v, f"{field}.external_id", cmd.external_id, check.MAX_EXTERNAL_ID)
         check.check_metadata(v, f"{field}.metadata", cmd.metadata)
         if v:
             raise invalid(v)
         return cmd
+
+    def _settling(
+        self, tenant_id: str, cmds: Sequence[NewTransaction | LedgerError]
+    ) -> list[NewTransaction | LedgerError]:
+        """Captures and refunds given as transactions (CreateTransaction, batch items)
+        completed from what they settle: its account, which routes and locks their write
+        unit, its currency, and their direction. What a settled transaction's account,
+        currency, direction and type are never changes, so they are read before the unit;
+        its status and amounts are checked inside it."""
+        related = self.get_transactions(
+            tenant_id,
+            [c.related_id for c in cmds if isinstance(c, NewTransaction) and c.type in SETTLING_TYPES],
+        )
+        return [
+            _settled(c, related.get(c.related_id))
+            if isinstance(c, NewTransaction) and c.type in SETTLING_TYPES
+            else c
+            for c in cmds
+        ]
 
     # -- holds, refunds, transfers ----------------------------------------------------
 
@@ -544,6 +583,12 @@ class Ledger:
             raise not_found("transaction", f"transactions/{transaction_id}")
         return views.transaction_now(txn, self._clock())
 
+    def get_transactions(self, tenant_id: str, transaction_ids: Sequence[str]) -> dict[str, Transaction]:
+        """Those of these transactions that exist, by id."""
+        with self._store.reading() as r:
+            found = {i: r.get_transaction(tenant_id, i) for i in sorted(set(transaction_ids))}
+        return {i: txn for i, txn in found.items() if txn is not None}
+
     def list_transactions(
         self,
         tenant_id: str,
@@ -668,10 +713,59 @@ class Ledger:
 
 
 def _operation(cmd: NewTransaction) -> Callable[[Book], Transaction]:
-    """A checked CreateTransaction (or batch item): a posting, or a hold placed."""
+    """A checked CreateTransaction (or batch item): a posting, a hold placed, or a hold
+    captured or a transaction refunded (settled: see Ledger._settling)."""
     if cmd.type is TransactionType.HOLD:
         return lambda book: ops.hold(book, cmd, "transaction")
+    if cmd.type is TransactionType.CAPTURE:
+        return lambda book: ops.capture(book, cmd.account_id, cmd.related_id, cmd.amount, cmd).capture
+    if cmd.type is TransactionType.REFUND:
+        return lambda book: ops.refund(book, cmd.account_id, cmd.related_id, cmd.amount, cmd).refund
     return lambda book: ops.post(book, cmd)
+
+
+def _check_settling(v: check.Violations, cmd: NewTransaction, field: str) -> None:
+    """What a capture or refund given as a transaction may say: what it settles and how
+    much (0: all of the hold, or all that is left to refund)."""
+    capture = cmd.type is TransactionType.CAPTURE
+    if not cmd.related_id:
+        v.add(
+            f"{field}.related_transaction",
+            f"required: the {'hold to capture' if capture else 'transaction to refund'}",
+        )
+    if cmd.amount < 0:
+        everything = "all of the hold" if capture else "all that is left to refund"
+        v.add(f"{field}.amount", f"must be 0 ({everything}) or a positive number of minor units")
+    if cmd.expires_at is not None:
+        v.add(f"{field}.expire_time", f"a {cmd.type.value} does not expire")
+    if capture and cmd.metadata:
+        v.add(f"{field}.metadata", "a capture carries its hold's metadata: leave it empty")
+
+
+def _settled(cmd: NewTransaction, related: Transaction | None) -> NewTransaction | LedgerError:
+    """A capture or refund with the account, currency and direction of what it settles;
+    those the caller gave must be the same."""
+    name = f"transactions/{cmd.related_id}"
+    if related is None:
+        return not_found("transaction", name)
+    direction = Direction.DEBIT  # a capture posts its hold's debit
+    if cmd.type is TransactionType.REFUND:
+        direction = Direction.CREDIT if related.direction is Direction.DEBIT else Direction.DEBIT
+    v = check.Violations()
+    if cmd.account_id not in ("", related.account_id):
+        v.add(
+            "transaction.account", f"must be accounts/{related.account_id}, the account of {name} (or unset)"
+        )
+    if cmd.currency not in ("", related.currency):
+        v.add("transaction.currency", f"must be {related.currency}, the currency of {name} (or unset)")
+    if cmd.direction not in (None, direction):
+        v.add(
+            "transaction.direction",
+            f"must be DIRECTION_{direction.name}: the {cmd.type.value} of {name} (or unset)",
+        )
+    if v:
+        return invalid(v)
+    return replace(cmd, account_id=related.account_id, currency=related.currency, direction=direction)
 
 
 def _for_item(err: LedgerError, index: int) -> LedgerError:

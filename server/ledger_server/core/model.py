@@ -176,6 +176,11 @@ class Expiration:
     expires_at: dt.datetime
 
 
+# The types of a CreateTransaction (or batch item) that settle another transaction,
+# named by its related_id: a hold's capture and a refund.
+SETTLING_TYPES = frozenset({TransactionType.CAPTURE, TransactionType.REFUND})
+
+
 @dataclass(frozen=True)
 class NewTransaction:
     account_id: str
@@ -192,8 +197,11 @@ class NewTransaction:
     expires_at: dt.datetime | None = None
     # The destination of a transfer.
     counterparty_id: str = ""
-    # STANDARD posts it; HOLD places it as a pending debit (a batch's items may be either).
+    # STANDARD posts it; HOLD places it as a pending debit; CAPTURE captures the hold
+    # `related_id` and REFUND refunds the transaction `related_id` (CreateTransaction and
+    # batch items may be any of these).
     type: TransactionType = TransactionType.STANDARD
+    related_id: str = ""
 
 
 @dataclass(frozen=True)

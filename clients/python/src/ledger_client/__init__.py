@@ -20,8 +20,10 @@ from .client import (
     TransactionOptions,
     TransactionStatusLike,
     TypeLike,
+    capture_request,
     hold_request,
     new_request_id,
+    refund_request,
     transaction_request,
 )
 from .conventions import (
@@ -53,6 +55,7 @@ __all__ = [
     "TransactionOptions",
     "TransactionStatusLike",
     "TypeLike",
+    "capture_request",
     "check_length",
     "date_from_proto",
     "date_to_proto",
@@ -63,6 +66,7 @@ __all__ = [
     "hold_request",
     "is_iso_currency",
     "new_request_id",
+    "refund_request",
     "register_unit",
     "signed_transaction_request",
     "timestamp_to_proto",

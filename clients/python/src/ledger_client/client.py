@@ -141,6 +141,85 @@ def hold_request(
     return request
 
 
+def capture_request(
+    hold_name: str,
+    *,
+    amount: int = 0,
+    description: str = "",
+    posting_date: datetime.date | None = None,
+    external_id: str = "",
+    request_id: str | None = None,
+) -> transaction_service_pb2.CreateTransactionRequest:
+    """A batch item that captures the pending hold ``hold_name`` (type CAPTURE), for
+    :meth:`LedgerClient.batch_create_transactions`; arguments as for
+    :meth:`LedgerClient.capture_hold`. Its result is the posted CAPTURE debit (its
+    ``related_transaction`` is the hold)."""
+    return _settlement(
+        transaction_pb2.TRANSACTION_TYPE_CAPTURE,
+        hold_name,
+        amount=amount,
+        description=description,
+        posting_date=posting_date,
+        external_id=external_id,
+        request_id=request_id,
+    )
+
+
+def refund_request(
+    transaction_name: str,
+    *,
+    amount: int = 0,
+    description: str = "",
+    posting_date: datetime.date | None = None,
+    external_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> transaction_service_pb2.CreateTransactionRequest:
+    """A batch item that refunds the posted transaction ``transaction_name`` (type
+    REFUND), for :meth:`LedgerClient.batch_create_transactions`; arguments as for
+    :meth:`LedgerClient.refund`. Its result is the REFUND transaction."""
+    return _settlement(
+        transaction_pb2.TRANSACTION_TYPE_REFUND,
+        transaction_name,
+        amount=amount,
+        description=description,
+        posting_date=posting_date,
+        external_id=external_id,
+        metadata=metadata,
+        request_id=request_id,
+    )
+
+
+def _settlement(
+    type_: transaction_pb2.TransactionType.ValueType,
+    related: str,
+    *,
+    amount: int,
+    description: str,
+    posting_date: datetime.date | None,
+    external_id: str,
+    request_id: str | None,
+    metadata: Mapping[str, str] | None = None,
+) -> transaction_service_pb2.CreateTransactionRequest:
+    """A capture or refund as a transaction: its account, currency and direction are
+    those of what it settles, so they are left unset."""
+    transaction = _transaction(
+        account="",
+        direction=transaction_pb2.DIRECTION_UNSPECIFIED,
+        amount=amount,
+        currency="",
+        description=description,
+        posting_date=posting_date,
+        external_id=external_id,
+        metadata=metadata,
+    )
+    transaction.type = type_
+    transaction.related_transaction = related
+    return transaction_service_pb2.CreateTransactionRequest(
+        transaction=transaction, request_id=_check_request_id(request_id)
+    )
+
+
 def _transaction(
     *,
     account: str,

@@ -228,19 +228,28 @@ class Transaction(_message.Message):
     name: _builtins.str
     """Resource name, `transactions/{transaction_id}`. Output only."""
     account: _builtins.str
-    """The account moved, `accounts/{account_id}`. Required on create."""
+    """The account moved, `accounts/{account_id}`. Required on create (for a CAPTURE
+    or REFUND: optional, and if set the account of related_transaction).
+    """
     direction: Global___Direction.ValueType
-    """Credit (adds to the balance) or debit (takes from it). Required on create."""
+    """Credit (adds to the balance) or debit (takes from it). Required on create (for a
+    CAPTURE or REFUND: optional, and if set the one it posts: a capture debits, a
+    refund goes the opposite way of the original).
+    """
     amount: _builtins.int
     """Amount in minor units of the currency (cents for USD): a positive integer.
-    Required on create.
+    Required on create (for a CAPTURE: 0 captures all of the hold; for a REFUND: 0
+    refunds all that is left).
     """
     currency: _builtins.str
     """Currency or credit unit; must equal the account's currency (case-insensitive).
-    Required on create.
+    Required on create (for a CAPTURE or REFUND: optional, and if set that of
+    related_transaction).
     """
     kind: Global___TransactionKind.ValueType
-    """Business category of the movement. Defaults to ADJUSTMENT on create."""
+    """Business category of the movement. Defaults to ADJUSTMENT on create; a CAPTURE
+    or REFUND takes its hold's or original's (leave it unset).
+    """
     description: _builtins.str
     """Free-text description shown in statements. At most 1000 characters."""
     external_id: _builtins.str
@@ -255,7 +264,9 @@ class Transaction(_message.Message):
     type: Global___TransactionType.ValueType
     """What the transaction does: a plain credit or debit, a hold, a capture, a refund,
     a transfer or an expiry. Output only, except on CreateTransaction (and batch and
-    import items): STANDARD (the default) posts it, HOLD places it as a hold.
+    import items): STANDARD (the default) posts it, HOLD places it as a hold, CAPTURE
+    captures the hold named by related_transaction (as CaptureHold does), REFUND
+    refunds the transaction named by related_transaction (as RefundTransaction does).
     """
     counterparty_account: _builtins.str
     """The other customer account of a TRANSFER, `accounts/{account_id}`: the
@@ -267,7 +278,8 @@ class Transaction(_message.Message):
     related_transaction: _builtins.str
     """The transaction this one refers to, `transactions/{transaction_id}`: the original
     of a REFUND, the hold of a CAPTURE, the credit (or transfer) whose lot an EXPIRY
-    wrote off. Output only.
+    wrote off. Required on a CreateTransaction (or batch or import item) of type
+    CAPTURE or REFUND; output only otherwise.
     """
     refunded_amount: _builtins.int
     """The sum of all refunds of this transaction; status turns PARTIALLY_REFUNDED, then
@@ -284,7 +296,8 @@ class Transaction(_message.Message):
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Caller metadata such as `order_id`, `gateway_id`, `location_ref`: at most 50
-        entries, keys 1 to 40 characters, values at most 500 characters.
+        entries, keys 1 to 40 characters, values at most 500 characters. A CAPTURE
+        carries its hold's (leave it empty on create).
         """
 
     @_builtins.property

@@ -66,7 +66,11 @@ class CreateTransactionRequest(_message.Message):
         kind, description, posting_date, external_id and metadata are optional;
         output-only fields are ignored. `type` is TRANSACTION_TYPE_STANDARD (or unset)
         to post it, or TRANSACTION_TYPE_HOLD to place it as a pending hold (a debit;
-        expire_time is then when it lapses); other types are refused (INVALID_REQUEST).
+        expire_time is then when it lapses). TRANSACTION_TYPE_CAPTURE or
+        TRANSACTION_TYPE_REFUND settle the transaction `related_transaction` names
+        (required): amount (0: all), description, posting_date and external_id (and a
+        refund's metadata) are theirs; account, direction and currency follow from what
+        they settle (set, they must match). Transfers are refused (INVALID_REQUEST).
         """
 
     def __init__(

@@ -92,8 +92,11 @@ class TransactionServiceServicer:
     """
 
     def CreateTransaction(self, request, context):
-        """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
-        a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
+        """Posts a credit or debit on an account; with `type` TRANSACTION_TYPE_HOLD places
+        a hold (a debit), as CreateHold does; with TRANSACTION_TYPE_CAPTURE or
+        TRANSACTION_TYPE_REFUND captures the hold, or refunds the transaction, that
+        `related_transaction` names, as CaptureHold and RefundTransaction do (the reply
+        is the capture or the refund). Idempotent by request_id. A debit that
         would take the available balance below the account's floor is refused with
         FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
         """
@@ -103,13 +106,16 @@ class TransactionServiceServicer:
 
     def BatchCreateTransactions(self, request, context):
         """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
-        TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
+        TRANSACTION_TYPE_HOLD places a hold instead, and one of type CAPTURE or REFUND
+        captures a hold or refunds a transaction (as CreateTransaction does: a batch can
+        settle many payments at once). ATOMIC mode (the default)
         posts all or none: a refusal names the failing item in its ErrorInfo metadata
         (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
         its transaction or its error. Each item is idempotent by its own request_id, so a
         retried batch replays item by item. A batch whose reply could pass the message size
         limit (4 MiB by default; each item's result counted as its transaction plus ~300
-        bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+        bytes, a capture's also as its hold, or in INDEPENDENT mode at least ~3.5 KiB for
+        a possible error) is refused
         with INVALID_REQUEST on `requests` before anything is posted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

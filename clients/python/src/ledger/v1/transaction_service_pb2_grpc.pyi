@@ -34,20 +34,26 @@ class TransactionServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TransactionServiceAsyncStub: ...
     CreateTransaction: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransactionRequest, _transaction_service_pb2.CreateTransactionResponse]
-    """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
-    a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
+    """Posts a credit or debit on an account; with `type` TRANSACTION_TYPE_HOLD places
+    a hold (a debit), as CreateHold does; with TRANSACTION_TYPE_CAPTURE or
+    TRANSACTION_TYPE_REFUND captures the hold, or refunds the transaction, that
+    `related_transaction` names, as CaptureHold and RefundTransaction do (the reply
+    is the capture or the refund). Idempotent by request_id. A debit that
     would take the available balance below the account's floor is refused with
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
     """
     BatchCreateTransactions: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransactionsRequest, _transaction_service_pb2.BatchCreateTransactionsResponse]
     """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
-    TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
+    TRANSACTION_TYPE_HOLD places a hold instead, and one of type CAPTURE or REFUND
+    captures a hold or refunds a transaction (as CreateTransaction does: a batch can
+    settle many payments at once). ATOMIC mode (the default)
     posts all or none: a refusal names the failing item in its ErrorInfo metadata
     (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
     its transaction or its error. Each item is idempotent by its own request_id, so a
     retried batch replays item by item. A batch whose reply could pass the message size
     limit (4 MiB by default; each item's result counted as its transaction plus ~300
-    bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+    bytes, a capture's also as its hold, or in INDEPENDENT mode at least ~3.5 KiB for
+    a possible error) is refused
     with INVALID_REQUEST on `requests` before anything is posted.
     """
     CreateHold: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]
@@ -104,20 +110,26 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateTransaction: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateTransactionRequest, _transaction_service_pb2.CreateTransactionResponse]  # type: ignore[assignment]
-    """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
-    a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
+    """Posts a credit or debit on an account; with `type` TRANSACTION_TYPE_HOLD places
+    a hold (a debit), as CreateHold does; with TRANSACTION_TYPE_CAPTURE or
+    TRANSACTION_TYPE_REFUND captures the hold, or refunds the transaction, that
+    `related_transaction` names, as CaptureHold and RefundTransaction do (the reply
+    is the capture or the refund). Idempotent by request_id. A debit that
     would take the available balance below the account's floor is refused with
     FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
     """
     BatchCreateTransactions: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.BatchCreateTransactionsRequest, _transaction_service_pb2.BatchCreateTransactionsResponse]  # type: ignore[assignment]
     """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
-    TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
+    TRANSACTION_TYPE_HOLD places a hold instead, and one of type CAPTURE or REFUND
+    captures a hold or refunds a transaction (as CreateTransaction does: a batch can
+    settle many payments at once). ATOMIC mode (the default)
     posts all or none: a refusal names the failing item in its ErrorInfo metadata
     (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
     its transaction or its error. Each item is idempotent by its own request_id, so a
     retried batch replays item by item. A batch whose reply could pass the message size
     limit (4 MiB by default; each item's result counted as its transaction plus ~300
-    bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+    bytes, a capture's also as its hold, or in INDEPENDENT mode at least ~3.5 KiB for
+    a possible error) is refused
     with INVALID_REQUEST on `requests` before anything is posted.
     """
     CreateHold: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.CreateHoldRequest, _transaction_service_pb2.CreateHoldResponse]  # type: ignore[assignment]
@@ -177,8 +189,11 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _transaction_service_pb2.CreateTransactionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_transaction_service_pb2.CreateTransactionResponse, _abc.Awaitable[_transaction_service_pb2.CreateTransactionResponse]]:
-        """Posts a credit or debit on an account, or with `type` TRANSACTION_TYPE_HOLD places
-        a hold (a debit), as CreateHold does. Idempotent by request_id. A debit that
+        """Posts a credit or debit on an account; with `type` TRANSACTION_TYPE_HOLD places
+        a hold (a debit), as CreateHold does; with TRANSACTION_TYPE_CAPTURE or
+        TRANSACTION_TYPE_REFUND captures the hold, or refunds the transaction, that
+        `related_transaction` names, as CaptureHold and RefundTransaction do (the reply
+        is the capture or the refund). Idempotent by request_id. A debit that
         would take the available balance below the account's floor is refused with
         FAILED_PRECONDITION, reason INSUFFICIENT_FUNDS, and changes nothing.
         """
@@ -190,13 +205,16 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_transaction_service_pb2.BatchCreateTransactionsResponse, _abc.Awaitable[_transaction_service_pb2.BatchCreateTransactionsResponse]]:
         """Posts 1 to 1000 transactions in one call (AIP-233); an item whose `type` is
-        TRANSACTION_TYPE_HOLD places a hold instead. ATOMIC mode (the default)
+        TRANSACTION_TYPE_HOLD places a hold instead, and one of type CAPTURE or REFUND
+        captures a hold or refunds a transaction (as CreateTransaction does: a batch can
+        settle many payments at once). ATOMIC mode (the default)
         posts all or none: a refusal names the failing item in its ErrorInfo metadata
         (`item_index`). INDEPENDENT mode posts each item on its own and answers each with
         its transaction or its error. Each item is idempotent by its own request_id, so a
         retried batch replays item by item. A batch whose reply could pass the message size
         limit (4 MiB by default; each item's result counted as its transaction plus ~300
-        bytes, or in INDEPENDENT mode at least ~3.5 KiB for a possible error) is refused
+        bytes, a capture's also as its hold, or in INDEPENDENT mode at least ~3.5 KiB for
+        a possible error) is refused
         with INVALID_REQUEST on `requests` before anything is posted.
         """
 
