@@ -16,6 +16,7 @@ import pytest
 from ledger_client import LedgerClient, LedgerError, transaction_request
 from prometheus_client.parser import text_string_to_metric_families
 
+from ledger_server.core.admin import Admin
 from ledger_server.core.ledger import Ledger
 from ledger_server.expiry_worker import ExpiryWorker
 from ledger_server.metrics import Metrics
@@ -67,6 +68,42 @@ def test_calls_commits_and_the_database_are_counted(database_url: str, tmp_path:
         assert metrics[("ledger_group_commit_seconds_total", ())] > 0
         assert metrics[("ledger_database_up", ())] == 1
         assert metrics[("ledger_database_connections_in_use", ())] >= 0
+    finally:
+        proc.signal(signal.SIGTERM)
+        proc.wait()
+
+
+def test_calls_are_counted_by_tenant(database_url: str, tmp_path: Path, token: str, admin: Admin) -> None:
+    admin.create_tenant("other", "Other")
+    other = admin.create_token("other", "other-service", ["accounts:write"])[1]
+    proc = ServerProcess(database_url, tmp_path / "server.log", "--metrics-listen", "127.0.0.1:0")
+    try:
+        url = proc.wait_for("metrics", timeout=10)["address"]
+        address = f"127.0.0.1:{proc.port}"
+        with (
+            LedgerClient(address, token=token, timeout=30.0) as acme,
+            LedgerClient(address, token=other, timeout=30.0) as theirs,
+            LedgerClient(address, token="ltk_nope", max_attempts=1) as anonymous,
+        ):
+            account = acme.create_account(currency="USD").name
+            acme.create_account(currency="USD")
+            theirs.create_account(currency="EUR")
+            with pytest.raises(LedgerError):
+                theirs.get_account(account)  # no accounts:read
+            with pytest.raises(LedgerError):
+                anonymous.get_account(account)
+        counted = {
+            tuple(value for _, value in labels): count
+            for (name, labels), count in scrape(url).items()
+            if name == "ledger_tenant_rpc_total"
+        }
+        opened, read = "/ledger.v1.AccountService/CreateAccount", "/ledger.v1.AccountService/GetAccount"
+        assert counted == {  # (code, method, tenant)
+            ("OK", opened, "acme"): 2,
+            ("OK", opened, "other"): 1,
+            ("PERMISSION_DENIED", read, "other"): 1,
+            ("UNAUTHENTICATED", read, "-"): 1,
+        }
     finally:
         proc.signal(signal.SIGTERM)
         proc.wait()

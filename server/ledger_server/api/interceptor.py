@@ -41,8 +41,9 @@ class ShuttingDown(Exception):
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
-# A finished call's method, status code name and seconds taken (metrics.Metrics.observe).
-Observer = Callable[[str, str, float], None]
+# A finished call's method, status code name, seconds taken and caller's tenant ("" if
+# not authenticated) (metrics.Metrics.observe).
+Observer = Callable[[str, str, float, str], None]
 
 
 class CallInterceptor:
@@ -201,7 +202,7 @@ def _observed(method: str, context: grpc.ServicerContext, observe: Observer | No
             fields["request_id"] = call.request_id
         log.info("rpc", extra=fields)
         if observe is not None:
-            observe(method, code.name, seconds)
+            observe(method, code.name, seconds, "" if call.caller is None else call.caller.tenant_id)
 
 
 def _answer(
