@@ -15,7 +15,7 @@ from typing import Any
 from ledger.v1 import account_pb2, account_service_pb2, admin_service_pb2, transaction_pb2
 from ledger.v1 import transaction_service_pb2 as tx_pb
 
-from chaos.worker import Caller, b64, unb64
+from chaos.worker import Caller, b64, captured, unb64
 
 TT = transaction_pb2
 
@@ -133,7 +133,7 @@ def build_model(records: list[dict[str, Any]], credits: dict[str, str], initial:
         if hold.status != "pending":
             final.anomalies.append(f"{hold.name} resolved twice ({hold.status}, then {r['op']})")
         if r["op"] == "capture":
-            capture = tx_pb.CaptureHoldResponse.FromString(unb64(r["response"])).capture
+            capture = captured(r["method"], unb64(r["response"]))
             hold.status, hold.captured, hold.capture_name = "captured", capture.amount, capture.name
             model.posted[hold.account] -= capture.amount
             model.out += capture.amount

@@ -203,6 +203,13 @@ class Caller:
         return outcome
 
 
+def captured(method: str, response: bytes) -> transaction_pb2.Transaction:
+    """The CAPTURE transaction of an acknowledged capture, made by either method."""
+    if method == "CaptureHold":
+        return tx_pb.CaptureHoldResponse.FromString(response).capture
+    return tx_pb.CreateTransactionResponse.FromString(response).transaction
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -363,15 +370,13 @@ class Worker:
         if self.rng.random() < 0.6:
             amount = held.amount if self.rng.random() < 0.5 else self.rng.randint(1, held.amount)
             self.counters.add(HOLD_RESOLVE_STARTED=held.amount, CAP_STARTED=amount)
-            request: Message = tx_pb.CaptureHoldRequest(
-                name=held.name, amount=amount, description="bank test capture", request_id=str(uuid.uuid4())
-            )
-            outcome = self.mutate("capture", "CaptureHold", request, amount=amount, **facts)
+            method, request = self._capture_request(held, amount)
+            outcome = self.mutate("capture", method, request, amount=amount, **facts)
             if outcome.status == "ok":
                 self.counters.add(HOLD_RESOLVED_ACKED=held.amount, CAP_ACKED=amount)
-                reply = tx_pb.CaptureHoldResponse.FromString(outcome.response)
-                if reply.capture.amount != amount or reply.hold.captured_amount != amount:
-                    self.anomalies.append(f"capture reply of {held.name} looks wrong: {reply}")
+                capture = captured(method, outcome.response)
+                if capture.amount != amount or capture.related_transaction != held.name:
+                    self.anomalies.append(f"capture reply of {held.name} looks wrong: {capture}")
         else:
             self.counters.add(HOLD_RESOLVE_STARTED=held.amount)
             request = tx_pb.VoidHoldRequest(name=held.name, request_id=str(uuid.uuid4()))
@@ -383,6 +388,22 @@ class Worker:
                 f"{request.DESCRIPTOR.name} of {held.name} refused: {outcome.code} {outcome.reason} "
                 f"{outcome.message}"
             )
+
+    def _capture_request(self, held: OpenHold, amount: int) -> tuple[str, Message]:
+        """CaptureHold, or half the time a CreateTransaction of type CAPTURE (what a batch
+        item is), which must be as durable and idempotent."""
+        request_id = str(uuid.uuid4())
+        if self.rng.random() < 0.5:
+            return "CaptureHold", tx_pb.CaptureHoldRequest(
+                name=held.name, amount=amount, description="bank test capture", request_id=request_id
+            )
+        capture = transaction_pb2.Transaction(
+            type=transaction_pb2.TRANSACTION_TYPE_CAPTURE,
+            related_transaction=held.name,
+            amount=amount,
+            description="bank test capture",
+        )
+        return "CreateTransaction", tx_pb.CreateTransactionRequest(transaction=capture, request_id=request_id)
 
     def read_all(self) -> None:
         """One ListAccounts: a single statement, so one snapshot of every balance. Its sums
