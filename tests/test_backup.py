@@ -192,6 +192,7 @@ def test_restore_into_a_new_file_and_a_backup_of_a_broken_ledger_says_so(
         ("backup {tmp}/out.db --database-url sqlite:///{tmp}/missing.db", "no database at"),
         ("backup {tmp}/out.db --database-url sqlite:///{tmp}/plain.db", "not a ledger database"),
         ("backup {tmp}/out.db --database-url postgresql+psycopg://u@127.0.0.1/x", "pg_dump"),
+        ("backup {tmp}/no/such/dir/out.db --database-url sqlite:///{db}", "no directory"),
         ("restore {tmp}/missing.db --database-url sqlite:///{db} --replace", "no backup at"),
         ("restore {tmp}/plain.db --database-url sqlite:///{db} --replace", "not a ledger database"),
         ("restore {tmp}/damaged.db --database-url sqlite:///{db} --replace", "integrity check"),

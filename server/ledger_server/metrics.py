@@ -1,7 +1,8 @@
 """Prometheus metrics, served over HTTP on --metrics-listen (off by default): every call
-by method and status code with its latency, and by tenant, the group-commit writers, the
-database's health and connections, and the expiry worker. Counts kept by the store and the server
-are read when scraped, so a call pays only for its latency histogram (see observe)."""
+by method and status code with its latency, and by tenant; the group-commit writers, the
+database's health and connections, and the expiry worker. Counts kept by the store and
+the server are read when scraped, so a call pays only for its latency histogram and its
+tenant's count (see observe)."""
 
 from __future__ import annotations
 

@@ -56,23 +56,35 @@ def backup(database: Path, destination: Path) -> Copy:
         raise BackupError(f"no database at {database}")
     if destination.exists():
         raise BackupError(f"{destination} exists: a backup never overwrites a file")
+    if not destination.parent.is_dir():
+        raise BackupError(f"no directory {destination.parent} to write the backup in")
     partial = destination.with_name(destination.name + PARTIAL)
     partial.unlink(missing_ok=True)  # left by a backup that was interrupted
+    try:
+        copy = _copied(database, partial)
+        _fsync(partial)
+    except (sqlite3.Error, OSError, BackupError) as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, BackupError):
+            raise
+        raise BackupError(f"backup of {database} failed, nothing written: {exc}") from exc
+    os.replace(partial, destination)
+    _fsync(destination.parent)
+    return Copy(destination, copy.pages, copy.size, copy.revision)
+
+
+def _copied(database: Path, partial: Path) -> Copy:
     source = sqlite3.connect(database, timeout=10)
     try:
         _revision(source, database)  # only a ledger database
         target = sqlite3.connect(partial)
         try:
             source.backup(target)  # pages=-1: one step, one snapshot
-            copy = _checked(target, partial)
+            return _checked(target, partial)
         finally:
             target.close()
     finally:
         source.close()
-    _fsync(partial)
-    os.replace(partial, destination)
-    _fsync(destination.parent)
-    return Copy(destination, copy.pages, copy.size, copy.revision)
 
 
 def restore(backup_file: Path, database: Path, replace: bool) -> Copy:
@@ -83,29 +95,34 @@ def restore(backup_file: Path, database: Path, replace: bool) -> Copy:
     # immutable: read without locks or a -shm file, leaving nothing beside the backup
     source = sqlite3.connect(f"{backup_file.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
     try:
-        _checked(source, backup_file)
-        database.parent.mkdir(parents=True, exist_ok=True)
-        target = sqlite3.connect(database, timeout=0, isolation_level=None)
-        try:
-            # Exclusive locking mode keeps the lock after COMMIT, until close.
-            target.execute("PRAGMA locking_mode=EXCLUSIVE")
-            try:
-                target.execute("BEGIN EXCLUSIVE")
-            except sqlite3.OperationalError as exc:
-                raise BackupError(
-                    f"{database} is in use ({exc}): stop the server (and anything else that "
-                    "has the database open) first"
-                ) from exc
-            if _has_tables(target) and not replace:
-                raise BackupError(f"{database} already holds a ledger: pass --replace to overwrite it")
-            target.execute("COMMIT")
-            source.backup(target)
-            copy = _checked(target, database)
-        finally:
-            target.close()  # releases the lock; a clean close also checkpoints the WAL
+        return _restored(source, backup_file, database, replace)
+    except sqlite3.Error as exc:
+        raise BackupError(f"restore of {backup_file} into {database} failed: {exc}") from exc
     finally:
         source.close()
-    return copy
+
+
+def _restored(source: sqlite3.Connection, backup_file: Path, database: Path, replace: bool) -> Copy:
+    _checked(source, backup_file)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    target = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        # Exclusive locking mode keeps the lock after COMMIT, until close.
+        target.execute("PRAGMA locking_mode=EXCLUSIVE")
+        try:
+            target.execute("BEGIN EXCLUSIVE")
+        except sqlite3.OperationalError as exc:
+            raise BackupError(
+                f"{database} is in use ({exc}): stop the server (and anything else that "
+                "has the database open) first"
+            ) from exc
+        if _has_tables(target) and not replace:
+            raise BackupError(f"{database} already holds a ledger: pass --replace to overwrite it")
+        target.execute("COMMIT")
+        source.backup(target)  # one write transaction: interrupted, it leaves the database as it was
+        return _checked(target, database)
+    finally:
+        target.close()  # releases the lock; a clean close also checkpoints the WAL
 
 
 def _checked(conn: sqlite3.Connection, path: Path) -> Copy:
