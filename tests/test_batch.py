@@ -501,3 +501,35 @@ def test_a_batch_of_captures_counts_what_their_holds_lend_them_against_the_reply
     assert posted_count(engine) == before
     [one] = client.batch_create_transactions([capture_request(holds[0])])
     assert len(one.transaction.metadata) == 32
+
+
+def test_concurrent_batches_capture_and_refund_each_once(client: LedgerClient, engine: Engine) -> None:
+    """Batches racing to settle the same holds and payments, each in its own order and
+    with its own request ids: every hold is captured once and every payment refunded once
+    (a second refund of 15 would pass its 20), whichever batch gets there first; the other
+    batches' items are refused, never applied twice."""
+    accounts = [client.create_account(currency="USD").name for _ in range(4)]
+    for a in accounts:
+        client.credit(a, 1000, "USD")
+    holds = [client.create_hold(accounts[i % 4], 10, "USD").name for i in range(12)]
+    payments = [client.debit(accounts[i % 4], 20, "USD").name for i in range(8)]
+    results: list[transaction_service_pb2.BatchItemResult] = []
+
+    def run(seed: int) -> None:
+        items = [capture_request(h) for h in holds] + [refund_request(p, amount=15) for p in payments]
+        results.extend(
+            client.batch_create_transactions(random.Random(seed).sample(items, 20), independent=True)
+        )
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 6 * 20
+    settled = [r.transaction.related_transaction for r in results if r.HasField("transaction")]
+    assert sorted(settled) == sorted(holds + payments)
+    refused = [r.error for r in results if r.HasField("error")]
+    assert {e.code for e in refused} == {grpc.StatusCode.FAILED_PRECONDITION.value[0]}
+    assert [client.get_account(a).balance.posted for a in accounts] == [1000 - 30 - 40 + 30] * 4
+    assert invariant_violations(engine) == []
