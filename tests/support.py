@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -244,3 +245,20 @@ def writer_held(
         finally:
             until.set()
             held.result(bound)
+
+
+@contextmanager
+def holding_account_lock(database_url: str, account_id: str) -> Iterator[None]:
+    """Block the server's writers on this account from outside, as a slow peer would."""
+    if database_url.startswith("sqlite"):
+        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+    else:
+        with psycopg.connect(database_url.replace("+psycopg", "")) as pg, pg.transaction():
+            pg.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
+            yield

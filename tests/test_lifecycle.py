@@ -30,8 +30,7 @@ from ledger_server.core.model import (
 )
 from ledger_server.core.operations import Capture, Refund
 from ledger_server.store.sql_store import SqlStore
-from tests.support import START, Clock, invariant_violations, unit_calls
-from tests.test_server_process import holding_account_lock
+from tests.support import START, Clock, holding_account_lock, invariant_violations, unit_calls
 
 T = DEFAULT_TENANT
 DAY = dt.timedelta(days=1)

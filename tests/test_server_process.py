@@ -4,21 +4,18 @@ drains in-flight calls, every call is logged once."""
 from __future__ import annotations
 
 import signal
-import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import grpc
-import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger.v1 import transaction_pb2
 from ledger_client import LedgerClient, LedgerError
 
 from ledger_server.core.admin import Admin
-from tests.support import ServerProcess
+from tests.support import ServerProcess, holding_account_lock
 
 
 @pytest.fixture
@@ -46,23 +43,6 @@ def test_request_id_replays_identically_after_restart(
         with pytest.raises(LedgerError) as info:
             client.credit(account.name, 251, "USD", request_id=credit_id)
         assert info.value.reason == "REQUEST_ID_REUSED"
-
-
-@contextmanager
-def holding_account_lock(database_url: str, account_id: str) -> Iterator[None]:
-    """Block the server's writers on this account from outside, as a slow peer would."""
-    if database_url.startswith("sqlite"):
-        conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-            conn.close()
-    else:
-        with psycopg.connect(database_url.replace("+psycopg", "")) as pg, pg.transaction():
-            pg.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
-            yield
 
 
 def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(

@@ -27,13 +27,14 @@ from ledger.v1 import (
     transaction_service_pb2,
     transaction_service_pb2_grpc,
 )
-from ledger_client import LedgerClient
+from ledger_client import LedgerClient, LedgerError
 from sqlalchemy import Engine, text
 
 from ledger_server.api.server import LedgerServer
+from ledger_server.core.admin import Admin
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.sql_store import SqlStore
-from tests.support import invariant_violations, serving
+from tests.support import holding_account_lock, invariant_violations, serving
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -350,3 +351,42 @@ def test_calls_abandoned_mid_flight_are_applied_whole_or_not_at_all(
     assert counts(engine) == (before[0] + len(requests), before[1] + len(requests))
     assert invariant_violations(engine) == []
     still_serves(server.port, token)
+
+
+def test_a_tenant_at_its_call_limit_is_refused_and_other_tenants_are_served(
+    ledger: Ledger, store: SqlStore, token: str, admin: Admin, database_url: str
+) -> None:
+    """--max-calls-per-tenant 2: of three credits sent at once to a locked account, two
+    wait for the lock and the third is refused at once, changing nothing; another tenant
+    is served meanwhile; once the two finish, the tenant's slots are free again."""
+    admin.create_tenant("other", "Other")
+    others = admin.create_token("other", "other-service", ["accounts:read"])[1]
+    with (
+        serving(ledger, store, max_calls_per_tenant=2) as srv,
+        LedgerClient(f"127.0.0.1:{srv.port}", token=token, timeout=30.0, max_attempts=1) as client,
+        LedgerClient(f"127.0.0.1:{srv.port}", token=others, timeout=30.0) as other,
+    ):
+        account = client.create_account(currency="USD").name
+        outcomes: queue.Queue[int | LedgerError] = queue.Queue()
+
+        def credit(amount: int) -> None:
+            try:
+                outcomes.put(client.credit(account, amount, "USD").amount)
+            except LedgerError as err:
+                outcomes.put(err)
+
+        with holding_account_lock(database_url, account.split("/")[1]):
+            calls = [threading.Thread(target=credit, args=(amount,)) for amount in (1, 10, 100)]
+            for t in calls:
+                t.start()
+            refused = outcomes.get(timeout=20)  # the third to arrive, while the others wait
+            assert isinstance(refused, LedgerError)
+            assert (refused.code, refused.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_CALL_LIMIT")
+            assert refused.error_metadata == {"tenant": "acme", "limit": "2"}
+            assert other.list_accounts().accounts == []  # another tenant's calls go on
+        for t in calls:
+            t.join(30)
+        posted = [outcomes.get(timeout=1) for _ in range(2)]
+        assert all(isinstance(p, int) for p in posted)
+        assert client.get_account(account).balance.posted == sum(posted)  # type: ignore[arg-type]
+        assert outcomes.empty()

@@ -68,6 +68,13 @@ OPTIONS = [
         "calls beyond this many in flight are refused with RESOURCE_EXHAUSTED",
     ),
     Option(
+        "--max-calls-per-tenant",
+        "LEDGER_MAX_CALLS_PER_TENANT",
+        "0",
+        int,
+        "calls of one tenant in flight at once; more are refused with RESOURCE_EXHAUSTED (0: no limit)",
+    ),
+    Option(
         "--max-streams-per-connection",
         "LEDGER_MAX_STREAMS_PER_CONNECTION",
         "128",
@@ -141,6 +148,7 @@ class Settings:
     tls_key: str = ""
     tls_client_ca: str = ""
     metrics_listen: str = ""
+    max_calls_per_tenant: int = 0
 
 
 def add_options(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:

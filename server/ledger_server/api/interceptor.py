@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from ledger_server.api.errors import CODES, ledger_status, status_of, unavailabl
 from ledger_server.call_greenlet import blocking
 from ledger_server.core.auth import Authenticator, Caller, require_scope
 from ledger_server.core.deadline import reset_deadline, set_deadline
-from ledger_server.core.errors import DeadlineExceeded, LedgerError, StoreUnavailable
+from ledger_server.core.errors import Category, DeadlineExceeded, LedgerError, StoreUnavailable
 
 log = logging.getLogger("ledger.rpc")
 # gRPC reports "no deadline" as a remaining time of centuries.
@@ -46,13 +47,49 @@ Behavior = Callable[[Any, grpc.ServicerContext], Any]
 Observer = Callable[[str, str, float, str], None]
 
 
+class TenantLimit:
+    """At most `limit` calls of one tenant in flight at once, so that one tenant's bulk
+    work cannot take every call slot and worker from the others. Counted under a lock:
+    calls run on the event loop and in worker threads."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+
+    def take(self, tenant_id: str) -> None:
+        """One more call of `tenant_id`, or LedgerError TENANT_CALL_LIMIT."""
+        with self._lock:
+            busy = self._in_flight.get(tenant_id, 0)
+            if busy >= self._limit:
+                raise LedgerError(
+                    Category.RESOURCE_EXHAUSTED,
+                    "TENANT_CALL_LIMIT",
+                    f"tenant {tenant_id} has {busy} calls in flight, this server's limit: retry after "
+                    "a backoff (with the same request_id), or send fewer calls at once",
+                    metadata={"tenant": tenant_id, "limit": str(self._limit)},
+                )
+            self._in_flight[tenant_id] = busy + 1
+
+    def give_back(self, tenant_id: str) -> None:
+        with self._lock:
+            left = self._in_flight.pop(tenant_id) - 1
+            if left:
+                self._in_flight[tenant_id] = left
+
+
 class CallInterceptor:
     def __init__(
-        self, authenticator: Authenticator, scopes: dict[str, str], observe: Observer | None = None
+        self,
+        authenticator: Authenticator,
+        scopes: dict[str, str],
+        observe: Observer | None = None,
+        tenant_limit: TenantLimit | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._scopes = scopes  # method path -> scope; methods not in it (health, reflection) are open
         self._observe = observe
+        self._tenant_limit = tenant_limit
         self._draining = False
 
     def drain(self) -> None:
@@ -91,11 +128,16 @@ class CallInterceptor:
         caller = self._authenticator.authenticate(header if isinstance(header, str) else None, blocking)
         call.caller = caller  # logged even if refused for its scope: who tried matters
         require_scope(caller, scope)
+        limit = self._tenant_limit
+        if limit is not None:
+            limit.take(caller.tenant_id)
         token = set_caller(caller)
         try:
             yield
         finally:
             reset_caller(token)
+            if limit is not None:
+                limit.give_back(caller.tenant_id)
 
 
 Around = Callable[[grpc.ServicerContext], AbstractContextManager["_Call"]]

@@ -31,7 +31,7 @@ from ledger.v1 import (
 from ledger_server.api.account_servicer import AccountServicer
 from ledger_server.api.admin_servicer import AdminServicer
 from ledger_server.api.aio_bridge import asynchronous, run_on_loop
-from ledger_server.api.interceptor import CallInterceptor
+from ledger_server.api.interceptor import CallInterceptor, TenantLimit
 from ledger_server.api.reflection import DocumentedReflectionServicer
 from ledger_server.api.registration import add_servicer
 from ledger_server.api.scopes import required_scopes
@@ -56,7 +56,10 @@ class LedgerServer:
     ) -> None:
         self._metrics = metrics
         self._interceptor = CallInterceptor(
-            authenticator, required_scopes(LEDGER_SERVICES), metrics.observe if metrics else None
+            authenticator,
+            required_scopes(LEDGER_SERVICES),
+            metrics.observe if metrics else None,
+            TenantLimit(settings.max_calls_per_tenant) if settings.max_calls_per_tenant > 0 else None,
         )
         self._ledger = ledger
         self._probe_seconds = max(settings.health_probe_seconds, 0.05)  # 0 would spin

@@ -52,6 +52,7 @@ class Reason:
     ACCOUNT_NOT_EMPTY: Final = "ACCOUNT_NOT_EMPTY"
     BALANCE_BELOW_FLOOR: Final = "BALANCE_BELOW_FLOOR"
     POSTING_DATE_TOO_EARLY: Final = "POSTING_DATE_TOO_EARLY"
+    TENANT_CALL_LIMIT: Final = "TENANT_CALL_LIMIT"
 
 
 @dataclass(frozen=True, slots=True)

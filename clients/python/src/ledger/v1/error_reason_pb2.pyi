@@ -120,6 +120,11 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: a capture or refund dated (posting_date) before the hold or
     transaction it follows; metadata `posting_date` and `earliest` say both dates.
     """
+    ERROR_REASON_TENANT_CALL_LIMIT: _ErrorReason.ValueType  # 30
+    """RESOURCE_EXHAUSTED: the caller's tenant already has as many calls in flight as the
+    server allows (--max-calls-per-tenant); metadata `tenant` and `limit`. Nothing was
+    done: back off and retry (with the same request_id).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The reasons the ledger puts in the google.rpc.ErrorInfo of every error it
@@ -225,5 +230,10 @@ available balance; metadata `available` and `balance_floor` say by how much.
 ERROR_REASON_POSTING_DATE_TOO_EARLY: ErrorReason.ValueType  # 29
 """FAILED_PRECONDITION: a capture or refund dated (posting_date) before the hold or
 transaction it follows; metadata `posting_date` and `earliest` say both dates.
+"""
+ERROR_REASON_TENANT_CALL_LIMIT: ErrorReason.ValueType  # 30
+"""RESOURCE_EXHAUSTED: the caller's tenant already has as many calls in flight as the
+server allows (--max-calls-per-tenant); metadata `tenant` and `limit`. Nothing was
+done: back off and retry (with the same request_id).
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
