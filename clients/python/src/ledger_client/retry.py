@@ -1,9 +1,11 @@
 """Retries of UNAVAILABLE calls with capped exponential backoff and full jitter.
 
-Only ``UNAVAILABLE`` is retried: the ledger returns it when its database is busy or
+``UNAVAILABLE`` is retried: the ledger returns it when its database is busy or
 unreachable or when it is shutting down, and in each case the request was not applied,
 or it was applied and a retry with the same ``request_id`` replays the stored response.
-Every other code is final. ``DEADLINE_EXCEEDED`` in particular is not retried: the
+So is ``RESOURCE_EXHAUSTED`` with reason ``TENANT_CALL_LIMIT`` (the caller's tenant had
+as many calls in flight as the server allows; nothing was done). Every other code is
+final. ``DEADLINE_EXCEEDED`` in particular is not retried: the
 timeout is the budget of the whole call, retries included, so when it is spent there
 is no time left to retry in. A caller that wants to try again after it can repeat the
 call itself with the ``request_id`` of the :class:`~ledger_client.LedgerError`.
@@ -20,10 +22,17 @@ from typing import TypeVar
 
 import grpc
 
-__all__ = ["RETRYABLE_CODES", "RetryPolicy", "call_with_retry"]
+from .errors import reason_of
+
+__all__ = ["RETRYABLE_CODES", "RETRYABLE_REASONS", "RetryPolicy", "call_with_retry"]
 
 #: The status codes that are retried.
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+#: RESOURCE_EXHAUSTED answers retried too, by their ErrorInfo reason: a server's limit on
+#: one tenant's calls in flight passes, where a message too large or an import's reply
+#: (the same code) would fail again.
+RETRYABLE_REASONS: frozenset[str] = frozenset({"TENANT_CALL_LIMIT"})
 
 _T = TypeVar("_T")
 
@@ -80,6 +89,13 @@ def _code_of(error: grpc.RpcError) -> grpc.StatusCode | None:
         return None
 
 
+def _retryable(error: grpc.RpcError) -> bool:
+    code = _code_of(error)
+    if code in RETRYABLE_CODES:
+        return True
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason_of(error) in RETRYABLE_REASONS
+
+
 def call_with_retry(
     attempt: Callable[[float], _T],
     policy: RetryPolicy,
@@ -91,7 +107,8 @@ def call_with_retry(
     rand: Callable[[], float] = random.random,
 ) -> _T:
     """Call ``attempt(remaining_seconds)`` until it returns, retrying a
-    :class:`grpc.RpcError` whose code is in :data:`RETRYABLE_CODES`.
+    :class:`grpc.RpcError` whose code is in :data:`RETRYABLE_CODES` (or RESOURCE_EXHAUSTED
+    with a reason in :data:`RETRYABLE_REASONS`).
 
     ``timeout`` is the deadline of the whole call: each attempt is given what remains of
     it, and no retry is started whose backoff would end past it. ``on_attempt(n)`` is
@@ -107,7 +124,7 @@ def call_with_retry(
         try:
             return attempt(max(deadline - clock(), 0.0))
         except grpc.RpcError as error:
-            if _code_of(error) not in RETRYABLE_CODES or number >= policy.max_attempts:
+            if not _retryable(error) or number >= policy.max_attempts:
                 raise
             delay = policy.backoff(number, rand)
             if clock() + delay >= deadline:
