@@ -595,23 +595,21 @@ def test_unavailable_with_details_is_retried_and_decoded(ledger: FakeLedger) -> 
 def test_a_tenant_call_limit_is_retried_and_other_resource_exhausted_is_not(ledger: FakeLedger) -> None:
     """RESOURCE_EXHAUSTED is retried only for TENANT_CALL_LIMIT: the limit passes as the
     tenant's other calls finish; an import too large for its reply would fail again."""
-    busy = error_details_pb2.ErrorInfo(reason="TENANT_CALL_LIMIT", domain="ledger.v1")
-    ledger.status = rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "tenant busy", busy)
-    with (
-        LedgerClient(ledger.target, max_attempts=3, initial_backoff=0.001) as client,
-        pytest.raises(LedgerError) as caught,
-    ):
-        client.credit(ACCOUNT, 1, "USD")
-    assert (caught.value.reason, caught.value.attempts) == (Reason.TENANT_CALL_LIMIT, 3)
-    assert len(set(ledger.request_ids())) == 1 and len(ledger.attempts) == 3
-    too_large = error_details_pb2.ErrorInfo(reason="IMPORT_TOO_LARGE", domain="ledger.v1")
-    ledger.status = rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "reply too large", too_large)
-    with (
-        LedgerClient(ledger.target, max_attempts=3, initial_backoff=0.001) as client,
-        pytest.raises(LedgerError) as caught,
-    ):
-        client.credit(ACCOUNT, 1, "USD")
-    assert (caught.value.reason, caught.value.attempts) == (Reason.IMPORT_TOO_LARGE, 1)
+
+    def exhausted(reason: str) -> LedgerError:
+        info = error_details_pb2.ErrorInfo(reason=reason, domain="ledger.v1")
+        ledger.status = rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "exhausted", info)
+        ledger.attempts.clear()
+        with (
+            LedgerClient(ledger.target, max_attempts=3, initial_backoff=0.001) as client,
+            pytest.raises(LedgerError) as caught,
+        ):
+            client.credit(ACCOUNT, 1, "USD")
+        assert caught.value.reason == reason and len(set(ledger.request_ids())) == 1
+        return caught.value
+
+    assert exhausted(Reason.TENANT_CALL_LIMIT).attempts == 3
+    assert exhausted(Reason.IMPORT_TOO_LARGE).attempts == 1
 
 
 def test_error_without_details(ledger: FakeLedger, client: LedgerClient) -> None:
