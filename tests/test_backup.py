@@ -163,6 +163,34 @@ def test_restore_brings_back_the_backup_once_the_server_has_stopped(
         assert gone.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def test_restore_over_a_crashed_servers_database_ignores_its_leftover_wal(
+    served: ServerProcess, db: Path, tmp_path: Path, secret: str
+) -> None:
+    """After kill -9 the database's -wal file still holds the last commits; restored over,
+    none of them may come back on top of the backup."""
+    url, backup = f"sqlite:///{db}", str(tmp_path / "backup.db")
+    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as client:
+        writes = Crediting(client)
+        for _ in range(5):
+            writes.credit()
+        assert cli("backup", backup, "--database-url", url).returncode == 0
+        for _ in range(5):
+            writes.credit()
+    served.signal(signal.SIGKILL)
+    served.wait()
+    wal = db.with_name(db.name + "-wal")
+    assert wal.exists() and wal.stat().st_size > 0  # the crash left commits there
+    restored = cli("restore", backup, "--database-url", url, "--replace")
+    assert restored.returncode == 0, restored.stderr
+    served.start()
+    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as client:
+        for account in writes.accounts:
+            assert client.get_account(account).balance.posted == writes.balance(account, 5)
+        assert {
+            t.name.split("/")[1] for t in client.list_transactions(page_size=100).transactions
+        } == writes.ids(5)
+
+
 def test_restore_into_a_new_file_and_a_backup_of_a_broken_ledger_says_so(
     served: ServerProcess, db: Path, tmp_path: Path, secret: str
 ) -> None:
