@@ -72,6 +72,7 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         "ListAccountStatusChanges",
         "UpdateAccount",
         "ListAccountUpdates",
+        "BatchCreateTransactions",
     ]
     ids: dict[str, str] = {}  # placeholder -> id, filled from replies as the walkthrough goes
 
@@ -97,6 +98,8 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
                 ids["<DEBIT_ID>"] = replies[2].transaction.name.split("/")[1]
             elif i == 6:
                 ids["<HOLD_ID>"] = replies[6].hold.name.split("/")[1]
+            elif i == 7:
+                ids["<CAPTURE_ID>"] = replies[7].capture.name.split("/")[1]
             elif i == 10:
                 ids["<OTHER_ACCOUNT_ID>"] = replies[10].account.name.split("/")[1]
         assert [r.transaction.ending_balance for r in replies[1:3]] == [2500, 1250]
@@ -121,6 +124,8 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         (update,) = replies[18].updates
         assert (list(update.changed_fields.paths), update.reason) == (["balance_floor"], "limit review #7")
         assert (update.previous.balance_floor, update.current.balance_floor) == (0, -500)
+        refunds = [r.transaction for r in replies[19].results]
+        assert [(t.type, t.amount, t.ending_balance) for t in refunds] == [(4, 100, 2200), (4, 300, 2500)]
         account = invoke(
             channel,
             "ledger.v1.AccountService/GetAccount",
@@ -128,9 +133,9 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
             calls[0][2],
         ).account
         assert (account.balance.posted, account.balance.expiring, account.balance.permanent) == (
-            2100,
+            2500,
             900,
-            1200,
+            1600,
         )
 
 
