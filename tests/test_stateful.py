@@ -8,6 +8,7 @@ SQLite and Postgres."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import itertools
 import os
@@ -48,6 +49,7 @@ START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 FLOORS = [0, 0, -100]
 # How a capture or refund is made: its own call, a CreateTransaction of its type, a batch item.
 SETTLED_BY = ["call", "transaction", "batch"]
+SETTLED_AS = {"capture": TransactionType.CAPTURE, "refund": TransactionType.REFUND}
 _tenants = itertools.count()
 
 
@@ -228,22 +230,34 @@ class LedgerMachine(RuleBasedStateMachine):
             )
         return made.id if isinstance(made, Transaction) else None
 
+    def _capture_expected(self, h: str, part: int) -> tuple[str | None, int]:
+        """What capturing `part` (0: all) of hold `h` answers, and the amount it captures."""
+        t = self.holds[h]
+        m = self._m(t.account)
+        amount = part or t.amount
+        if self._hold_status(h, t) != "pending":
+            return "HOLD_NOT_PENDING", amount
+        if amount > t.amount:
+            return "AMOUNT_EXCEEDS_HOLD", amount
+        if self._inactive(m):
+            return self._inactive(m), amount
+        return (
+            None if m.posted - (m.pending - t.amount) - amount >= m.floor else "INSUFFICIENT_FUNDS"
+        ), amount
+
+    def _captured(self, h: str, amount: int, made: str) -> None:
+        t = self.holds[h]
+        m = self._m(t.account)
+        del m.holds[h]
+        t.status, t.captured = "captured", amount
+        uses = [(lot, n, 0) for lot, n in m.take(amount)]
+        self.txns[made] = MTxn(t.account, Direction.DEBIT, amount, refundable=True, uses=uses)
+
     @precondition(lambda self: self.holds)
     @rule(data=st.data(), part=st.integers(0, 450), how=st.sampled_from(SETTLED_BY))
     def capture(self, data: st.DataObject, part: int, how: str) -> None:
         h = data.draw(st.sampled_from(list(self.holds)))
-        t = self.holds[h]
-        m = self._m(t.account)
-        status = self._hold_status(h, t)
-        amount = part or t.amount
-        if status != "pending":
-            expected: str | None = "HOLD_NOT_PENDING"
-        elif amount > t.amount:
-            expected = "AMOUNT_EXCEEDS_HOLD"
-        elif self._inactive(m):
-            expected = self._inactive(m)
-        else:
-            expected = None if m.posted - (m.pending - t.amount) - amount >= m.floor else "INSUFFICIENT_FUNDS"
+        expected, amount = self._capture_expected(h, part)
         made = self._settle(
             expected,
             how,
@@ -253,10 +267,7 @@ class LedgerMachine(RuleBasedStateMachine):
             ),
         )
         if made is not None:
-            del m.holds[h]
-            t.status, t.captured = "captured", amount
-            uses = [(lot, n, 0) for lot, n in m.take(amount)]
-            self.txns[made] = MTxn(t.account, Direction.DEBIT, amount, refundable=True, uses=uses)
+            self._captured(h, amount, made)
 
     @precondition(lambda self: self.holds)
     @rule(data=st.data())
@@ -269,33 +280,24 @@ class LedgerMachine(RuleBasedStateMachine):
             del m.holds[h]
             t.status = "voided"
 
-    @precondition(lambda self: self.txns)
-    @rule(data=st.data(), part=st.integers(0, 600), how=st.sampled_from(SETTLED_BY))
-    def refund(self, data: st.DataObject, part: int, how: str) -> None:
-        original = data.draw(st.sampled_from(list(self.txns)))
+    def _refund_expected(self, original: str, part: int) -> tuple[str | None, int]:
+        """What refunding `part` (0: all that is left) of `original` answers, and the
+        amount it refunds."""
         t = self.txns[original]
         m = self._m(t.account)
         left = t.amount - t.refunded
         amount = part or left
         if not t.refundable:
-            expected: str | None = "NOT_REFUNDABLE"
-        elif left == 0 or amount > left:
-            expected = "AMOUNT_EXCEEDS_REFUNDABLE"
-        elif self._inactive(m):
-            expected = self._inactive(m)
-        elif t.direction is Direction.CREDIT:
-            expected = self._debit_outcome(m, amount)
-        else:
-            expected = None
-        details = NewTransaction("", None, part, "")
-        made = self._settle(
-            expected,
-            how,
-            NewTransaction("", None, part, "", type=TransactionType.REFUND, related_id=original),
-            lambda: self.ledger.refund(self.tenant, original, amount=part, cmd=details),
-        )
-        if made is None:
-            return
+            return "NOT_REFUNDABLE", amount
+        if left == 0 or amount > left:
+            return "AMOUNT_EXCEEDS_REFUNDABLE", amount
+        if self._inactive(m):
+            return self._inactive(m), amount
+        return (self._debit_outcome(m, amount) if t.direction is Direction.CREDIT else None), amount
+
+    def _refunded(self, original: str, amount: int, made: str) -> None:
+        t = self.txns[original]
+        m = self._m(t.account)
         if t.direction is Direction.CREDIT:
             m.take(amount, prefer=original)
         else:
@@ -303,6 +305,73 @@ class LedgerMachine(RuleBasedStateMachine):
         t.refunded += amount
         t.status = "refunded" if t.refunded == t.amount else "partially_refunded"
         self.txns[made] = MTxn(t.account, Direction.CREDIT, amount, refundable=False)
+
+    @precondition(lambda self: self.txns)
+    @rule(data=st.data(), part=st.integers(0, 600), how=st.sampled_from(SETTLED_BY))
+    def refund(self, data: st.DataObject, part: int, how: str) -> None:
+        original = data.draw(st.sampled_from(list(self.txns)))
+        expected, amount = self._refund_expected(original, part)
+        details = NewTransaction("", None, part, "")
+        made = self._settle(
+            expected,
+            how,
+            NewTransaction("", None, part, "", type=TransactionType.REFUND, related_id=original),
+            lambda: self.ledger.refund(self.tenant, original, amount=part, cmd=details),
+        )
+        if made is not None:
+            self._refunded(original, amount, made)
+
+    @precondition(lambda self: self._pool("capture") or self._pool("refund"))
+    @rule(data=st.data(), count=st.integers(2, 4))
+    def settling_batch(self, data: st.DataObject, count: int) -> None:
+        """An atomic batch of captures and refunds of open holds and refundable payments
+        (each a different one while there are, then some the same): its outcome is found by
+        making its items, in order, on a copy of the model; only if they all succeed there
+        must the ledger post it. Small amounts (0: all), so that most batches can succeed."""
+        picks: list[tuple[str, str, int]] = []
+        for _ in range(count):
+            kind = data.draw(st.sampled_from([k for k in ("capture", "refund") if self._pool(k)]))
+            named = {t for _, t, _ in picks}
+            pool = self._pool(kind)  # another one than the batch names already, while there are
+            target = data.draw(st.sampled_from([t for t in pool if t not in named] or pool))
+            picks.append((kind, target, data.draw(st.sampled_from([0, 1, 5, 20]))))
+        real = (self.model, self.holds, self.txns)
+        self.model, self.holds, self.txns = copy.deepcopy(real)  # the trial: shares nothing with the model
+        expected: str | None = None
+        amounts = []
+        try:
+            for k, (kind, target, part) in enumerate(picks):
+                expected, amount = self._settling_rules(kind)[0](target, part)
+                if expected:
+                    break
+                amounts.append(amount)
+                self._settling_rules(kind)[1](target, amount, f"trial-{k}")
+        finally:
+            self.model, self.holds, self.txns = real
+        batch = [
+            BatchItem(NewTransaction("", None, part, "", type=SETTLED_AS[kind], related_id=target))
+            for kind, target, part in picks
+        ]
+        results = self._expect(expected, self.ledger.post_batch, self.tenant, batch, True)
+        if isinstance(results, list):
+            for (kind, target, _), amount, made in zip(picks, amounts, results, strict=True):
+                assert isinstance(made, Transaction)
+                self._settling_rules(kind)[1](target, amount, made.id)
+
+    def _pool(self, kind: str) -> list[str]:
+        """What a settling batch may name: the open holds, or the payments with something
+        left to refund."""
+        if kind == "capture":
+            return [h for h, t in self.holds.items() if t.status == "pending"]
+        return [i for i, t in self.txns.items() if t.refundable and t.refunded < t.amount]
+
+    def _settling_rules(
+        self, kind: str
+    ) -> tuple[Callable[[str, int], tuple[str | None, int]], Callable[[str, int, str], None]]:
+        """A capture's or a refund's expected answer, and its effect on the model."""
+        if kind == "capture":
+            return self._capture_expected, self._captured
+        return self._refund_expected, self._refunded
 
     def _give_back(self, m: MAccount, t: MTxn, amount: int) -> None:
         permanent_part = t.amount - sum(n for _, n, _ in t.uses)
