@@ -191,12 +191,13 @@ def _related_id(t: transaction_pb2.Transaction) -> str:
 
 
 def _captured_holds(request: pb.BatchCreateTransactionsRequest) -> list[str]:
-    """The ids of the holds a batch's capture items name."""
-    return [
+    """The ids of the holds a batch's capture items name (a malformed name is refused later)."""
+    named = (
         _related_id(item.transaction)
         for item in request.requests
         if item.transaction.type == transaction_pb2.TRANSACTION_TYPE_CAPTURE
-    ]
+    )
+    return [hold_id for hold_id in named if hold_id]
 
 
 def _import_too_large(chunk_index: int, in_reply: int, processed: int) -> LedgerError:

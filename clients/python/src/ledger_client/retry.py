@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import grpc
 
-from .errors import reason_of
+from .errors import Reason, reason_of
 
 __all__ = ["RETRYABLE_CODES", "RETRYABLE_REASONS", "RetryPolicy", "call_with_retry"]
 
@@ -32,7 +32,7 @@ RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAIL
 #: RESOURCE_EXHAUSTED answers retried too, by their ErrorInfo reason: a server's limit on
 #: one tenant's calls in flight passes, where a message too large or an import's reply
 #: (the same code) would fail again.
-RETRYABLE_REASONS: frozenset[str] = frozenset({"TENANT_CALL_LIMIT"})
+RETRYABLE_REASONS: frozenset[str] = frozenset({Reason.TENANT_CALL_LIMIT})
 
 _T = TypeVar("_T")
 
