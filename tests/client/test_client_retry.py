@@ -388,17 +388,15 @@ def test_configured_and_per_call_deadlines(ledger: FakeLedger) -> None:
 
 
 def test_deadline_exceeded_is_not_retried(ledger: FakeLedger) -> None:
-    ledger.stall = True
-    started = time.monotonic()
+    ledger.stall = True  # for up to 3 s: the call's 0.3 s deadline passes first
     with LedgerClient(ledger.target, timeout=0.3, initial_backoff=0.001) as client:
         with pytest.raises(LedgerError) as caught:
             client.credit(ACCOUNT, 1, "USD")
-        elapsed = time.monotonic() - started
         ledger.release.set()
     assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert caught.value.attempts == 1
-    assert elapsed < 2.0
-    assert len(ledger.attempts) == 1
+    [attempt] = ledger.attempts
+    assert attempt.time_remaining is not None and attempt.time_remaining <= 0.3
     # The request_id is there so that the caller can repeat the call safely.
     assert caught.value.request_id == ledger.request_ids()[0]
 
