@@ -204,17 +204,6 @@ def _details_of(error: grpc.RpcError) -> str:
     return details if isinstance(details, str) else ""
 
 
-def reason_of(error: grpc.RpcError) -> str | None:
-    """The ErrorInfo reason of a failed call, if it carries one."""
-    status = _status_of(error)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason or None
-    return None
-
-
 def _status_of(error: grpc.RpcError) -> status_pb2.Status | None:
     """The google.rpc.Status in the trailers, via grpc_status; if grpc_status refuses it
     because its code or message differ from the call's (a proxy rewrote them), the

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import grpc
 
-from .errors import Reason, reason_of
+from .errors import LedgerError, Reason
 
 __all__ = ["RETRYABLE_CODES", "RETRYABLE_REASONS", "RetryPolicy", "call_with_retry"]
 
@@ -93,7 +93,10 @@ def _retryable(error: grpc.RpcError) -> bool:
     code = _code_of(error)
     if code in RETRYABLE_CODES:
         return True
-    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason_of(error) in RETRYABLE_REASONS
+    return (
+        code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and LedgerError.from_rpc_error(error).reason in RETRYABLE_REASONS
+    )
 
 
 def call_with_retry(
