@@ -25,7 +25,7 @@ from sqlalchemy import Engine, func, select
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.schema import transactions
 from ledger_server.store.sql_store import SqlStore
-from tests.support import invariant_violations, serving
+from tests.support import invariant_violations, serving, unit_calls
 
 
 def posted_count(engine: Engine) -> int:
@@ -533,3 +533,15 @@ def test_concurrent_batches_capture_and_refund_each_once(client: LedgerClient, e
     assert {e.code for e in refused} == {grpc.StatusCode.FAILED_PRECONDITION.value[0]}
     assert [client.get_account(a).balance.posted for a in accounts] == [1000 - 30 - 40 + 30] * 4
     assert invariant_violations(engine) == []
+
+
+def test_a_batch_reads_what_its_settlements_name_once(
+    client: LedgerClient, account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read for the reply's bound, the holds and payments are not read again to complete
+    the items: one lookup each, then one each inside the write unit."""
+    holds = [client.create_hold(account, 10, "USD").name for _ in range(3)]
+    payment = client.debit(account, 5, "USD").name
+    lookups = unit_calls(monkeypatch, "get_transaction")
+    client.batch_create_transactions([*map(capture_request, holds), refund_request(payment)])
+    assert len(lookups) == 2 * 4

@@ -168,11 +168,11 @@ SETTLED_EXTRA_BYTES = 64
 
 
 def _reply_bound(
-    request: pb.BatchCreateTransactionsRequest, atomic: bool, caller: Caller, holds: dict[str, Transaction]
+    request: pb.BatchCreateTransactionsRequest, atomic: bool, caller: Caller, settled: dict[str, Transaction]
 ) -> int:
     """At most what the batch's reply can take (an atomic batch answers all its items or
-    one error). `holds`: those its capture items name, whose metadata (and description,
-    where the item has none) their captures carry."""
+    one error). `settled`: what its capture and refund items name; a capture carries its
+    hold's metadata (and description, where the item has none)."""
     extra = RESULT_EXTRA_BYTES + len(caller.token_name.encode())
     posted = []
     for item in request.requests:
@@ -180,7 +180,7 @@ def _reply_bound(
         if item.transaction.type == transaction_pb2.TRANSACTION_TYPE_REFUND:
             size += SETTLED_EXTRA_BYTES
         elif item.transaction.type == transaction_pb2.TRANSACTION_TYPE_CAPTURE:
-            hold = holds.get(_related_id(item.transaction))
+            hold = settled.get(_related_id(item.transaction))
             size += SETTLED_EXTRA_BYTES + (transaction_pb(hold).ByteSize() if hold is not None else 0)
         posted.append(size)
     return sum(posted) if atomic else sum(max(size, ERROR_RESULT_BYTES) for size in posted)
@@ -190,14 +190,16 @@ def _related_id(t: transaction_pb2.Transaction) -> str:
     return parse_name(Violations(), "related_transaction", t.related_transaction, "transactions")
 
 
-def _captured_holds(request: pb.BatchCreateTransactionsRequest) -> list[str]:
-    """The ids of the holds a batch's capture items name (a malformed name is refused later)."""
+def _settled_ids(request: pb.BatchCreateTransactionsRequest) -> list[str]:
+    """The ids of the holds and payments a batch's capture and refund items name (a
+    malformed name is refused later)."""
     named = (
         _related_id(item.transaction)
         for item in request.requests
-        if item.transaction.type == transaction_pb2.TRANSACTION_TYPE_CAPTURE
+        if item.transaction.type
+        in (transaction_pb2.TRANSACTION_TYPE_CAPTURE, transaction_pb2.TRANSACTION_TYPE_REFUND)
     )
-    return [hold_id for hold_id in named if hold_id]
+    return [transaction_id for transaction_id in named if transaction_id]
 
 
 def _import_too_large(chunk_index: int, in_reply: int, processed: int) -> LedgerError:
@@ -238,9 +240,11 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         if request.mode not in (pb.BATCH_MODE_UNSPECIFIED, pb.BATCH_MODE_ATOMIC, pb.BATCH_MODE_INDEPENDENT):
             raise invalid([FieldViolation("mode", f"unknown mode {request.mode}")])
         atomic = request.mode != pb.BATCH_MODE_INDEPENDENT
-        captured = _captured_holds(request)
-        holds = self._ledger.get_transactions(caller.tenant_id, captured) if captured else {}
-        bound = _reply_bound(request, atomic, caller, holds)
+        # What its captures and refunds settle, read once: for the reply's bound, and by
+        # the ledger to complete those items.
+        wanted = _settled_ids(request)
+        settled = self._ledger.get_transactions(caller.tenant_id, wanted) if wanted else {}
+        bound = _reply_bound(request, atomic, caller, settled)
         if bound > self._max_reply_bytes:
             raise invalid(
                 [
@@ -252,7 +256,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
                 ]
             )
         items, responders = _batch_items(request.requests, caller, require_request_id=False)
-        results = self._ledger.post_batch(caller.tenant_id, items, atomic)
+        results = self._ledger.post_batch(caller.tenant_id, items, atomic, settled)
         return pb.BatchCreateTransactionsResponse(
             results=[_item_result(r, responder) for r, responder in zip(results, responders, strict=True)]
         )

@@ -8,8 +8,9 @@ not at all. A unit that loses a race (WriteConflict) is re-run from the start.""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Generic, TypeVar, cast
 
 from ledger_server.core import account_changes, audit, views
@@ -56,6 +57,7 @@ MAX_EXPIRY_ROUNDS = 100
 # Re-runs of a write unit that lost a race before giving up with UNAVAILABLE.
 MAX_WRITE_ATTEMPTS = 5
 PAGE_TOKEN_SECRET = "page_token_secret"
+NOTHING_KNOWN: Mapping[str, Transaction] = MappingProxyType({})  # post_batch's `known` by default
 
 
 def utc_now() -> dt.datetime:
@@ -306,9 +308,17 @@ class Ledger:
             cmd = settled
         return self._write(tenant_id, cmd.account_id, idem, _operation(cmd))
 
-    def post_batch(self, tenant_id: str, items: Sequence[BatchItem], atomic: bool) -> list[ItemResult]:
+    def post_batch(
+        self,
+        tenant_id: str,
+        items: Sequence[BatchItem],
+        atomic: bool,
+        known: Mapping[str, Transaction] = NOTHING_KNOWN,
+    ) -> list[ItemResult]:
         """Post 1..MAX_BATCH_ITEMS transactions: all or none (atomic; a refusal names its
-        item), or each on its own (its result or its refusal, in request order)."""
+        item), or each on its own (its result or its refusal, in request order). `known`:
+        transactions the items settle that the caller has read already (get_transactions),
+        not read again."""
         if not 1 <= len(items) <= MAX_BATCH_ITEMS:
             raise invalid([FieldViolation("requests", f"1 to {MAX_BATCH_ITEMS} items (got {len(items)})")])
         checked: list[NewTransaction | LedgerError] = []
@@ -318,7 +328,7 @@ class Ledger:
             except LedgerError as err:
                 checked.append(_for_item(err, i))
         if any(isinstance(c, NewTransaction) and c.type in SETTLING_TYPES for c in checked):
-            settled = self._settling(tenant_id, checked)
+            settled = self._settling(tenant_id, checked, known)
             checked = [
                 _for_item(s, i) if isinstance(s, LedgerError) and s is not c else s
                 for i, (c, s) in enumerate(zip(checked, settled, strict=True))
@@ -415,17 +425,19 @@ class Ledger:
         return cmd
 
     def _settling(
-        self, tenant_id: str, cmds: Sequence[NewTransaction | LedgerError]
+        self,
+        tenant_id: str,
+        cmds: Sequence[NewTransaction | LedgerError],
+        known: Mapping[str, Transaction] = NOTHING_KNOWN,
     ) -> list[NewTransaction | LedgerError]:
         """Captures and refunds given as transactions (CreateTransaction, batch items)
         completed from what they settle: its account, which routes and locks their write
         unit, its currency, and their direction. What a settled transaction's account,
         currency, direction and type are never changes, so they are read before the unit;
         its status and amounts are checked inside it."""
-        related = self.get_transactions(
-            tenant_id,
-            [c.related_id for c in cmds if isinstance(c, NewTransaction) and c.type in SETTLING_TYPES],
-        )
+        wanted = {c.related_id for c in cmds if isinstance(c, NewTransaction) and c.type in SETTLING_TYPES}
+        unread = [i for i in wanted if i not in known]
+        related = {**known, **self.get_transactions(tenant_id, unread)} if unread else known
         return [
             _settled(c, related.get(c.related_id))
             if isinstance(c, NewTransaction) and c.type in SETTLING_TYPES
