@@ -90,11 +90,29 @@ class Crediting:
         return sum(amount for acc, _, amount in self.acknowledged[:first] if acc == account)
 
 
+def connect(served: ServerProcess, secret: str) -> LedgerClient:
+    return LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0)
+
+
+def credited_around_a_backup(
+    served: ServerProcess, secret: str, url: str, backup: str, *, before: int, after: int
+) -> Crediting:
+    """`before` credits, a backup of the ledger (which must succeed), `after` more."""
+    with connect(served, secret) as client:
+        writes = Crediting(client)
+        for _ in range(before):
+            writes.credit()
+        assert cli("backup", backup, "--database-url", url).returncode == 0
+        for _ in range(after):
+            writes.credit()
+    return writes
+
+
 def test_a_backup_holds_exactly_the_writes_committed_before_it(
     served: ServerProcess, db: Path, tmp_path: Path, secret: str
 ) -> None:
     url = f"sqlite:///{db}"
-    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as client:
+    with connect(served, secret) as client:
         writes = Crediting(client)
         stop = threading.Event()
 
@@ -134,14 +152,8 @@ def test_restore_brings_back_the_backup_once_the_server_has_stopped(
     served: ServerProcess, db: Path, tmp_path: Path, secret: str
 ) -> None:
     url, backup = f"sqlite:///{db}", str(tmp_path / "backup.db")
-    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as client:
-        writes = Crediting(client)
-        for _ in range(10):
-            writes.credit()
-        assert cli("backup", backup, "--database-url", url).returncode == 0
-        kept = len(writes.acknowledged)
-        for _ in range(3):
-            writes.credit()
+    writes = credited_around_a_backup(served, secret, url, backup, before=10, after=3)
+    kept = 10
 
     refused = cli("restore", backup, "--database-url", url, "--replace")
     assert refused.returncode == 1 and "is in use" in refused.stderr  # the server has it open
@@ -155,7 +167,7 @@ def test_restore_brings_back_the_backup_once_the_server_has_stopped(
     assert f"{kept} transactions, 0 violations" in restored.stdout
 
     served.start()
-    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as restarted:
+    with connect(served, secret) as restarted:
         for account in writes.accounts:
             assert restarted.get_account(account).balance.posted == writes.balance(account, kept)
         with pytest.raises(LedgerError) as gone:  # acknowledged after the backup: not in it
@@ -169,13 +181,7 @@ def test_restore_over_a_crashed_servers_database_ignores_its_leftover_wal(
     """After kill -9 the database's -wal file still holds the last commits; restored over,
     none of them may come back on top of the backup."""
     url, backup = f"sqlite:///{db}", str(tmp_path / "backup.db")
-    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as client:
-        writes = Crediting(client)
-        for _ in range(5):
-            writes.credit()
-        assert cli("backup", backup, "--database-url", url).returncode == 0
-        for _ in range(5):
-            writes.credit()
+    writes = credited_around_a_backup(served, secret, url, backup, before=5, after=5)
     served.signal(signal.SIGKILL)
     served.wait()
     wal = db.with_name(db.name + "-wal")
@@ -183,7 +189,7 @@ def test_restore_over_a_crashed_servers_database_ignores_its_leftover_wal(
     restored = cli("restore", backup, "--database-url", url, "--replace")
     assert restored.returncode == 0, restored.stderr
     served.start()
-    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as client:
+    with connect(served, secret) as client:
         for account in writes.accounts:
             assert client.get_account(account).balance.posted == writes.balance(account, 5)
         assert {
@@ -195,7 +201,7 @@ def test_restore_into_a_new_file_and_a_backup_of_a_broken_ledger_says_so(
     served: ServerProcess, db: Path, tmp_path: Path, secret: str
 ) -> None:
     url = f"sqlite:///{db}"
-    with LedgerClient(f"127.0.0.1:{served.port}", token=secret, timeout=30.0) as client:
+    with connect(served, secret) as client:
         account = client.create_account(currency="USD")
         client.credit(account.name, 100, "USD")
     conn = sqlite3.connect(db)
