@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:50051
 DATABASE_URL ?= sqlite:///var/ledger.db
 
-.PHONY: setup proto proto-check run test lint fmt clean bench chaos
+.PHONY: setup proto proto-check client client-check run test lint fmt clean bench chaos
 
 setup: $(STAMP)
 
@@ -24,6 +24,14 @@ proto: $(STAMP)
 # Fail when the committed stubs differ from what protos/ generates.
 proto-check: $(STAMP)
 	PATH=$(BIN):$$PATH $(PY) scripts/gen_protos.py --check
+
+# Write the blocking client (ledger_client/_sync/client.py) from the asyncio one.
+client: $(STAMP)
+	$(PY) scripts/gen_sync_client.py
+
+# Fail when the committed blocking client differs from what the asyncio one gives.
+client-check: $(STAMP)
+	$(PY) scripts/gen_sync_client.py --check
 
 run: proto
 	mkdir -p var
@@ -51,7 +59,7 @@ chaos: $(STAMP)
 		--attempt-timeout 2 --call-budget 8 \
 		--workdir var/chaos --json chaos/results/latest.json $(CHAOS_ARGS)
 
-lint: proto-check
+lint: proto-check client-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

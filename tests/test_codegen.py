@@ -1,4 +1,5 @@
-"""The committed stubs match protos/, and the protos pass buf lint."""
+"""The committed stubs match protos/, the blocking client matches the asyncio one it is
+written from, and the protos pass buf lint."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ def test_generated_stubs_are_current() -> None:
         capture_output=True,
         text=True,
         env={"PATH": f"{BIN}:/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_blocking_client_is_written_from_the_asyncio_one() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_sync_client.py", "--check"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -26,6 +26,8 @@ from ledger.v1 import (
 )
 from ledger_client import LedgerClient, LedgerError, date_from_proto, datetime_from_proto, transaction_request
 
+from tests.blocking_view import ClientFactory
+
 ACCOUNT = "accounts/0b7c8a52-3d43-4d2e-9a57-5a0f0c1d3b11"
 OTHER = "accounts/0b7c8a52-3d43-4d2e-9a57-5a0f0c1d3b12"
 HOLD = "transactions/7d1f3a2e-1111-4c4c-8d8d-000000000001"
@@ -142,7 +144,7 @@ def script() -> Script:
 
 
 @pytest.fixture
-def client(script: Script) -> Iterator[LedgerClient]:
+def client(script: Script, make_client: ClientFactory) -> Iterator[LedgerClient]:
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     transaction_service_pb2_grpc.add_TransactionServiceServicer_to_server(Transactions(script), server)  # type: ignore[abstract]
     account_service_pb2_grpc.add_AccountServiceServicer_to_server(Accounts(script), server)  # type: ignore[abstract]
@@ -150,7 +152,7 @@ def client(script: Script) -> Iterator[LedgerClient]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        with LedgerClient(
+        with make_client(
             f"127.0.0.1:{port}", token="t0k", timeout=5.0, initial_backoff=0.001, max_backoff=0.01
         ) as c:
             yield c

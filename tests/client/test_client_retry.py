@@ -3,12 +3,13 @@ idempotency keys, deadlines, metadata and the decoding of rich error details."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,9 @@ from ledger_client import (
     date_from_proto,
     date_to_proto,
 )
-from ledger_client.retry import call_with_retry
+from ledger_client.retry import call_with_retry, call_with_retry_async
+
+from tests.blocking_view import ClientFactory
 
 ACCOUNT = "accounts/0b7c8a52-3d43-4d2e-9a57-5a0f0c1d3b11"
 
@@ -190,8 +193,8 @@ def ledger() -> Iterator[FakeLedger]:
 
 
 @pytest.fixture
-def client(ledger: FakeLedger) -> Iterator[LedgerClient]:
-    with LedgerClient(ledger.target, timeout=5.0, initial_backoff=0.001, max_backoff=0.01) as c:
+def client(ledger: FakeLedger, make_client: ClientFactory) -> Iterator[LedgerClient]:
+    with make_client(ledger.target, timeout=5.0, initial_backoff=0.001, max_backoff=0.01) as c:
         yield c
 
 
@@ -251,10 +254,10 @@ def test_create_account_is_retried_with_the_same_request_id(ledger: FakeLedger, 
     assert dict(account.metadata) == {"tier": "gold"}
 
 
-def test_gives_up_after_max_attempts(ledger: FakeLedger) -> None:
+def test_gives_up_after_max_attempts(ledger: FakeLedger, make_client: ClientFactory) -> None:
     ledger.fail_first = 100
     with (
-        LedgerClient(ledger.target, max_attempts=3, initial_backoff=0.001, max_backoff=0.002) as client,
+        make_client(ledger.target, max_attempts=3, initial_backoff=0.001, max_backoff=0.002) as client,
         pytest.raises(LedgerError) as caught,
     ):
         client.credit(ACCOUNT, 5, "USD")
@@ -269,9 +272,9 @@ def test_gives_up_after_max_attempts(ledger: FakeLedger) -> None:
     assert err.request_id in str(err)
 
 
-def test_max_attempts_one_disables_retries(ledger: FakeLedger) -> None:
+def test_max_attempts_one_disables_retries(ledger: FakeLedger, make_client: ClientFactory) -> None:
     ledger.fail_first = 1
-    with LedgerClient(ledger.target, max_attempts=1) as client, pytest.raises(LedgerError) as caught:
+    with make_client(ledger.target, max_attempts=1) as client, pytest.raises(LedgerError) as caught:
         client.get_account(ACCOUNT)
     assert caught.value.attempts == 1
     assert len(ledger.attempts) == 1
@@ -319,13 +322,13 @@ def test_reads_are_retried_on_unavailable(ledger: FakeLedger, client: LedgerClie
     assert len(ledger.attempts) == 3
 
 
-def test_unreachable_server_is_unavailable_after_all_attempts() -> None:
+def test_unreachable_server_is_unavailable_after_all_attempts(make_client: ClientFactory) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     started = time.monotonic()
     with (
-        LedgerClient(
+        make_client(
             f"127.0.0.1:{port}", timeout=3.0, max_attempts=3, initial_backoff=0.001, max_backoff=0.002
         ) as client,
         pytest.raises(LedgerError) as caught,
@@ -336,7 +339,9 @@ def test_unreachable_server_is_unavailable_after_all_attempts() -> None:
     assert time.monotonic() - started < 3.5
 
 
-def test_timeout_bounds_the_whole_call_including_retries(ledger: FakeLedger) -> None:
+def test_timeout_bounds_the_whole_call_including_retries(
+    ledger: FakeLedger, make_client: ClientFactory
+) -> None:
     """Every attempt gets what is left of the one 0.5 s budget: the server sees one
     deadline for them all (each attempt's arrival plus its time remaining, within a few
     ms of transport), so the retries stop long before max_attempts. The last attempt may
@@ -345,7 +350,7 @@ def test_timeout_bounds_the_whole_call_including_retries(ledger: FakeLedger) -> 
     whole call is not asserted, for the same reason)."""
     ledger.fail_first = 10_000
     with (
-        LedgerClient(
+        make_client(
             ledger.target, timeout=0.5, max_attempts=1000, initial_backoff=0.05, max_backoff=0.05
         ) as client,
         pytest.raises(LedgerError) as caught,
@@ -364,8 +369,8 @@ def test_timeout_bounds_the_whole_call_including_retries(ledger: FakeLedger) -> 
 # -- deadlines and metadata ---------------------------------------------------------
 
 
-def test_default_deadline_is_applied(ledger: FakeLedger) -> None:
-    with LedgerClient(ledger.target) as client:
+def test_default_deadline_is_applied(ledger: FakeLedger, make_client: ClientFactory) -> None:
+    with make_client(ledger.target) as client:
         assert client.timeout == 10.0
         client.credit(ACCOUNT, 1, "USD")
         client.get_account(ACCOUNT)
@@ -377,8 +382,8 @@ def test_default_deadline_is_applied(ledger: FakeLedger) -> None:
         assert 5.0 < attempt.time_remaining <= 10.5
 
 
-def test_configured_and_per_call_deadlines(ledger: FakeLedger) -> None:
-    with LedgerClient(ledger.target, timeout=3.0) as client:
+def test_configured_and_per_call_deadlines(ledger: FakeLedger, make_client: ClientFactory) -> None:
+    with make_client(ledger.target, timeout=3.0) as client:
         client.get_account(ACCOUNT)
         client.get_account(ACCOUNT, timeout=1.0)
     first, second = (a.time_remaining for a in ledger.attempts)
@@ -389,9 +394,9 @@ def test_configured_and_per_call_deadlines(ledger: FakeLedger) -> None:
     assert second < first - 1.0
 
 
-def test_deadline_exceeded_is_not_retried(ledger: FakeLedger) -> None:
+def test_deadline_exceeded_is_not_retried(ledger: FakeLedger, make_client: ClientFactory) -> None:
     ledger.stall = True  # for up to 3 s: the call's 0.3 s deadline passes first
-    with LedgerClient(ledger.target, timeout=0.3, initial_backoff=0.001) as client:
+    with make_client(ledger.target, timeout=0.3, initial_backoff=0.001) as client:
         with pytest.raises(LedgerError) as caught:
             client.credit(ACCOUNT, 1, "USD")
         ledger.release.set()
@@ -405,9 +410,9 @@ def test_deadline_exceeded_is_not_retried(ledger: FakeLedger) -> None:
     assert caught.value.request_id == ledger.request_ids()[0]
 
 
-def test_metadata_is_sent_on_every_call_and_attempt(ledger: FakeLedger) -> None:
+def test_metadata_is_sent_on_every_call_and_attempt(ledger: FakeLedger, make_client: ClientFactory) -> None:
     ledger.fail_first = 1
-    with LedgerClient(
+    with make_client(
         ledger.target, metadata=[("authorization", "Bearer t0ken")], initial_backoff=0.001
     ) as client:
         client.credit(ACCOUNT, 1, "USD")
@@ -529,9 +534,11 @@ def test_bad_arguments_are_refused_before_any_call(
         ({"initial_backoff": 1.0, "max_backoff": 0.5}, ValueError),
     ],
 )
-def test_bad_client_settings_are_refused(kwargs: dict[str, Any], error: type[Exception]) -> None:
+def test_bad_client_settings_are_refused(
+    kwargs: dict[str, Any], error: type[Exception], make_client: ClientFactory
+) -> None:
     with pytest.raises(error):
-        LedgerClient("127.0.0.1:1", **kwargs)
+        make_client("127.0.0.1:1", **kwargs)
 
 
 # -- errors -------------------------------------------------------------------------
@@ -588,11 +595,13 @@ def test_bad_request_is_decoded(ledger: FakeLedger, client: LedgerClient) -> Non
         err.field_violations[0].field = "x"  # type: ignore[misc]
 
 
-def test_unavailable_with_details_is_retried_and_decoded(ledger: FakeLedger) -> None:
+def test_unavailable_with_details_is_retried_and_decoded(
+    ledger: FakeLedger, make_client: ClientFactory
+) -> None:
     info = error_details_pb2.ErrorInfo(reason="STORE_UNAVAILABLE", domain="ledger.v1")
     ledger.status = rich_status(grpc.StatusCode.UNAVAILABLE, "database busy", info)
     with (
-        LedgerClient(ledger.target, max_attempts=2, initial_backoff=0.001) as client,
+        make_client(ledger.target, max_attempts=2, initial_backoff=0.001) as client,
         pytest.raises(LedgerError) as caught,
     ):
         client.credit(ACCOUNT, 1, "USD")
@@ -601,7 +610,9 @@ def test_unavailable_with_details_is_retried_and_decoded(ledger: FakeLedger) -> 
     assert len(ledger.attempts) == 2
 
 
-def test_a_tenant_call_limit_is_retried_and_other_resource_exhausted_is_not(ledger: FakeLedger) -> None:
+def test_a_tenant_call_limit_is_retried_and_other_resource_exhausted_is_not(
+    ledger: FakeLedger, make_client: ClientFactory
+) -> None:
     """RESOURCE_EXHAUSTED is retried only for TENANT_CALL_LIMIT: the limit passes as the
     tenant's other calls finish; an import too large for its reply would fail again."""
 
@@ -610,7 +621,7 @@ def test_a_tenant_call_limit_is_retried_and_other_resource_exhausted_is_not(ledg
         ledger.status = rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "exhausted", info)
         ledger.attempts.clear()
         with (
-            LedgerClient(ledger.target, max_attempts=3, initial_backoff=0.001) as client,
+            make_client(ledger.target, max_attempts=3, initial_backoff=0.001) as client,
             pytest.raises(LedgerError) as caught,
         ):
             client.credit(ACCOUNT, 1, "USD")
@@ -688,11 +699,12 @@ def test_a_bare_rpc_error_is_unknown() -> None:
 # -- the channel --------------------------------------------------------------------
 
 
-def test_close_closes_the_channel(ledger: FakeLedger) -> None:
-    client = LedgerClient(ledger.target)
+def test_close_closes_the_channel(ledger: FakeLedger, make_client: ClientFactory) -> None:
+    client = make_client(ledger.target)
     client.close()
     client.close()  # idempotent
-    with pytest.raises(ValueError):
+    # grpc's closed channel refuses the call: ValueError, grpc.aio's UsageError.
+    with pytest.raises((ValueError, grpc.aio.UsageError)):
         client.get_account(ACCOUNT)
 
 
@@ -733,7 +745,31 @@ class FakeClock:
         self.now += seconds
 
 
-def test_call_with_retry_sleeps_between_attempts_and_passes_the_remaining_time() -> None:
+Retrying = Callable[..., Any]
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def retrying(request: pytest.FixtureRequest) -> Retrying:
+    """call_with_retry, or call_with_retry_async run to completion with the same
+    (blocking) attempt and sleep, each wrapped in a coroutine."""
+    if request.param == "blocking":
+        return call_with_retry
+
+    def run(attempt: Callable[[float], Any], policy: RetryPolicy, **options: Any) -> Any:
+        sleep = options.pop("sleep")
+
+        async def attempt_async(left: float) -> Any:
+            return attempt(left)
+
+        async def sleep_async(seconds: float) -> None:
+            sleep(seconds)
+
+        return asyncio.run(call_with_retry_async(attempt_async, policy, sleep=sleep_async, **options))
+
+    return run
+
+
+def test_call_with_retry_sleeps_between_attempts_and_passes_the_remaining_time(retrying: Retrying) -> None:
     clock = FakeClock()
     remaining: list[float] = []
 
@@ -744,13 +780,13 @@ def test_call_with_retry_sleeps_between_attempts_and_passes_the_remaining_time()
         return "ok"
 
     policy = RetryPolicy(max_attempts=4, initial_backoff=0.1, max_backoff=0.25)
-    result = call_with_retry(attempt, policy, timeout=10.0, sleep=clock.sleep, clock=clock, rand=lambda: 0.5)
+    result = retrying(attempt, policy, timeout=10.0, sleep=clock.sleep, clock=clock, rand=lambda: 0.5)
     assert result == "ok"
     assert clock.sleeps == pytest.approx([0.05, 0.1, 0.125])
     assert remaining == pytest.approx([10.0, 9.95, 9.85, 9.725])
 
 
-def test_call_with_retry_stops_when_the_backoff_would_pass_the_deadline() -> None:
+def test_call_with_retry_stops_when_the_backoff_would_pass_the_deadline(retrying: Retrying) -> None:
     clock = FakeClock()
     calls = 0
 
@@ -762,13 +798,13 @@ def test_call_with_retry_stops_when_the_backoff_would_pass_the_deadline() -> Non
 
     policy = RetryPolicy(max_attempts=100, initial_backoff=1.0, max_backoff=1.0)
     with pytest.raises(FakeRpcError):
-        call_with_retry(attempt, policy, timeout=2.0, sleep=clock.sleep, clock=clock, rand=lambda: 0.5)
+        retrying(attempt, policy, timeout=2.0, sleep=clock.sleep, clock=clock, rand=lambda: 0.5)
     # 0.4 + 0.5 + 0.4 = 1.3; a further 0.5 s backoff would end at 1.8 < 2.0, then 1.8 + 0.4 = 2.2.
     assert calls == 3
     assert clock.sleeps == [0.5, 0.5]
 
 
-def test_call_with_retry_does_not_retry_other_errors() -> None:
+def test_call_with_retry_does_not_retry_other_errors(retrying: Retrying) -> None:
     calls = 0
 
     def attempt(left: float) -> str:
@@ -777,7 +813,7 @@ def test_call_with_retry_does_not_retry_other_errors() -> None:
         raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "late")
 
     with pytest.raises(FakeRpcError):
-        call_with_retry(attempt, RetryPolicy(), timeout=1.0, sleep=lambda s: None)
+        retrying(attempt, RetryPolicy(), timeout=1.0, sleep=lambda s: None)
     assert calls == 1
 
 

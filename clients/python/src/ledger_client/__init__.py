@@ -5,27 +5,17 @@
 ...     account = ledger.create_account(currency="USD", external_ref="customer-42")
 ...     ledger.credit(account.name, to_minor("25.00", "USD"), "USD", kind="top_up")
 
+:class:`AsyncLedgerClient` has the same methods for asyncio (grpc.aio), each awaited:
+
+>>> async with AsyncLedgerClient("127.0.0.1:50051") as ledger:   # doctest: +SKIP
+...     account = await ledger.create_account(currency="USD", external_ref="customer-42")
+
 The generated messages and stubs are in the ``ledger.v1`` package of the same
 distribution.
 """
 
-from .client import (
-    IMPORT_REPLY_BYTES,
-    MAX_IMPORT_CHUNK,
-    AccountStatusLike,
-    CreditOptions,
-    DirectionLike,
-    KindLike,
-    LedgerClient,
-    TransactionOptions,
-    TransactionStatusLike,
-    TypeLike,
-    capture_request,
-    hold_request,
-    new_request_id,
-    refund_request,
-    transaction_request,
-)
+from ._async.client import AsyncLedgerClient
+from ._sync.client import LedgerClient
 from .conventions import (
     check_length,
     from_signed_amount,
@@ -36,6 +26,22 @@ from .conventions import (
 from .dates import date_from_proto, date_to_proto, datetime_from_proto, timestamp_to_proto
 from .errors import ERROR_DOMAIN, FieldViolation, LedgerError, Reason
 from .money import exponent, from_minor, is_iso_currency, register_unit, to_minor
+from .requests import (
+    IMPORT_REPLY_BYTES,
+    MAX_IMPORT_CHUNK,
+    AccountStatusLike,
+    CreditOptions,
+    DirectionLike,
+    KindLike,
+    TransactionOptions,
+    TransactionStatusLike,
+    TypeLike,
+    capture_request,
+    hold_request,
+    new_request_id,
+    refund_request,
+    transaction_request,
+)
 from .retry import RETRYABLE_CODES, RetryPolicy
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "MAX_IMPORT_CHUNK",
     "RETRYABLE_CODES",
     "AccountStatusLike",
+    "AsyncLedgerClient",
     "CreditOptions",
     "DirectionLike",
     "FieldViolation",

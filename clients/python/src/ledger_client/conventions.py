@@ -28,8 +28,8 @@ from collections.abc import Mapping
 
 from ledger.v1 import transaction_pb2, transaction_service_pb2
 
-from .client import KindLike, transaction_request
 from .money import INT64_MAX
+from .requests import KindLike, transaction_request
 
 __all__ = [
     "check_length",

@@ -13,10 +13,11 @@ call itself with the ``request_id`` of the :class:`~ledger_client.LedgerError`.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -24,7 +25,13 @@ import grpc
 
 from .errors import LedgerError, Reason
 
-__all__ = ["RETRYABLE_CODES", "RETRYABLE_REASONS", "RetryPolicy", "call_with_retry"]
+__all__ = [
+    "RETRYABLE_CODES",
+    "RETRYABLE_REASONS",
+    "RetryPolicy",
+    "call_with_retry",
+    "call_with_retry_async",
+]
 
 #: The status codes that are retried.
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
@@ -117,9 +124,7 @@ def call_with_retry(
     it, and no retry is started whose backoff would end past it. ``on_attempt(n)`` is
     called before attempt ``n`` (1-based). The last error is re-raised unchanged.
     """
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
-    deadline = clock() + timeout
+    deadline = _deadline(timeout, clock)
     number = 1
     while True:
         if on_attempt is not None:
@@ -127,10 +132,63 @@ def call_with_retry(
         try:
             return attempt(max(deadline - clock(), 0.0))
         except grpc.RpcError as error:
-            if not _retryable(error) or number >= policy.max_attempts:
+            delay = _delay_before_retry(
+                error, policy, number=number, deadline=deadline, clock=clock, rand=rand
+            )
+            if delay is None:
                 raise
-            delay = policy.backoff(number, rand)
-            if clock() + delay >= deadline:
+        sleep(delay)
+        number += 1
+
+
+async def call_with_retry_async(
+    attempt: Callable[[float], Awaitable[_T]],
+    policy: RetryPolicy,
+    *,
+    timeout: float,
+    on_attempt: Callable[[int], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+) -> _T:
+    """:func:`call_with_retry` for asyncio: ``await attempt(remaining_seconds)``, and the
+    backoff awaited with ``sleep``; the same rules."""
+    deadline = _deadline(timeout, clock)
+    number = 1
+    while True:
+        if on_attempt is not None:
+            on_attempt(number)
+        try:
+            return await attempt(max(deadline - clock(), 0.0))
+        except grpc.RpcError as error:
+            delay = _delay_before_retry(
+                error, policy, number=number, deadline=deadline, clock=clock, rand=rand
+            )
+            if delay is None:
                 raise
-            sleep(delay)
-            number += 1
+        await sleep(delay)
+        number += 1
+
+
+def _deadline(timeout: float, clock: Callable[[], float]) -> float:
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    return clock() + timeout
+
+
+def _delay_before_retry(
+    error: grpc.RpcError,
+    policy: RetryPolicy,
+    *,
+    number: int,
+    deadline: float,
+    clock: Callable[[], float],
+    rand: Callable[[], float],
+) -> float | None:
+    """How long to wait before retrying after attempt ``number`` failed with ``error``;
+    None when that error is final: not retryable, the attempts spent, or the backoff
+    would end past the deadline."""
+    if not _retryable(error) or number >= policy.max_attempts:
+        return None
+    delay = policy.backoff(number, rand)
+    return None if clock() + delay >= deadline else delay

@@ -1,14 +1,18 @@
-"""A typed, synchronous client for the ledger.v1 AccountService, TransactionService and
-AdminService."""
+"""The asyncio client for the ledger.v1 AccountService, TransactionService and
+AdminService, on grpc.aio.
+
+This file is also the source of the blocking client: ``scripts/gen_sync_client.py``
+(unasync) turns it into ``ledger_client/_sync/client.py``, dropping ``async`` and
+``await`` and taking each name that differs from ``_transport`` (grpc.aio here,
+grpc there), so that the two clients cannot drift apart. Edit this file, then run
+``make client``."""
 
 from __future__ import annotations
 
 import datetime
-import math
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, TypeAlias, TypedDict, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -24,257 +28,46 @@ from ledger.v1 import (
 )
 from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
 
-from .dates import date_to_proto, timestamp_to_proto
-from .errors import LedgerError
-from .retry import RetryPolicy, call_with_retry
+from ..dates import date_to_proto, timestamp_to_proto
+from ..errors import LedgerError
+from ..requests import (
+    IMPORT_REPLY_BYTES,
+    MAX_IMPORT_CHUNK,
+    AccountStatusLike,
+    CreditOptions,
+    DirectionLike,
+    KindLike,
+    Page,
+    TransactionOptions,
+    TransactionStatusLike,
+    TypeLike,
+    _account_status,
+    _check_amount,
+    _check_request_id,
+    _check_timeout,
+    _direction,
+    _import_calls,
+    _status,
+    _transaction,
+    _type,
+    _with_token,
+    next_token,
+    transaction_request,
+)
+from ..retry import RetryPolicy
+from ._transport import (
+    Channel,
+    Deferred,
+    StreamUnary,
+    UnaryUnary,
+    call_with_retry,
+    insecure_channel,
+    secure_channel,
+)
 
-__all__ = [
-    "IMPORT_REPLY_BYTES",
-    "MAX_IMPORT_CHUNK",
-    "AccountStatusLike",
-    "CreditOptions",
-    "DirectionLike",
-    "KindLike",
-    "LedgerClient",
-    "TransactionOptions",
-    "TransactionStatusLike",
-    "TypeLike",
-    "new_request_id",
-    "transaction_request",
-]
+__all__ = ["AsyncLedgerClient"]
 
-#: The most items one ImportTransactions chunk (and one batch) may carry.
-MAX_IMPORT_CHUNK = 1000
-
-#: How large :meth:`LedgerClient.import_transactions` lets one call's reply grow, each
-#: item's result estimated as its request plus 512 bytes: the server refuses a call whose
-#: results would pass its message limit (4 MiB by default) with IMPORT_TOO_LARGE, so a
-#: larger import is sent as several calls.
-IMPORT_REPLY_BYTES = 3 * 1024 * 1024
-
-#: A transaction direction: ``transaction_pb2.DIRECTION_CREDIT`` / ``DIRECTION_DEBIT`` or
-#: the strings ``"credit"`` / ``"debit"`` (any case; ``"DIRECTION_CREDIT"`` also works).
-DirectionLike: TypeAlias = transaction_pb2.Direction.ValueType | str
-#: An account status as its number or its name (``"frozen"``, ``"ACCOUNT_STATUS_FROZEN"``).
-AccountStatusLike: TypeAlias = account_pb2.AccountStatus.ValueType | str
-#: A transaction kind: a ``transaction_pb2.TRANSACTION_KIND_*`` value or its short name,
-#: ``"adjustment"``, ``"top_up"`` (or ``"top-up"``), ``"promotion"``, ``"purchase"``.
-KindLike: TypeAlias = transaction_pb2.TransactionKind.ValueType | str
-#: A transaction type: a ``transaction_pb2.TRANSACTION_TYPE_*`` value or its short name,
-#: ``"standard"``, ``"hold"``, ``"capture"``, ``"refund"``, ``"transfer"``, ``"expiry"``.
-TypeLike: TypeAlias = transaction_pb2.TransactionType.ValueType | str
-#: A transaction status: a ``transaction_pb2.TRANSACTION_STATUS_*`` value or its short name,
-#: ``"pending"``, ``"posted"``, ``"voided"``, ``"captured"``, ``"partially_refunded"``,
-#: ``"refunded"``.
-TransactionStatusLike: TypeAlias = transaction_pb2.TransactionStatus.ValueType | str
-
-
-def transaction_request(
-    *,
-    account: str,
-    direction: DirectionLike,
-    amount: int,
-    currency: str,
-    kind: KindLike | None = None,
-    description: str = "",
-    posting_date: datetime.date | None = None,
-    external_id: str = "",
-    metadata: Mapping[str, str] | None = None,
-    expire_time: datetime.datetime | None = None,
-    request_id: str | None = None,
-) -> transaction_service_pb2.CreateTransactionRequest:
-    """A CreateTransactionRequest (with a request_id: a new UUID unless given), for
-    :meth:`LedgerClient.batch_create_transactions` and
-    :meth:`LedgerClient.import_transactions`; arguments as for
-    :meth:`LedgerClient.create_transaction`."""
-    resolved = _direction(direction)
-    if expire_time is not None and resolved != transaction_pb2.DIRECTION_CREDIT:
-        raise ValueError("only a credit can expire: expire_time needs direction credit")
-    transaction = _transaction(
-        account=account,
-        direction=resolved,
-        amount=amount,
-        currency=currency,
-        kind=_kind(kind),
-        description=description,
-        posting_date=posting_date,
-        external_id=external_id,
-        metadata=metadata,
-        expire_time=expire_time,
-    )
-    return transaction_service_pb2.CreateTransactionRequest(
-        transaction=transaction, request_id=_check_request_id(request_id)
-    )
-
-
-def hold_request(
-    *,
-    account: str,
-    amount: int,
-    currency: str,
-    kind: KindLike | None = None,
-    description: str = "",
-    posting_date: datetime.date | None = None,
-    external_id: str = "",
-    metadata: Mapping[str, str] | None = None,
-    expire_time: datetime.datetime | None = None,
-    request_id: str | None = None,
-) -> transaction_service_pb2.CreateTransactionRequest:
-    """A batch item that places a hold (type HOLD, a debit) instead of posting, for
-    :meth:`LedgerClient.batch_create_transactions`; arguments as for
-    :meth:`LedgerClient.create_hold` (``expire_time``: when the hold lapses)."""
-    request = transaction_request(
-        account=account,
-        direction=transaction_pb2.DIRECTION_DEBIT,
-        amount=amount,
-        currency=currency,
-        kind=kind,
-        description=description,
-        posting_date=posting_date,
-        external_id=external_id,
-        metadata=metadata,
-        request_id=request_id,
-    )
-    request.transaction.type = transaction_pb2.TRANSACTION_TYPE_HOLD
-    if expire_time is not None:  # set here: transaction_request refuses it on a debit, as it should
-        request.transaction.expire_time.CopyFrom(timestamp_to_proto(expire_time))
-    return request
-
-
-def capture_request(
-    hold_name: str,
-    *,
-    amount: int = 0,
-    description: str = "",
-    posting_date: datetime.date | None = None,
-    external_id: str = "",
-    request_id: str | None = None,
-) -> transaction_service_pb2.CreateTransactionRequest:
-    """A batch item that captures the pending hold ``hold_name`` (type CAPTURE), for
-    :meth:`LedgerClient.batch_create_transactions`; arguments as for
-    :meth:`LedgerClient.capture_hold`. Its result is the posted CAPTURE debit (its
-    ``related_transaction`` is the hold)."""
-    return _settlement(
-        transaction_pb2.TRANSACTION_TYPE_CAPTURE,
-        hold_name,
-        amount=amount,
-        description=description,
-        posting_date=posting_date,
-        external_id=external_id,
-        request_id=request_id,
-    )
-
-
-def refund_request(
-    transaction_name: str,
-    *,
-    amount: int = 0,
-    description: str = "",
-    posting_date: datetime.date | None = None,
-    external_id: str = "",
-    metadata: Mapping[str, str] | None = None,
-    request_id: str | None = None,
-) -> transaction_service_pb2.CreateTransactionRequest:
-    """A batch item that refunds the posted transaction ``transaction_name`` (type
-    REFUND), for :meth:`LedgerClient.batch_create_transactions`; arguments as for
-    :meth:`LedgerClient.refund`. Its result is the REFUND transaction."""
-    return _settlement(
-        transaction_pb2.TRANSACTION_TYPE_REFUND,
-        transaction_name,
-        amount=amount,
-        description=description,
-        posting_date=posting_date,
-        external_id=external_id,
-        metadata=metadata,
-        request_id=request_id,
-    )
-
-
-def _settlement(
-    type_: transaction_pb2.TransactionType.ValueType,
-    related: str,
-    *,
-    amount: int,
-    description: str,
-    posting_date: datetime.date | None,
-    external_id: str,
-    request_id: str | None,
-    metadata: Mapping[str, str] | None = None,
-) -> transaction_service_pb2.CreateTransactionRequest:
-    """A capture or refund as a transaction: its account, currency and direction are
-    those of what it settles, so they are left unset."""
-    transaction = _transaction(
-        account="",
-        direction=transaction_pb2.DIRECTION_UNSPECIFIED,
-        amount=amount,
-        currency="",
-        description=description,
-        posting_date=posting_date,
-        external_id=external_id,
-        metadata=metadata,
-    )
-    transaction.type = type_
-    transaction.related_transaction = related
-    return transaction_service_pb2.CreateTransactionRequest(
-        transaction=transaction, request_id=_check_request_id(request_id)
-    )
-
-
-def _transaction(
-    *,
-    account: str,
-    direction: transaction_pb2.Direction.ValueType,
-    amount: int,
-    currency: str,
-    kind: transaction_pb2.TransactionKind.ValueType = transaction_pb2.TRANSACTION_KIND_UNSPECIFIED,
-    description: str = "",
-    posting_date: datetime.date | None = None,
-    external_id: str = "",
-    metadata: Mapping[str, str] | None = None,
-    expire_time: datetime.datetime | None = None,
-    counterparty_account: str = "",
-) -> transaction_pb2.Transaction:
-    """The Transaction message of a create, a hold or a transfer."""
-    transaction = transaction_pb2.Transaction(
-        account=account,
-        counterparty_account=counterparty_account,
-        direction=direction,
-        amount=_check_amount(amount),
-        currency=currency,
-        kind=kind,
-        description=description,
-        external_id=external_id,
-    )
-    if posting_date is not None:
-        transaction.posting_date.CopyFrom(date_to_proto(posting_date))
-    if expire_time is not None:
-        transaction.expire_time.CopyFrom(timestamp_to_proto(expire_time))
-    if metadata:
-        transaction.metadata.update(metadata)
-    return transaction
-
-
-class TransactionOptions(TypedDict, total=False):
-    """The optional arguments of :meth:`LedgerClient.credit` and :meth:`LedgerClient.debit`,
-    as in :meth:`LedgerClient.create_transaction`."""
-
-    kind: KindLike | None
-    description: str
-    posting_date: datetime.date | None
-    external_id: str
-    metadata: Mapping[str, str] | None
-    request_id: str | None
-    timeout: float | None
-
-
-class CreditOptions(TransactionOptions, total=False):
-    """The optional arguments of :meth:`LedgerClient.credit`: those of a debit plus
-    ``expire_time``, when the credit lot expires (an aware datetime in the future)."""
-
-    expire_time: datetime.datetime | None
-
-
-_C = TypeVar("_C", bound="LedgerClient")
+_C = TypeVar("_C", bound="AsyncLedgerClient")
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 _StatusRequest = TypeVar(
@@ -283,111 +76,11 @@ _StatusRequest = TypeVar(
     account_service_pb2.UnfreezeAccountRequest,
     account_service_pb2.CloseAccountRequest,
 )
+_P = TypeVar("_P", bound=Page)
+_Item = TypeVar("_Item")
 
 
-def new_request_id() -> str:
-    """A fresh idempotency key (a random UUID, as AIP-155 asks)."""
-    return str(uuid.uuid4())
-
-
-def _import_calls(
-    chunks: list[transaction_service_pb2.ImportTransactionsRequest], reply_bytes: int
-) -> list[list[transaction_service_pb2.ImportTransactionsRequest]]:
-    """`chunks` grouped into calls whose replies stay within ``reply_bytes`` (estimated),
-    each with at least one chunk; no chunks make one call that sends none, as before."""
-    calls: list[list[transaction_service_pb2.ImportTransactionsRequest]] = [[]]
-    estimate = 0
-    for chunk in chunks:
-        size = sum(item.ByteSize() + 512 for item in chunk.requests)
-        if calls[-1] and estimate + size > reply_bytes:
-            calls.append([])
-            estimate = 0
-        calls[-1].append(chunk)
-        estimate += size
-    return calls
-
-
-def _check_request_id(request_id: str | None) -> str:
-    if request_id is None:
-        return new_request_id()
-    if not isinstance(request_id, str):
-        raise TypeError(f"request_id must be a str, not {type(request_id).__name__}")
-    try:
-        uuid.UUID(request_id)
-    except ValueError:
-        raise ValueError(f"request_id must be a UUID string, got {request_id!r}") from None
-    return request_id
-
-
-def _enum_value(value: int | str, enum: Any, prefix: str, what: str, allow_zero: bool) -> int:
-    """Resolve an enum value given as its number or as its (short) name."""
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be a str or an enum value, not bool")
-    if isinstance(value, str):
-        key = value.strip().upper().replace("-", "_")
-        if not key.startswith(prefix):
-            key = prefix + key
-        try:
-            number = int(enum.Value(key))
-        except ValueError:
-            number = -1
-    elif isinstance(value, int):
-        number = value if value in enum.values() else -1
-    else:
-        raise TypeError(f"{what} must be a str or an enum value, not {type(value).__name__}")
-    if number < 0 or (number == 0 and not allow_zero):
-        allowed = ", ".join(repr(k[len(prefix) :].lower()) for k, v in enum.items() if v != 0)
-        raise ValueError(f"invalid {what} {value!r}: expected one of {allowed}")
-    return number
-
-
-def _direction(value: DirectionLike) -> transaction_pb2.Direction.ValueType:
-    number = _enum_value(value, transaction_pb2.Direction, "DIRECTION_", "direction", allow_zero=False)
-    return transaction_pb2.Direction.ValueType(number)
-
-
-def _account_status(value: AccountStatusLike) -> account_pb2.AccountStatus.ValueType:
-    number = _enum_value(value, account_pb2.AccountStatus, "ACCOUNT_STATUS_", "status", allow_zero=False)
-    return account_pb2.AccountStatus.ValueType(number)
-
-
-def _kind(value: KindLike | None) -> transaction_pb2.TransactionKind.ValueType:
-    if value is None:
-        return transaction_pb2.TRANSACTION_KIND_UNSPECIFIED
-    number = _enum_value(value, transaction_pb2.TransactionKind, "TRANSACTION_KIND_", "kind", allow_zero=True)
-    return transaction_pb2.TransactionKind.ValueType(number)
-
-
-def _type(value: TypeLike | None) -> transaction_pb2.TransactionType.ValueType:
-    if value is None:
-        return transaction_pb2.TRANSACTION_TYPE_UNSPECIFIED
-    number = _enum_value(
-        value, transaction_pb2.TransactionType, "TRANSACTION_TYPE_", "type", allow_zero=False
-    )
-    return transaction_pb2.TransactionType.ValueType(number)
-
-
-def _status(value: TransactionStatusLike) -> transaction_pb2.TransactionStatus.ValueType:
-    number = _enum_value(
-        value, transaction_pb2.TransactionStatus, "TRANSACTION_STATUS_", "status", allow_zero=False
-    )
-    return transaction_pb2.TransactionStatus.ValueType(number)
-
-
-def _check_amount(amount: int) -> int:
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        raise TypeError(
-            f"amount must be an int number of minor units, not {type(amount).__name__}; "
-            "convert decimal amounts with ledger_client.to_minor()"
-        )
-    return amount
-
-
-def _with_token(metadata: Sequence[tuple[str, str]], token: str | None) -> list[tuple[str, str]]:
-    return [*metadata, ("authorization", f"Bearer {token}")] if token else list(metadata)
-
-
-class LedgerClient:
+class AsyncLedgerClient:
     """A client for one ledger server.
 
     Every call has a deadline (``timeout`` seconds, retries included), sends the API
@@ -397,8 +90,9 @@ class LedgerClient:
     (a new UUID unless one is given) that is the same on every retry, so a retried
     create is applied at most once.
 
-    Use it as a context manager, or call :meth:`close`. It is safe to share between
-    threads.
+    Use it as a context manager, or call :meth:`close`. ``LedgerClient`` is safe to share
+    between threads; ``AsyncLedgerClient`` between the tasks of the event loop it was
+    made in (make it inside a coroutine: its grpc.aio channel belongs to that loop).
     """
 
     def __init__(
@@ -418,10 +112,11 @@ class LedgerClient:
         policy = RetryPolicy(
             max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
+        _check_timeout(timeout)
         if credentials is None:
-            channel = grpc.insecure_channel(target, options=list(options))
+            channel = insecure_channel(target, options=list(options))
         else:
-            channel = grpc.secure_channel(target, credentials, options=list(options))
+            channel = secure_channel(target, credentials, options=list(options))
         self._setup(
             channel, owns_channel=True, metadata=_with_token(metadata, token), timeout=timeout, policy=policy
         )
@@ -429,7 +124,7 @@ class LedgerClient:
     @classmethod
     def from_channel(
         cls: type[_C],
-        channel: grpc.Channel,
+        channel: Channel,
         *,
         token: str | None = None,
         metadata: Sequence[tuple[str, str]] = (),
@@ -444,6 +139,7 @@ class LedgerClient:
         policy = RetryPolicy(
             max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
+        _check_timeout(timeout)
         client = cls.__new__(cls)
         client._setup(
             channel,
@@ -456,17 +152,13 @@ class LedgerClient:
 
     def _setup(
         self,
-        channel: grpc.Channel,
+        channel: Channel,
         *,
         owns_channel: bool,
         metadata: Sequence[tuple[str, str]],
         timeout: float,
         policy: RetryPolicy,
     ) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError("timeout must be a number of seconds")
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         self._channel = channel
         self._owns_channel = owns_channel
         self._metadata: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in metadata)
@@ -480,7 +172,7 @@ class LedgerClient:
     # -- lifecycle ---------------------------------------------------------------------
 
     @property
-    def channel(self) -> grpc.Channel:
+    def channel(self) -> Channel:
         """The underlying gRPC channel."""
         return self._channel
 
@@ -493,55 +185,55 @@ class LedgerClient:
     def retry_policy(self) -> RetryPolicy:
         return self._policy
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the channel (if this client opened it). Idempotent."""
         if not self._closed:
             self._closed = True
             if self._owns_channel:
-                self._channel.close()
+                await self._channel.close()
 
-    def __enter__(self: _C) -> _C:
+    async def __aenter__(self: _C) -> _C:
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.close()
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _call(
+    async def _call(
         self,
-        rpc: grpc.UnaryUnaryMultiCallable[_Req, _Resp],
+        rpc: UnaryUnary[_Req, _Resp],
         request: _Req,
         *,
         timeout: float | None,
         request_id: str | None = None,
     ) -> _Resp:
-        def attempt(remaining: float) -> _Resp:
-            return rpc(request, timeout=remaining, metadata=self._metadata)
+        async def attempt(remaining: float) -> _Resp:
+            return await rpc(request, timeout=remaining, metadata=self._metadata)
 
-        return self._retrying(attempt, timeout=timeout, request_id=request_id)
+        return await self._retrying(attempt, timeout=timeout, request_id=request_id)
 
-    def _call_stream(
+    async def _call_stream(
         self,
-        rpc: grpc.StreamUnaryMultiCallable[_Req, _Resp],
+        rpc: StreamUnary[_Req, _Resp],
         messages: Sequence[_Req],
         *,
         timeout: float | None,
     ) -> _Resp:
         """A client-streaming call; every attempt sends the whole of ``messages`` again."""
 
-        def attempt(remaining: float) -> _Resp:
-            return rpc(iter(messages), timeout=remaining, metadata=self._metadata)
+        async def attempt(remaining: float) -> _Resp:
+            return await rpc(iter(messages), timeout=remaining, metadata=self._metadata)
 
-        return self._retrying(attempt, timeout=timeout, request_id=None)
+        return await self._retrying(attempt, timeout=timeout, request_id=None)
 
-    def _retrying(
-        self, attempt: Callable[[float], _Resp], *, timeout: float | None, request_id: str | None
+    async def _retrying(
+        self, attempt: Callable[[float], Deferred[_Resp]], *, timeout: float | None, request_id: str | None
     ) -> _Resp:
         attempts = 0
 
@@ -551,13 +243,13 @@ class LedgerClient:
 
         budget = self._timeout if timeout is None else timeout
         try:
-            return call_with_retry(attempt, self._policy, timeout=budget, on_attempt=count)
+            return await call_with_retry(attempt, self._policy, timeout=budget, on_attempt=count)
         except grpc.RpcError as error:
             raise LedgerError.from_rpc_error(error, request_id=request_id, attempts=attempts) from error
 
     # -- AccountService ----------------------------------------------------------------
 
-    def create_account(
+    async def create_account(
         self,
         *,
         currency: str,
@@ -577,15 +269,18 @@ class LedgerClient:
         if metadata:
             account.metadata.update(metadata)
         request = account_service_pb2.CreateAccountRequest(account=account, request_id=request_id)
-        response = self._call(self._accounts.CreateAccount, request, timeout=timeout, request_id=request_id)
+        response = await self._call(
+            self._accounts.CreateAccount, request, timeout=timeout, request_id=request_id
+        )
         return response.account
 
-    def get_account(self, name: str, *, timeout: float | None = None) -> account_pb2.Account:
+    async def get_account(self, name: str, *, timeout: float | None = None) -> account_pb2.Account:
         """Read one account (``accounts/{id}``) with its current balances."""
         request = account_service_pb2.GetAccountRequest(name=name)
-        return self._call(self._accounts.GetAccount, request, timeout=timeout).account
+        response = await self._call(self._accounts.GetAccount, request, timeout=timeout)
+        return response.account
 
-    def update_account(
+    async def update_account(
         self,
         name: str,
         *,
@@ -620,11 +315,12 @@ class LedgerClient:
             request_id=request_id,
             reason=reason,
         )
-        return self._call(
+        response = await self._call(
             self._accounts.UpdateAccount, request, timeout=timeout, request_id=request_id
-        ).account
+        )
+        return response.account
 
-    def freeze_account(
+    async def freeze_account(
         self, name: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
     ) -> account_pb2.Account:
         """Freeze the account ``name`` (``accounts/{id}``): it refuses postings, holds,
@@ -632,38 +328,38 @@ class LedgerClient:
         ``reason`` (at most 500 characters) becomes its ``status_reason``. Freezing a
         frozen account changes nothing; a closed one raises ACCOUNT_NOT_ACTIVE."""
         request = account_service_pb2.FreezeAccountRequest(name=name, reason=reason)
-        return self._change_status(self._accounts.FreezeAccount, request, request_id, timeout)
+        return await self._change_status(self._accounts.FreezeAccount, request, request_id, timeout)
 
-    def unfreeze_account(
+    async def unfreeze_account(
         self, name: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
     ) -> account_pb2.Account:
         """Make the frozen account ``name`` active again. Unfreezing an active account
         changes nothing; a closed one raises ACCOUNT_NOT_ACTIVE."""
         request = account_service_pb2.UnfreezeAccountRequest(name=name, reason=reason)
-        return self._change_status(self._accounts.UnfreezeAccount, request, request_id, timeout)
+        return await self._change_status(self._accounts.UnfreezeAccount, request, request_id, timeout)
 
-    def close_account(
+    async def close_account(
         self, name: str, *, reason: str = "", request_id: str | None = None, timeout: float | None = None
     ) -> account_pb2.Account:
         """Close the account ``name`` for good. Raises ACCOUNT_NOT_EMPTY unless its posted,
         pending and expiring balances are all 0: move the balance out and capture or void
         its holds first. Closing a closed account changes nothing."""
         request = account_service_pb2.CloseAccountRequest(name=name, reason=reason)
-        return self._change_status(self._accounts.CloseAccount, request, request_id, timeout)
+        return await self._change_status(self._accounts.CloseAccount, request, request_id, timeout)
 
-    def _change_status(
+    async def _change_status(
         self,
-        rpc: grpc.UnaryUnaryMultiCallable[_StatusRequest, Any],
+        rpc: UnaryUnary[_StatusRequest, Any],
         request: _StatusRequest,
         request_id: str | None,
         timeout: float | None,
     ) -> account_pb2.Account:
         request.request_id = _check_request_id(request_id)
-        response = self._call(rpc, request, timeout=timeout, request_id=request.request_id)
+        response = await self._call(rpc, request, timeout=timeout, request_id=request.request_id)
         account: account_pb2.Account = response.account
         return account
 
-    def get_balance_as_of(
+    async def get_balance_as_of(
         self,
         account: str,
         *,
@@ -683,9 +379,10 @@ class LedgerClient:
         else:
             assert posting_date is not None
             request.as_of_posting_date.CopyFrom(date_to_proto(posting_date))
-        return self._call(self._accounts.GetAccountBalance, request, timeout=timeout).posted
+        response = await self._call(self._accounts.GetAccountBalance, request, timeout=timeout)
+        return response.posted
 
-    def list_accounts(
+    async def list_accounts(
         self,
         *,
         page_size: int = 0,
@@ -702,7 +399,7 @@ class LedgerClient:
             external_ref=external_ref,
             status=account_pb2.ACCOUNT_STATUS_UNSPECIFIED if status is None else _account_status(status),
         )
-        return self._call(self._accounts.ListAccounts, request, timeout=timeout)
+        return await self._call(self._accounts.ListAccounts, request, timeout=timeout)
 
     def iter_accounts(
         self,
@@ -712,7 +409,7 @@ class LedgerClient:
         external_ref: str = "",
         status: AccountStatusLike | None = None,
         timeout: float | None = None,
-    ) -> Iterator[account_pb2.Account]:
+    ) -> AsyncIterator[account_pb2.Account]:
         """Every account (of ``external_ref`` and in ``status``, if given), following
         next_page_token. Each page is its own call with its own deadline and retries."""
         return _every(
@@ -727,7 +424,7 @@ class LedgerClient:
             page_token,
         )
 
-    def list_account_status_changes(
+    async def list_account_status_changes(
         self, account: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> account_service_pb2.ListAccountStatusChangesResponse:
         """One page of the status changes of ``account`` (``accounts/{id}``), newest
@@ -736,11 +433,11 @@ class LedgerClient:
         request = account_service_pb2.ListAccountStatusChangesRequest(
             parent=account, page_size=page_size, page_token=page_token
         )
-        return self._call(self._accounts.ListAccountStatusChanges, request, timeout=timeout)
+        return await self._call(self._accounts.ListAccountStatusChanges, request, timeout=timeout)
 
     def iter_account_status_changes(
         self, account: str, *, page_size: int = 0, timeout: float | None = None
-    ) -> Iterator[account_pb2.AccountStatusChange]:
+    ) -> AsyncIterator[account_pb2.AccountStatusChange]:
         """Every status change of ``account``, newest first, following next_page_token."""
         return _every(
             lambda token: self.list_account_status_changes(
@@ -749,7 +446,7 @@ class LedgerClient:
             lambda page: page.status_changes,
         )
 
-    def list_account_updates(
+    async def list_account_updates(
         self, account: str, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> account_service_pb2.ListAccountUpdatesResponse:
         """One page of the updates of ``account``'s details (``accounts/{id}``), newest
@@ -759,11 +456,11 @@ class LedgerClient:
         request = account_service_pb2.ListAccountUpdatesRequest(
             parent=account, page_size=page_size, page_token=page_token
         )
-        return self._call(self._accounts.ListAccountUpdates, request, timeout=timeout)
+        return await self._call(self._accounts.ListAccountUpdates, request, timeout=timeout)
 
     def iter_account_updates(
         self, account: str, *, page_size: int = 0, timeout: float | None = None
-    ) -> Iterator[account_pb2.AccountUpdate]:
+    ) -> AsyncIterator[account_pb2.AccountUpdate]:
         """Every update of ``account``'s details, newest first, following next_page_token."""
         return _every(
             lambda token: self.list_account_updates(
@@ -774,7 +471,7 @@ class LedgerClient:
 
     # -- TransactionService ------------------------------------------------------------
 
-    def create_transaction(
+    async def create_transaction(
         self,
         *,
         account: str,
@@ -809,12 +506,12 @@ class LedgerClient:
             expire_time=expire_time,
             request_id=request_id,
         )
-        response = self._call(
+        response = await self._call(
             self._transactions.CreateTransaction, request, timeout=timeout, request_id=request.request_id
         )
         return response.transaction
 
-    def batch_create_transactions(
+    async def batch_create_transactions(
         self,
         requests: Sequence[transaction_service_pb2.CreateTransactionRequest],
         *,
@@ -840,14 +537,15 @@ class LedgerClient:
             else transaction_service_pb2.BATCH_MODE_ATOMIC
         )
         request = transaction_service_pb2.BatchCreateTransactionsRequest(requests=items, mode=mode)
-        return list(self._call(self._transactions.BatchCreateTransactions, request, timeout=timeout).results)
+        response = await self._call(self._transactions.BatchCreateTransactions, request, timeout=timeout)
+        return list(response.results)
 
-    def credit(
+    async def credit(
         self, account: str, amount: int, currency: str, **options: Unpack[CreditOptions]
     ) -> transaction_pb2.Transaction:
         """Add ``amount`` minor units to ``account``: :meth:`create_transaction` with
         direction credit (optionally expiring at ``expire_time``)."""
-        return self.create_transaction(
+        return await self.create_transaction(
             account=account,
             direction=transaction_pb2.DIRECTION_CREDIT,
             amount=amount,
@@ -855,13 +553,13 @@ class LedgerClient:
             **options,
         )
 
-    def debit(
+    async def debit(
         self, account: str, amount: int, currency: str, **options: Unpack[TransactionOptions]
     ) -> transaction_pb2.Transaction:
         """Take ``amount`` minor units from ``account``: :meth:`create_transaction` with
         direction debit. Raises :class:`LedgerError` with reason INSUFFICIENT_FUNDS when
         the available balance would go below the account's floor."""
-        return self.create_transaction(
+        return await self.create_transaction(
             account=account,
             direction=transaction_pb2.DIRECTION_DEBIT,
             amount=amount,
@@ -869,7 +567,7 @@ class LedgerClient:
             **options,
         )
 
-    def create_hold(
+    async def create_hold(
         self,
         account: str,
         amount: int,
@@ -901,10 +599,12 @@ class LedgerClient:
             posting_date=posting_date,
         )
         request = transaction_service_pb2.CreateHoldRequest(hold=hold, request_id=request_id)
-        response = self._call(self._transactions.CreateHold, request, timeout=timeout, request_id=request_id)
+        response = await self._call(
+            self._transactions.CreateHold, request, timeout=timeout, request_id=request_id
+        )
         return response.hold
 
-    def capture_hold(
+    async def capture_hold(
         self,
         hold_name: str,
         *,
@@ -932,18 +632,23 @@ class LedgerClient:
         )
         if posting_date is not None:
             request.posting_date.CopyFrom(date_to_proto(posting_date))
-        return self._call(self._transactions.CaptureHold, request, timeout=timeout, request_id=request_id)
+        return await self._call(
+            self._transactions.CaptureHold, request, timeout=timeout, request_id=request_id
+        )
 
-    def void_hold(
+    async def void_hold(
         self, hold_name: str, *, request_id: str | None = None, timeout: float | None = None
     ) -> transaction_pb2.Transaction:
         """Cancel the pending hold ``hold_name``: its whole amount is available again and
         nothing is posted. Returns the hold, now VOIDED."""
         request_id = _check_request_id(request_id)
         request = transaction_service_pb2.VoidHoldRequest(name=hold_name, request_id=request_id)
-        return self._call(self._transactions.VoidHold, request, timeout=timeout, request_id=request_id).hold
+        response = await self._call(
+            self._transactions.VoidHold, request, timeout=timeout, request_id=request_id
+        )
+        return response.hold
 
-    def refund(
+    async def refund(
         self,
         transaction_name: str,
         *,
@@ -973,11 +678,11 @@ class LedgerClient:
             request.metadata.update(metadata)
         if posting_date is not None:
             request.posting_date.CopyFrom(date_to_proto(posting_date))
-        return self._call(
+        return await self._call(
             self._transactions.RefundTransaction, request, timeout=timeout, request_id=request_id
         )
 
-    def transfer(
+    async def transfer(
         self,
         source: str,
         destination: str,
@@ -1008,11 +713,12 @@ class LedgerClient:
             metadata=metadata,
         )
         request = transaction_service_pb2.CreateTransferRequest(transfer=transfer, request_id=request_id)
-        return self._call(
+        response = await self._call(
             self._transactions.CreateTransfer, request, timeout=timeout, request_id=request_id
-        ).transfer
+        )
+        return response.transfer
 
-    def import_transactions(
+    async def import_transactions(
         self,
         requests: Iterable[transaction_service_pb2.CreateTransactionRequest],
         *,
@@ -1054,29 +760,33 @@ class LedgerClient:
             chunks[-1].requests.append(item)
         merged = transaction_service_pb2.ImportTransactionsResponse()
         for call in _import_calls(chunks, reply_bytes):
-            response = self._call_stream(self._transactions.ImportTransactions, call, timeout=timeout)
+            response = await self._call_stream(self._transactions.ImportTransactions, call, timeout=timeout)
             merged.results.extend(response.results)
             merged.posted_count += response.posted_count
             merged.replayed_count += response.replayed_count
             merged.failed_count += response.failed_count
         return merged
 
-    def get_transaction(self, name: str, *, timeout: float | None = None) -> transaction_pb2.Transaction:
+    async def get_transaction(
+        self, name: str, *, timeout: float | None = None
+    ) -> transaction_pb2.Transaction:
         """Read one transaction (``transactions/{id}``)."""
         request = transaction_service_pb2.GetTransactionRequest(name=name)
-        return self._call(self._transactions.GetTransaction, request, timeout=timeout).transaction
+        response = await self._call(self._transactions.GetTransaction, request, timeout=timeout)
+        return response.transaction
 
-    def find_transaction(
+    async def find_transaction(
         self, external_id: str, *, timeout: float | None = None
     ) -> transaction_pb2.Transaction | None:
         """The transaction whose ``external_id`` this is (unique per tenant), or None:
         reconciliation with a payment gateway's charge id, say."""
         if not external_id:
             raise ValueError("external_id is required")
-        found = self.list_transactions(external_id=external_id, timeout=timeout).transactions
+        page = await self.list_transactions(external_id=external_id, timeout=timeout)
+        found = page.transactions
         return found[0] if found else None
 
-    def list_transactions(
+    async def list_transactions(
         self,
         *,
         account: str = "",
@@ -1112,7 +822,7 @@ class LedgerClient:
             request.posting_date_from.CopyFrom(date_to_proto(posting_date_from))
         if posting_date_to is not None:
             request.posting_date_to.CopyFrom(date_to_proto(posting_date_to))
-        return self._call(self._transactions.ListTransactions, request, timeout=timeout)
+        return await self._call(self._transactions.ListTransactions, request, timeout=timeout)
 
     def iter_transactions(
         self,
@@ -1128,7 +838,7 @@ class LedgerClient:
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
-    ) -> Iterator[transaction_pb2.Transaction]:
+    ) -> AsyncIterator[transaction_pb2.Transaction]:
         """Every matching transaction, newest first, following next_page_token. Each
         page is its own call with its own deadline and retries."""
         return _every(
@@ -1151,40 +861,25 @@ class LedgerClient:
 
     # -- AdminService ------------------------------------------------------------------
 
-    def verify_ledger(self, *, timeout: float | None = None) -> admin_service_pb2.VerifyLedgerResponse:
+    async def verify_ledger(self, *, timeout: float | None = None) -> admin_service_pb2.VerifyLedgerResponse:
         """Audit the token's tenant online (needs the ``admin`` scope): every invariant
         of the ledger is checked and every violation returned; ``violations`` is empty
         on a consistent ledger."""
         request = admin_service_pb2.VerifyLedgerRequest()
-        return self._call(self._admin.VerifyLedger, request, timeout=timeout)
+        return await self._call(self._admin.VerifyLedger, request, timeout=timeout)
 
 
-class _Page(Protocol):
-    @property
-    def next_page_token(self) -> str: ...
-
-
-_P = TypeVar("_P", bound=_Page)
-_Item = TypeVar("_Item")
-
-
-def _every(
-    list_page: Callable[[str], _P], items: Callable[[_P], Iterable[_Item]], page_token: str = ""
-) -> Iterator[_Item]:
+async def _every(
+    list_page: Callable[[str], Deferred[_P]], items: Callable[[_P], Iterable[_Item]], page_token: str = ""
+) -> AsyncIterator[_Item]:
     """Every item of a List method's pages from `page_token` on, following
     next_page_token; each page is its own call (`list_page(token)`), made as the
     iteration reaches it."""
     token = page_token
     while True:
-        page = list_page(token)
-        yield from items(page)
-        token = _next_token(token, page.next_page_token)
+        page = await list_page(token)
+        for item in items(page):
+            yield item
+        token = next_token(token, page.next_page_token)
         if not token:
             return
-
-
-def _next_token(current: str, following: str) -> str:
-    if following and following == current:
-        # A server bug; without this check the iteration would never end.
-        raise RuntimeError(f"the server returned the same page token twice: {following!r}")
-    return following

@@ -1,0 +1,1 @@
+"""The blocking client, written from _async by scripts/gen_sync_client.py."""

@@ -1,0 +1,30 @@
+"""What the blocking client takes from grpc: the twin of ``_async/_transport.py`` (read
+that one first), with the same names."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeAlias, TypeVar
+
+import grpc
+
+from ..retry import call_with_retry
+
+__all__ = [
+    "Channel",
+    "Deferred",
+    "StreamUnary",
+    "UnaryUnary",
+    "call_with_retry",
+    "insecure_channel",
+    "secure_channel",
+]
+
+_T = TypeVar("_T")
+
+Channel: TypeAlias = grpc.Channel
+UnaryUnary = grpc.UnaryUnaryMultiCallable
+StreamUnary = grpc.StreamUnaryMultiCallable
+#: A blocking call returns its value itself.
+Deferred: TypeAlias = Annotated[_T, "returned, not awaited"]
+insecure_channel = grpc.insecure_channel
+secure_channel = grpc.secure_channel
