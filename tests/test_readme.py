@@ -146,14 +146,33 @@ def test_python_example_runs(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    run_example(r"(from ledger_client import LedgerClient.*?)", server, token, tmp_path, monkeypatch)
+    assert capsys.readouterr().out.splitlines() == ["12.50", "StatusCode.FAILED_PRECONDITION 1250"]
+
+
+def test_asyncio_example_runs(
+    server: LedgerServer,
+    token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_example(r"(import asyncio.*?)", server, token, tmp_path, monkeypatch)
+    assert capsys.readouterr().out.splitlines() == ["10 1000"]
+
+
+def run_example(
+    code_pattern: str, server: LedgerServer, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run the README's Python client example that begins as `code_pattern` says, against
+    `server`, in a directory where var/dev-token holds `token` (as after `make run`)."""
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "dev-token").write_text(token + "\n")
-    monkeypatch.chdir(tmp_path)  # the example reads var/dev-token, as after `make run`
-    match = re.search(r"## Python client.*?```python\n(.*?)```", README, re.S)
+    monkeypatch.chdir(tmp_path)
+    match = re.search(r"## Python client.*?```python\n" + code_pattern + "```", README, re.S)
     assert match
     code = match.group(1).replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
     exec(compile(code, "README.md", "exec"), {})
-    assert capsys.readouterr().out.splitlines() == ["12.50", "StatusCode.FAILED_PRECONDITION 1250"]
 
 
 def test_configuration_table_matches_the_options() -> None:
