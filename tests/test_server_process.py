@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ledger.v1 import transaction_pb2
-from ledger_client import LedgerClient, LedgerError
+from ledger_client import LedgerClient, LedgerError, transaction_request
 
 from ledger_server.core.admin import Admin
 from tests.support import ServerProcess, holding_account_lock
@@ -93,6 +93,13 @@ def test_one_structured_log_line_per_call(
         with pytest.raises(LedgerError):
             client.debit(account.name, 6, "USD", request_id=spent)
         client.get_account(account.name)
+        items = [
+            transaction_request(account=account.name, direction="credit", amount=1, currency="USD")
+            for _ in range(2)
+        ]
+        client.batch_create_transactions(items, independent=True)
+        with pytest.raises(LedgerError):
+            client.get_account("accounts/" + "x" * 5000)
     with (
         LedgerClient(f"127.0.0.1:{server_process.port}", token="ltk_nope", max_attempts=1) as anonymous,
         pytest.raises(LedgerError),
@@ -112,6 +119,8 @@ def test_one_structured_log_line_per_call(
         ("CreateTransaction", "OK", "acme", token_id),
         ("CreateTransaction", "FAILED_PRECONDITION", "acme", token_id),
         ("GetAccount", "OK", "acme", token_id),
+        ("BatchCreateTransactions", "OK", "acme", token_id),
+        ("GetAccount", "INVALID_ARGUMENT", "acme", token_id),
         ("GetAccount", "UNAUTHENTICATED", None, None),  # no caller: no tenant, no token
         ("CreateAccount", "PERMISSION_DENIED", "acme", reader.split("_")[1]),  # who tried
     ]
@@ -123,6 +132,19 @@ def test_one_structured_log_line_per_call(
         (credit.name, granted),
         (None, spent),
         (account.name, None),
+        (None, None),
+        ("accounts/" + "x" * 91 + "...", None),  # what a request names, clipped
+        (None, None),
+        (None, None),
+    ]
+    # The account a posting is for, posted or refused; a batch's size.
+    assert [(c.get("account"), c.get("items")) for c in calls] == [
+        (None, None),
+        (account.name, None),
+        (account.name, None),
+        (None, None),
+        (None, 2),
+        (None, None),
         (None, None),
         (None, None),
     ]

@@ -1,7 +1,8 @@
 """What wraps every RPC's behavior: authenticates the caller of ledger methods, hands the
 call's deadline to the store (core/deadline.py), turns domain errors into rich gRPC
 statuses, and writes one structured log line per call (method, code, duration, caller,
-the resource written or read and the request_id), also counted in the metrics if they are
+the resource written or read, the request_id, the account a posting is for and a batch's
+size), also counted in the metrics if they are
 served. Other request contents and tokens are never logged.
 
 The wrapped behaviors stay synchronous: the server (api/server.py) wraps every method
@@ -150,7 +151,11 @@ def _unary(around: Around, behavior: Behavior) -> Behavior:
             if asked.keyed:
                 logged.request_id = request.request_id
             if asked.named:
-                logged.resource = request.name
+                logged.resource = _clipped(request.name)
+            if asked.posting is not None:
+                logged.account = _clipped(getattr(request, asked.posting).account)
+            if asked.batched:
+                logged.items = len(request.requests)
             response = behavior(request, context)
             field = _shape(type(response)).resource
             if field is not None:
@@ -160,14 +165,27 @@ def _unary(around: Around, behavior: Behavior) -> Behavior:
     return call
 
 
+# A resource name is ~45 characters; a request may carry anything up to the message limit
+# before validation refuses it, and a log line should not grow with it.
+MAX_LOGGED_NAME = 100
+
+
+def _clipped(name: str) -> str:
+    return name if len(name) <= MAX_LOGGED_NAME else name[:MAX_LOGGED_NAME] + "..."
+
+
 class _Shape(NamedTuple):
-    """What a message type holds for the log line: a request_id, a name, and the field of
-    the resource it carries (its singular message field 1 with a name: the account or
-    transaction created, changed or read; None for lists, batches and reports)."""
+    """What a message type holds for the log line: a request_id, a name, the field of the
+    resource it carries (its singular message field 1 with a name: the account or
+    transaction created, changed or read; None for lists, batches and reports), the field
+    of the posting it asks for (field 1 with an account: a transaction, hold or transfer)
+    and whether it is a batch of requests."""
 
     keyed: bool
     named: bool
     resource: str | None
+    posting: str | None
+    batched: bool
 
 
 # Message type -> its _Shape, looked up once per type: a protobuf message raises on a
@@ -181,12 +199,18 @@ def _shape(kind: type) -> _Shape:
     if shape is None:
         descriptor = getattr(kind, "DESCRIPTOR", None)
         if descriptor is None:
-            shape = _Shape(False, False, None)
+            shape = _Shape(False, False, None, None, False)
         else:
             names, first = descriptor.fields_by_name, descriptor.fields_by_number.get(1)
             carried = first is not None and first.message_type is not None and not first.is_repeated
-            resource = str(first.name) if carried and "name" in first.message_type.fields_by_name else None
-            shape = _Shape("request_id" in names, "name" in names, resource)
+            held = first.message_type.fields_by_name if carried else {}
+            shape = _Shape(
+                keyed="request_id" in names,
+                named="name" in names,
+                resource=str(first.name) if "name" in held else None,
+                posting=str(first.name) if "account" in held else None,
+                batched="requests" in names and names["requests"].is_repeated,
+            )
         _SHAPES[kind] = shape
     return shape
 
@@ -204,12 +228,14 @@ def _deadline_of(context: grpc.ServicerContext) -> Iterator[None]:
 class _Call:
     """What the log line of a call tells besides its method and outcome."""
 
-    __slots__ = ("caller", "request_id", "resource")
+    __slots__ = ("account", "caller", "items", "request_id", "resource")
 
     def __init__(self) -> None:
         self.caller: Caller | None = None  # once authenticated
         self.request_id = ""  # the client's idempotency key: finds the calls a client retried
         self.resource = ""  # the resource written or read, or else the one the request names
+        self.account = ""  # the account a posting is for: finds an account's refused postings too
+        self.items = 0  # a batch's requests
 
 
 @contextmanager
@@ -242,6 +268,10 @@ def _observed(method: str, context: grpc.ServicerContext, observe: Observer | No
             fields["resource"] = call.resource
         if call.request_id:
             fields["request_id"] = call.request_id
+        if call.account:
+            fields["account"] = call.account
+        if call.items:
+            fields["items"] = call.items
         log.info("rpc", extra=fields)
         if observe is not None:
             observe(method, code.name, seconds, "" if call.caller is None else call.caller.tenant_id)
