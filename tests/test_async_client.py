@@ -101,3 +101,17 @@ def test_from_channel_leaves_an_aio_channel_open(server: LedgerServer, token: st
             assert (await again.get_account(account.name)).name == account.name
 
     asyncio.run(scenario())
+
+
+def test_a_client_made_outside_a_coroutine_or_used_on_another_loop_says_so(
+    server: LedgerServer, token: str
+) -> None:
+    with pytest.raises(RuntimeError, match="inside a coroutine"):
+        AsyncLedgerClient(target(server), token=token)
+
+    async def make() -> AsyncLedgerClient:
+        return AsyncLedgerClient(target(server), token=token, max_attempts=1)
+
+    made = asyncio.run(make())
+    with pytest.raises(RuntimeError, match="another event loop"):
+        asyncio.run(made.get_account(f"accounts/{uuid.uuid4()}"))

@@ -12,9 +12,12 @@ from ..retry import call_with_retry
 __all__ = [
     "Channel",
     "Deferred",
+    "EventLoop",
     "StreamUnary",
     "UnaryUnary",
     "call_with_retry",
+    "check_loop",
+    "event_loop",
     "insecure_channel",
     "secure_channel",
 ]
@@ -28,3 +31,13 @@ StreamUnary = grpc.StreamUnaryMultiCallable
 Deferred: TypeAlias = Annotated[_T, "returned, not awaited"]
 insecure_channel = grpc.insecure_channel
 secure_channel = grpc.secure_channel
+#: A blocking client belongs to no event loop, and may be shared between threads.
+EventLoop: TypeAlias = object | None
+
+
+def event_loop() -> EventLoop:
+    return None
+
+
+def check_loop(loop: EventLoop) -> None:
+    pass

@@ -54,9 +54,12 @@ from ..retry import RetryPolicy
 from ._transport import (
     Channel,
     Deferred,
+    EventLoop,
     StreamUnary,
     UnaryUnary,
     call_with_retry,
+    check_loop,
+    event_loop,
     insecure_channel,
     secure_channel,
 )
@@ -109,12 +112,18 @@ class LedgerClient:
             max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
         _check_timeout(timeout)
+        loop = event_loop()
         if credentials is None:
             channel = insecure_channel(target, options=list(options))
         else:
             channel = secure_channel(target, credentials, options=list(options))
         self._setup(
-            channel, owns_channel=True, metadata=_with_token(metadata, token), timeout=timeout, policy=policy
+            channel,
+            loop,
+            owns_channel=True,
+            metadata=_with_token(metadata, token),
+            timeout=timeout,
+            policy=policy,
         )
 
     @classmethod
@@ -136,9 +145,11 @@ class LedgerClient:
             max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
         _check_timeout(timeout)
+        loop = event_loop()
         client = cls.__new__(cls)
         client._setup(
             channel,
+            loop,
             owns_channel=close_channel,
             metadata=_with_token(metadata, token),
             timeout=timeout,
@@ -149,6 +160,7 @@ class LedgerClient:
     def _setup(
         self,
         channel: Channel,
+        loop: EventLoop,
         *,
         owns_channel: bool,
         metadata: Sequence[tuple[str, str]],
@@ -156,6 +168,7 @@ class LedgerClient:
         policy: RetryPolicy,
     ) -> None:
         self._channel = channel
+        self._loop = loop
         self._owns_channel = owns_channel
         self._metadata: tuple[tuple[str, str], ...] = tuple((str(k), str(v)) for k, v in metadata)
         self._timeout = float(timeout)
@@ -231,6 +244,7 @@ class LedgerClient:
     def _retrying(
         self, attempt: Callable[[float], Deferred[_Resp]], *, timeout: float | None, request_id: str | None
     ) -> _Resp:
+        check_loop(self._loop)
         attempts = 0
 
         def count(number: int) -> None:
