@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 import grpc
 import psycopg
 import pytest
+from ledger.v1 import transaction_pb2, transaction_service_pb2, transaction_service_pb2_grpc
 from ledger_client import LedgerClient, LedgerError
 
+from ledger_server.api.server import LedgerServer
 from ledger_server.core.deadline import reset_deadline, set_deadline
 from ledger_server.core.errors import DeadlineExceeded, StoreUnavailable
 from ledger_server.core.ledger import Ledger
@@ -253,3 +255,41 @@ def test_a_call_whose_deadline_passes_while_its_write_queues_is_logged_as_such(
     ]
     assert codes == ["DEADLINE_EXCEEDED"]
     assert client.get_account(account.name).balance.posted == 0
+
+
+def test_a_call_its_client_cancels_while_its_write_queues_is_logged_as_cancelled(
+    server: LedgerServer, client: LedgerClient, store: SqlStore, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Against the one above: a call whose client gives up long before its deadline is
+    CANCELLED in the log, not DEADLINE_EXCEEDED."""
+    caplog.set_level(logging.INFO, logger="ledger.rpc")
+    account = client.create_account(currency="USD")
+    request = transaction_service_pb2.CreateTransactionRequest(
+        transaction=transaction_pb2.Transaction(
+            account=account.name, direction=transaction_pb2.DIRECTION_CREDIT, amount=5, currency="USD"
+        ),
+        request_id=str(uuid.uuid4()),
+    )
+    released = threading.Event()
+    with (
+        writer_held(store, released, key=account.name.removeprefix("accounts/")),
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
+        call = stub.CreateTransaction.future(
+            request, timeout=30, metadata=(("authorization", f"Bearer {token}"),)
+        )
+        time.sleep(0.3)  # the call reaches the server and its unit queues behind the held writer
+        assert call.cancel()
+        wait_until(
+            lambda: any(
+                r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
+                for r in caplog.records
+            )
+        )
+    codes = [
+        getattr(r, "code", "")
+        for r in caplog.records
+        if r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
+    ]
+    assert codes == ["CANCELLED"]
