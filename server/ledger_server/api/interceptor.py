@@ -2,8 +2,8 @@
 call's deadline to the store (core/deadline.py), turns domain errors into rich gRPC
 statuses, and writes one structured log line per call (method, code, duration, caller,
 the resource written or read, the request_id, the account a posting is for and a batch's
-size), also counted in the metrics if they are
-served. Other request contents and tokens are never logged.
+size), also counted in the metrics if they are served. Other request contents and tokens
+are never logged.
 
 The wrapped behaviors stay synchronous: the server (api/server.py) wraps every method
 handler once, when it is registered, and runs the result in its worker threads or in call
