@@ -23,6 +23,7 @@ from ledger_server.core.ledger import Ledger
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import upgrade
 from ledger_server.store.sql_store import SqlStore
+from tests.blocking_view import ClientFactory, asyncio_client
 from tests.support import Clock, ServerProcess, migrated_database, serving
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -128,3 +129,11 @@ def server_process(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]
     proc = ServerProcess(database_url, tmp_path / "server.log", "--log-level", "DEBUG")
     yield proc
     proc.kill()
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def make_client(request: pytest.FixtureRequest) -> ClientFactory:
+    """Each test that makes its client with this runs against LedgerClient and against
+    AsyncLedgerClient (seen through BlockingView): the blocking client is written from the
+    asyncio one, and these tests show the two behave alike."""
+    return LedgerClient if request.param == "blocking" else asyncio_client

@@ -1,9 +1,11 @@
-"""End to end over a real socket through the Python client, on SQLite and Postgres."""
+"""End to end over a real socket through the Python clients (blocking and asyncio), on
+SQLite and Postgres."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -14,6 +16,13 @@ from ledger_client import LedgerClient, LedgerError
 
 from ledger_server.api.aio_bridge import shared_loop
 from ledger_server.api.server import LedgerServer
+from tests.blocking_view import ClientFactory
+
+
+@pytest.fixture
+def client(server: LedgerServer, token: str, make_client: ClientFactory) -> Iterator[LedgerClient]:
+    with make_client(f"127.0.0.1:{server.port}", token=token, timeout=20.0) as c:
+        yield c
 
 
 def test_walkthrough_account_credit_debit_balance(client: LedgerClient) -> None:
@@ -54,8 +63,9 @@ def test_insufficient_funds_error_carries_details(client: LedgerClient) -> None:
     assert client.get_account(account.name).balance.posted == 30
 
 
-def test_invalid_request_names_every_bad_field(client: LedgerClient, token: str) -> None:
-    stub = transaction_service_pb2_grpc.TransactionServiceStub(client.channel)
+def test_invalid_request_names_every_bad_field(server: LedgerServer, token: str) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = transaction_service_pb2_grpc.TransactionServiceStub(channel)
     request = transaction_service_pb2.CreateTransactionRequest(
         transaction=transaction_pb2.Transaction(
             account="users/1",
@@ -65,7 +75,7 @@ def test_invalid_request_names_every_bad_field(client: LedgerClient, token: str)
         ),
         request_id="not-a-uuid",
     )
-    with pytest.raises(grpc.RpcError) as info:
+    with channel, pytest.raises(grpc.RpcError) as info:
         stub.CreateTransaction(request, timeout=10, metadata=(("authorization", f"Bearer {token}"),))
     err = LedgerError.from_rpc_error(info.value)
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
