@@ -6,6 +6,7 @@ against it too: tests/client.)"""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 
 import grpc
@@ -14,6 +15,8 @@ from ledger.v1 import transaction_pb2
 from ledger_client import AsyncLedgerClient, LedgerError, Reason, transaction_request
 
 from ledger_server.api.server import LedgerServer
+from ledger_server.store.sql_store import SqlStore
+from tests.support import writer_held
 
 CONCURRENT = 40
 
@@ -115,3 +118,28 @@ def test_a_client_made_outside_a_coroutine_or_used_on_another_loop_says_so(
     made = asyncio.run(make())
     with pytest.raises(RuntimeError, match="another event loop"):
         asyncio.run(made.get_account(f"accounts/{uuid.uuid4()}"))
+
+
+def test_a_cancelled_call_repeated_with_its_request_id_is_applied_once(
+    server: LedgerServer, token: str, store: SqlStore
+) -> None:
+    """Cancelling the task that awaits a write (asyncio.wait_for, say) cancels its RPC,
+    which may or may not have been applied; the same call with the same request_id then
+    applies it exactly once."""
+
+    async def scenario() -> None:
+        async with AsyncLedgerClient(target(server), token=token, timeout=30.0) as ledger:
+            account = await ledger.create_account(currency="USD")
+            request_id = str(uuid.uuid4())
+            released = threading.Event()
+            credit = ledger.credit(account.name, 25, "USD", request_id=request_id)
+            with (
+                writer_held(store, released, key=account.name.removeprefix("accounts/")),
+                pytest.raises(TimeoutError),  # its unit queues behind the held writer
+            ):
+                await asyncio.wait_for(credit, 0.3)
+            again = await ledger.credit(account.name, 25, "USD", request_id=request_id)
+            assert (await ledger.credit(account.name, 25, "USD", request_id=request_id)).name == again.name
+            assert (await ledger.get_account(account.name)).balance.posted == 25
+
+    asyncio.run(scenario())
