@@ -34,6 +34,8 @@ class BlockingView:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_client":  # not made (its constructor raised): no recursion
+            raise AttributeError(name)
         attribute = getattr(self._client, name)
         if inspect.iscoroutinefunction(attribute):
             return lambda *args, **kwargs: self._run(attribute(*args, **kwargs))
