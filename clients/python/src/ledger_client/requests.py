@@ -5,7 +5,6 @@ and the paging helpers."""
 from __future__ import annotations
 
 import datetime
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeAlias, TypedDict
@@ -282,13 +281,6 @@ def _import_calls(
         calls[-1].append(chunk)
         estimate += size
     return calls
-
-
-def _check_timeout(timeout: float) -> None:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError("timeout must be a number of seconds")
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
 
 
 def _check_request_id(request_id: str | None) -> str:

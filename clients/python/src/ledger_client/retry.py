@@ -31,6 +31,7 @@ __all__ = [
     "RetryPolicy",
     "call_with_retry",
     "call_with_retry_async",
+    "check_timeout",
 ]
 
 #: The status codes that are retried.
@@ -170,9 +171,17 @@ async def call_with_retry_async(
         number += 1
 
 
-def _deadline(timeout: float, clock: Callable[[], float]) -> float:
+def check_timeout(timeout: float) -> None:
+    """A call's budget in seconds: a finite number > 0 (the clients check theirs with it
+    when they are made)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError("timeout must be a number of seconds")
     if not (math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+
+
+def _deadline(timeout: float, clock: Callable[[], float]) -> float:
+    check_timeout(timeout)
     return clock() + timeout
 
 

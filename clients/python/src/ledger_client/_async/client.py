@@ -44,7 +44,6 @@ from ..requests import (
     _account_status,
     _check_amount,
     _check_request_id,
-    _check_timeout,
     _direction,
     _import_calls,
     _status,
@@ -54,7 +53,7 @@ from ..requests import (
     next_token,
     transaction_request,
 )
-from ..retry import RetryPolicy
+from ..retry import RetryPolicy, check_timeout
 from ._transport import (
     Channel,
     Deferred,
@@ -115,7 +114,7 @@ class AsyncLedgerClient:
         policy = RetryPolicy(
             max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
-        _check_timeout(timeout)
+        check_timeout(timeout)
         loop = event_loop()
         if credentials is None:
             channel = insecure_channel(target, options=list(options))
@@ -148,7 +147,7 @@ class AsyncLedgerClient:
         policy = RetryPolicy(
             max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
         )
-        _check_timeout(timeout)
+        check_timeout(timeout)
         loop = event_loop()
         client = cls.__new__(cls)
         client._setup(
