@@ -110,12 +110,7 @@ class AsyncLedgerClient:
         max_backoff: float = 2.0,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        # Validate before opening a channel, so that a bad argument leaks nothing.
-        policy = RetryPolicy(
-            max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
-        )
-        check_timeout(timeout)
-        loop = event_loop()
+        policy, loop = _prepared(timeout, max_attempts, initial_backoff, max_backoff)
         if credentials is None:
             channel = insecure_channel(target, options=list(options))
         else:
@@ -144,11 +139,7 @@ class AsyncLedgerClient:
     ) -> _C:
         """A client over an existing channel (e.g. one with interceptors). The channel
         stays the caller's: :meth:`close` closes it only if ``close_channel`` is true."""
-        policy = RetryPolicy(
-            max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
-        )
-        check_timeout(timeout)
-        loop = event_loop()
+        policy, loop = _prepared(timeout, max_attempts, initial_backoff, max_backoff)
         client = cls.__new__(cls)
         client._setup(
             channel,
@@ -880,6 +871,16 @@ class AsyncLedgerClient:
         on a consistent ledger."""
         request = admin_service_pb2.VerifyLedgerRequest()
         return await self._call(self._admin.VerifyLedger, request, timeout=timeout)
+
+
+def _prepared(
+    timeout: float, max_attempts: int, initial_backoff: float, max_backoff: float
+) -> tuple[RetryPolicy, EventLoop]:
+    """A new client's retry policy and event loop, its settings checked first: before a
+    channel is opened, so that a bad argument leaks nothing."""
+    policy = RetryPolicy(max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff)
+    check_timeout(timeout)
+    return policy, event_loop()
 
 
 async def _every(

@@ -106,12 +106,7 @@ class LedgerClient:
         max_backoff: float = 2.0,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        # Validate before opening a channel, so that a bad argument leaks nothing.
-        policy = RetryPolicy(
-            max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
-        )
-        check_timeout(timeout)
-        loop = event_loop()
+        policy, loop = _prepared(timeout, max_attempts, initial_backoff, max_backoff)
         if credentials is None:
             channel = insecure_channel(target, options=list(options))
         else:
@@ -140,11 +135,7 @@ class LedgerClient:
     ) -> _C:
         """A client over an existing channel (e.g. one with interceptors). The channel
         stays the caller's: :meth:`close` closes it only if ``close_channel`` is true."""
-        policy = RetryPolicy(
-            max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff
-        )
-        check_timeout(timeout)
-        loop = event_loop()
+        policy, loop = _prepared(timeout, max_attempts, initial_backoff, max_backoff)
         client = cls.__new__(cls)
         client._setup(
             channel,
@@ -864,6 +855,16 @@ class LedgerClient:
         on a consistent ledger."""
         request = admin_service_pb2.VerifyLedgerRequest()
         return self._call(self._admin.VerifyLedger, request, timeout=timeout)
+
+
+def _prepared(
+    timeout: float, max_attempts: int, initial_backoff: float, max_backoff: float
+) -> tuple[RetryPolicy, EventLoop]:
+    """A new client's retry policy and event loop, its settings checked first: before a
+    channel is opened, so that a bad argument leaks nothing."""
+    policy = RetryPolicy(max_attempts=max_attempts, initial_backoff=initial_backoff, max_backoff=max_backoff)
+    check_timeout(timeout)
+    return policy, event_loop()
 
 
 def _every(
