@@ -10,6 +10,7 @@ from ledger.v1 import transaction_service_pb2 as pb
 
 from ledger_server.api.caller import current_caller, tenant_of_call
 from ledger_server.api.convert import (
+    CREATABLE_TYPES,
     parse_creatable_type,
     parse_date,
     parse_direction,
@@ -196,8 +197,7 @@ def _settled_ids(request: pb.BatchCreateTransactionsRequest) -> list[str]:
     named = (
         _related_id(item.transaction)
         for item in request.requests
-        if item.transaction.type
-        in (transaction_pb2.TRANSACTION_TYPE_CAPTURE, transaction_pb2.TRANSACTION_TYPE_REFUND)
+        if CREATABLE_TYPES.get(item.transaction.type) in SETTLING_TYPES
     )
     return [transaction_id for transaction_id in named if transaction_id]
 
