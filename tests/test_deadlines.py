@@ -195,6 +195,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 # -- end to end -----------------------------------------------------------------------
 
 
+def create_transaction_codes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The status codes of the CreateTransaction calls in the call log so far."""
+    return [
+        str(getattr(record, "code", ""))
+        for record in caplog.records
+        if record.msg == "rpc" and getattr(record, "method", "").endswith("/CreateTransaction")
+    ]
+
+
 @postgres_only
 def test_a_call_blocked_by_a_row_lock_answers_by_its_deadline_and_changes_nothing(
     client: LedgerClient, database_url: str, engine: Any, caplog: pytest.LogCaptureFixture
@@ -206,11 +215,7 @@ def test_a_call_blocked_by_a_row_lock_answers_by_its_deadline_and_changes_nothin
     request_id = str(uuid.uuid4())
 
     def answers() -> set[str]:
-        return {
-            str(getattr(record, "code", ""))
-            for record in caplog.records
-            if record.msg == "rpc" and getattr(record, "method", "").endswith("/CreateTransaction")
-        }
+        return set(create_transaction_codes(caplog))
 
     before = answers()
     with row_locked(database_url, "SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", account_id):
@@ -242,18 +247,8 @@ def test_a_call_whose_deadline_passes_while_its_write_queues_is_logged_as_such(
         with pytest.raises(LedgerError) as info:
             client.credit(account.name, 5, "USD", timeout=0.5)
         assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        wait_until(
-            lambda: any(
-                r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
-                for r in caplog.records
-            )
-        )
-    codes = [
-        getattr(r, "code", "")
-        for r in caplog.records
-        if r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
-    ]
-    assert codes == ["DEADLINE_EXCEEDED"]
+        wait_until(lambda: bool(create_transaction_codes(caplog)))
+    assert create_transaction_codes(caplog) == ["DEADLINE_EXCEEDED"]
     assert client.get_account(account.name).balance.posted == 0
 
 
@@ -281,15 +276,5 @@ def test_a_call_its_client_cancels_while_its_write_queues_is_logged_as_cancelled
         )
         time.sleep(0.3)  # the call reaches the server and its unit queues behind the held writer
         assert call.cancel()
-        wait_until(
-            lambda: any(
-                r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
-                for r in caplog.records
-            )
-        )
-    codes = [
-        getattr(r, "code", "")
-        for r in caplog.records
-        if r.msg == "rpc" and getattr(r, "method", "").endswith("/CreateTransaction")
-    ]
-    assert codes == ["CANCELLED"]
+        wait_until(lambda: bool(create_transaction_codes(caplog)))
+    assert create_transaction_codes(caplog) == ["CANCELLED"]
