@@ -27,7 +27,9 @@ from tests.blocking_view import ClientFactory, asyncio_client
 from tests.support import Clock, ServerProcess, migrated_database, serving
 
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-MUTABLE_TABLES = "entries, transactions, idempotency_keys, accounts, api_tokens"
+MUTABLE_TABLES = (
+    "entries, transactions, transaction_changes, account_feed_clocks, idempotency_keys, accounts, api_tokens"
+)
 TENANT = "acme"
 
 

@@ -13,7 +13,16 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from ledger_server.core.ledger import Ledger
-from ledger_server.core.model import AccountChanges, AccountStatus, Creator, StatusChange
+from ledger_server.core.model import (
+    Account,
+    AccountChanges,
+    AccountStatus,
+    Creator,
+    Direction,
+    NewAccount,
+    NewTransaction,
+    StatusChange,
+)
 from ledger_server.store.engine import make_engine
 from ledger_server.store.migrate import current_revision, head_revision, upgrade
 from ledger_server.store.rows import from_micros
@@ -137,5 +146,33 @@ def test_accounts_from_before_0006_start_an_empty_update_history(database_url: s
                 "renamed",
             )
             assert ledger.get_account("default", "a1").metadata == {"k": "v"}
+        finally:
+            store.close()
+
+
+def test_transactions_from_before_0009_open_the_change_feed(database_url: str, tmp_path: Path) -> None:
+    with database_at("0008", database_url, tmp_path) as engine:
+        store = SqlStore(engine)
+        try:
+            ledger = Ledger(store)  # its writes touch nothing 0009 adds
+            account = ledger.create_account("default", NewAccount("old", "USD"))
+            assert isinstance(account, Account)
+            posted = [
+                ledger.post_transaction("default", NewTransaction(account.id, Direction.CREDIT, n, "USD"))
+                for n in (3, 4)
+            ]
+        finally:
+            store.close()
+        upgrade(engine)
+        store = SqlStore(engine)
+        try:
+            ledger = Ledger(store)
+            later = ledger.post_transaction("default", NewTransaction(account.id, Direction.DEBIT, 5, "USD"))
+            changes, _ = ledger.list_transaction_changes("default", 10, "")
+            assert [(c.transaction, c.created) for c, _ in changes] == [
+                (posted[0], True),
+                (posted[1], True),
+                (later, True),
+            ]
         finally:
             store.close()

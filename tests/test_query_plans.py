@@ -77,20 +77,31 @@ def filled(unanalyzed_url: str) -> Iterator[tuple[Engine, Account, Transaction]]
 def _index_used(engine: Engine, statement: str, params: Any) -> str:
     """The index the database's plan for `statement` searches, as the plan names it
     (`params`: a dict by name, or on SQLite a tuple for `?` placeholders)."""
+    if engine.dialect.name == "postgresql":
+        return ",".join(re.findall(r'"Index Name": "(\w+)"', _postgres_plan(engine, statement, params)))
     with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            # A generic plan, as a prepared statement gets after its first executions.
-            conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            names = re.findall(r"%\((\w+)\)s", statement)
-            generic = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", statement)
-            cursor.execute(f"PREPARE q AS {generic}")
-            args = ", ".join(psycopg.sql.Literal(params[n]).as_string(cursor) for n in names)
-            cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE q({args})")
-            plan = json.dumps(cursor.fetchone()[0])
-            return ",".join(re.findall(r'"Index Name": "(\w+)"', plan))
         rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
-        return ",".join(str(row[3]) for row in rows)
+    return ",".join(str(row[3]) for row in rows)
+
+
+def _index_conditions(engine: Engine, statement: str, params: Any) -> str:
+    """What Postgres's plan for `statement` seeks its indexes by."""
+    return ",".join(re.findall(r'"Index Cond": "([^"]*)"', _postgres_plan(engine, statement, params)))
+
+
+def _postgres_plan(engine: Engine, statement: str, params: dict[str, Any]) -> str:
+    """The generic plan, as a prepared statement gets after its first executions (JSON)."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))  # each once
+        generic = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", statement)
+        cursor.execute(f"PREPARE q AS {generic}")
+        args = ", ".join(psycopg.sql.Literal(params[n]).as_string(cursor) for n in names)
+        cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE q({args})")
+        plan = json.dumps(cursor.fetchone()[0])
+        cursor.execute("DEALLOCATE q")
+        return plan
 
 
 @pytest.mark.parametrize("name", ["get_account", "lock_by_id", "get_transaction"])
@@ -185,3 +196,25 @@ def test_filtered_pages_read_their_partial_index_without_statistics(
         assert used == index
     else:
         assert used.startswith(f"SEARCH transactions USING INDEX {index} {search}")
+
+
+def test_a_change_feed_page_reads_the_feed_index_without_statistics(
+    filled: tuple[Engine, Account, Transaction],
+) -> None:
+    """A page of the change feed, from a change in the middle of a few thousand, reads
+    the tenant's feed in order from that change (the feed's index) and each transaction
+    by id, never the whole feed or the whole history."""
+    engine, _, txn = filled
+    _copies_of(engine, txn)
+    params = {"tenant_id": DEFAULT_TENANT, "after": 100, "limit": 51}
+    used = _index_used(engine, sql(engine.dialect.name, "transaction_changes"), params)
+    if engine.dialect.name == "postgresql":  # the change's place by its key, then from it on
+        assert used == "pk_transaction_changes,ix_transaction_changes_tenant_id_xid_seq,uq_transactions_id"
+        assert "(ROW(xid, seq) > ROW(" in _index_conditions(
+            engine, sql("postgresql", "transaction_changes"), params
+        )
+    else:
+        assert used == (
+            "SEARCH c USING INDEX ix_transaction_changes_tenant_id_xid_seq (tenant_id=? AND xid=? AND seq>?),"
+            "SEARCH t USING INDEX sqlite_autoindex_transactions_1 (id=?)"
+        )

@@ -40,6 +40,7 @@ from ledger_server.core.model import (
     Page,
     StatusChange,
     Transaction,
+    TransactionChange,
     TransactionFilter,
     TransactionType,
 )
@@ -632,6 +633,25 @@ class Ledger:
         with self._store.reading() as r:
             page = r.list_transactions(tenant_id, flt, before, limit, now)
         return [views.transaction_now(t, now) for t in page.items], self._next_token(query, page.next_cursor)
+
+    def list_transaction_changes(
+        self, tenant_id: str, page_size: int, page_token: str
+    ) -> tuple[list[tuple[TransactionChange, str]], str]:
+        """A page of the tenant's change feed after `page_token` (empty: from its start),
+        each change with the token that resumes after it, and the token that continues
+        after the page: never empty, as the feed has no end (an empty page means caught up
+        for now). Each transaction is as the change left it, not as views.transaction_now
+        shows it: a lapsed hold turns voided in the feed with the change that voids it."""
+        v = check.Violations()
+        limit = page_limit(v, page_size)
+        if v:
+            raise invalid(v)
+        query = f"changes|{tenant_id}"
+        after = self._tokens.decode(query, page_token) or 0
+        with self._store.reading() as r:
+            page = r.list_transaction_changes(tenant_id, after, limit)
+        changes = [(c, self._tokens.encode(query, c.seq)) for c in page.items]
+        return changes, changes[-1][1] if changes else self._tokens.encode(query, after)
 
     # -- plumbing ---------------------------------------------------------------------
 

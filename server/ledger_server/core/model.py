@@ -232,6 +232,16 @@ class Transaction:
 
 
 @dataclass(frozen=True)
+class TransactionChange:
+    """One entry of the change feed: a transaction as it was right after it was created
+    (`created`) or after a later change of its status, refunded or captured amount."""
+
+    seq: int  # its place in the feed
+    created: bool
+    transaction: Transaction
+
+
+@dataclass(frozen=True)
 class Entry:
     """One leg of a transaction. Legs of a transaction sum to zero."""
 

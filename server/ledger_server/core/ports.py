@@ -21,6 +21,7 @@ from ledger_server.core.model import (
     Tenant,
     TokenRecord,
     Transaction,
+    TransactionChange,
     TransactionFilter,
     TransactionStatus,
 )
@@ -108,6 +109,14 @@ class ReadUnit(Protocol):
         self, tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
     ) -> Page[Transaction]:
         """Newest first; `now` decides which holds have lapsed, for a status filter."""
+        ...
+
+    def list_transaction_changes(
+        self, tenant_id: str, after: int | None, limit: int
+    ) -> Page[TransactionChange]:
+        """The tenant's change feed after change `after` (None: from its start), oldest
+        first, up to what every reader may rely on being complete (Postgres: below the
+        oldest transaction still running)."""
         ...
 
     def open_lots(self, account_id: str) -> list[Lot]:

@@ -3,8 +3,9 @@ per dialect and run on the DBAPI cursor: building SQLAlchemy Core statements cos
 per posting in Python (measured), and executing even a cached one through SQLAlchemy
 costs a GetAccount three quarters of its store time (profiled), far more than the
 database work itself. Kept to the plainest SQL that SQLite and Postgres share;
-`{lock}`/`{skip_locked}`/`{lock_in_id_order}` become row locks on Postgres only, and
-`{in_ids}` tests a column against the list parameter `ids`."""
+`{lock}`/`{skip_locked}`/`{lock_in_id_order}` become row locks on Postgres only,
+`{in_ids}` tests a column against the list parameter `ids`, and `{after_change}` picks
+the change feed's rows after a change."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from ledger_server.store.schema import accounts, entries, idempotency_keys, tran
 # Whole rows, in table order: rows.account_of and rows.transaction_of read them by position.
 ACCOUNT_COLUMNS = ", ".join(c.name for c in accounts.c)
 TRANSACTION_COLUMNS = ", ".join(c.name for c in transactions.c)
+
+# A change feed row: the transaction's columns, its state (and seq) as the change left it,
+# and whether the change was its creation (rows.change_of).
+_CHANGE_STATE = ("seq", "status", "refunded_amount", "captured_amount", "updated_at")
+CHANGE_COLUMNS = ", ".join(f"{'c' if c.name in _CHANGE_STATE else 't'}.{c.name}" for c in transactions.c)
 
 # The columns of a locked account row (ports.LockedBalance).
 _LOCKED = "id, currency, balance_floor, status, posted, pending, expiring, last_posting_date, updated_at"
@@ -41,6 +47,12 @@ _STATEMENTS = {
             for who, alias in (("account_id", "own"), ("counterparty_account_id", "peer"))
         )
         + ") AS history ORDER BY seq DESC LIMIT :limit"
+    ),
+    # The change feed after change `after` (0: from the start), in (xid, seq) order.
+    "transaction_changes": (
+        f"SELECT {CHANGE_COLUMNS}, c.created FROM transaction_changes c "
+        "JOIN transactions t ON t.id = c.transaction_id WHERE c.tenant_id = :tenant_id "
+        "AND {after_change} ORDER BY c.xid, c.seq LIMIT :limit"
     ),
     # The partial index ix_transactions_open_holds serves it.
     "expired_holds": (
@@ -181,6 +193,15 @@ _STATEMENTS = {
 }
 
 
+# After the change `after` up to the horizon: the oldest transaction still running when
+# the statement's snapshot was taken (every change placed below it is committed or gone
+# for good; schema.transaction_changes).
+_PG_AFTER_CHANGE = (
+    "(c.xid, c.seq) > (COALESCE((SELECT xid FROM transaction_changes WHERE seq = :after), -1), :after) "
+    "AND c.xid < CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint)"
+)
+
+
 @cache
 def sql(dialect: str, name: str) -> str:
     """The statement `name` in the dialect's parameter style, with its row locks."""
@@ -191,10 +212,16 @@ def sql(dialect: str, name: str) -> str:
             skip_locked=" FOR UPDATE SKIP LOCKED",
             lock_in_id_order=' ORDER BY id COLLATE "C" FOR UPDATE',
             in_ids="= ANY(:ids)",
+            after_change=_PG_AFTER_CHANGE,
         )
         return re.sub(r":(\w+)", r"%(\1)s", text)
     return text.format(
-        lock="", skip_locked="", lock_in_id_order="", in_ids="IN (SELECT value FROM json_each(:ids))"
+        lock="",
+        skip_locked="",
+        lock_in_id_order="",
+        in_ids="IN (SELECT value FROM json_each(:ids))",
+        # xid is always 0; SQLite seeks an index by a row value's first column only.
+        after_change="c.xid = 0 AND c.seq > :after",
     )
 
 

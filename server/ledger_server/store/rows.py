@@ -22,6 +22,7 @@ from ledger_server.core.model import (
     StatusChange,
     TokenRecord,
     Transaction,
+    TransactionChange,
     TransactionKind,
     TransactionStatus,
     TransactionType,
@@ -96,6 +97,15 @@ def status_change_size(c: StatusChange) -> int:
 def transaction_size(t: Transaction) -> int:
     chars = len(t.description) + len(t.external_id)
     return item_bytes(t.metadata, chars) if t.metadata else ITEM_BYTES + 4 * chars
+
+
+def change_of(row: Sequence[Any]) -> TransactionChange:
+    """A change feed row (hot_sql's transaction_changes): a transaction row, then `created`."""
+    return TransactionChange(row[0], bool(row[-1]), transaction_of(row[:-1]))
+
+
+def change_size(c: TransactionChange) -> int:
+    return transaction_size(c.transaction)
 
 
 def creator_of(token_id: str | None, token_name: str) -> Creator | None:

@@ -183,6 +183,39 @@ transactions = Table(
     ),
 )
 
+# The change feed (ListTransactionChanges): a row for every transaction inserted and for
+# every change of its status, refunded or captured amount, with those fields as they were
+# right after it (the rest of a transaction never changes). Written by triggers on
+# `transactions` (migration 0009), so no write path can leave a change out. Read in
+# (xid, seq) order. On Postgres, xid is the writing transaction's id or, where higher, the
+# xid of the latest change of the same accounts (account_feed_clocks): a change of an
+# account comes after those committed before it. A reader takes only rows whose xid is
+# below its snapshot's horizon (every transaction below it has ended), so a change
+# committed late can never land behind a cursor already handed out. On SQLite, whose
+# writers take turns, xid is 0 and seq alone is commit order.
+transaction_changes = Table(
+    "transaction_changes",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("xid", BigInteger, nullable=False),
+    Column("transaction_id", String(36), nullable=False),
+    Column("created", SmallInteger, nullable=False),  # 1: the insert, 0: a later change
+    Column("status", String(24), nullable=False),
+    Column("refunded_amount", BigInteger, nullable=False),
+    Column("captured_amount", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "tenant_id", "xid", "seq"),
+)
+
+# Postgres: each account's latest place in the change feed (see transaction_changes).
+account_feed_clocks = Table(
+    "account_feed_clocks",
+    metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("xid", BigInteger, nullable=False),
+)
+
 entries = Table(
     "entries",
     metadata,

@@ -30,6 +30,7 @@ from ledger_server.core.model import (
     Page,
     StatusChange,
     Transaction,
+    TransactionChange,
     TransactionFilter,
     TransactionStatus,
     TransactionType,
@@ -46,6 +47,8 @@ from ledger_server.store.rows import (
     account_update_of,
     account_update_params,
     account_update_size,
+    change_of,
+    change_size,
     creator_columns,
     customer_of,
     dump_metadata,
@@ -181,6 +184,13 @@ class SqlUnit(AdminQueries):
                 peer = self._query(newest.where(t.counterparty_account_id == flt.account_id)).all()
                 rows = sorted([*rows, *peer], key=lambda row: -row[0])[: limit + 1]
         return page_of(rows, limit, transaction_of, transaction_size)
+
+    def list_transaction_changes(
+        self, tenant_id: str, after: int | None, limit: int
+    ) -> Page[TransactionChange]:
+        params = {"tenant_id": tenant_id, "after": after or 0, "limit": limit + 1}
+        rows = self._run("transaction_changes", params).fetchall()
+        return page_of(rows, limit, change_of, change_size)
 
     def open_lots(self, account_id: str) -> list[Lot]:
         rows = self._run("open_lots", {"account_id": account_id}).fetchall()

@@ -1,0 +1,143 @@
+"""The change feed (ListTransactionChanges): a row for every transaction inserted and for
+every later change of its status, refunded or captured amount, written by triggers on
+`transactions` so that every write path (postings, batches, imports, the expiry worker)
+feeds it. Transactions made before this revision enter it once each, in their order, as
+they are now.
+
+Rows are read in (xid, seq) order (schema.transaction_changes). On Postgres xid is a
+change's place: its writing transaction's id (xid8 as bigint) or, where higher, the place
+of the latest change of the same accounts (account_feed_clocks); readers take only rows
+below their snapshot's xmin, so that a change committed after a later-numbered one is
+never skipped. Statement-level triggers with transition tables write a batch's rows in
+one INSERT. On SQLite xid is 0: its writers take turns, so seq is commit order. A later
+migration that rebuilds `transactions` on SQLite (Alembic's batch mode copies the table)
+must create these triggers again.
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-02
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# What a change row copies from the transaction row (the rest never changes).
+STATE = "status, refunded_amount, captured_amount, updated_at"
+COLUMNS = f"tenant_id, xid, transaction_id, created, {STATE}"
+# The three are NOT NULL: <> is enough.
+CHANGED = (
+    "{old}.status <> {new}.status OR {old}.refunded_amount <> {new}.refunded_amount "
+    "OR {old}.captured_amount <> {new}.captured_amount"
+)
+# A change's place in the feed on Postgres (its xid column): the writing transaction's id,
+# raised to the place of the latest change of the same accounts where that is higher.
+# Changes of one account are made under its row lock, so this keeps them (and each
+# transaction's) in commit order, where a writer that took its id before another could
+# commit after it. `account_feed_clocks` keeps each account's latest place; only writers
+# holding the account's lock change its row.
+POSTGRES = [
+    """CREATE FUNCTION ledger_feed_place(touched varchar[]) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+  place bigint;
+BEGIN
+  SELECT GREATEST(CAST(CAST(pg_current_xact_id() AS text) AS bigint), COALESCE(MAX(xid), 0)) INTO place
+  FROM account_feed_clocks WHERE account_id = ANY(touched);
+  INSERT INTO account_feed_clocks (account_id, xid) SELECT DISTINCT unnest(touched), place
+  ON CONFLICT (account_id) DO UPDATE SET xid = EXCLUDED.xid;
+  RETURN place;
+END $$""",
+    *(
+        f"""CREATE FUNCTION ledger_transactions_{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  touched varchar[] := ARRAY(SELECT n.account_id FROM {rows} WHERE {where} UNION
+    SELECT n.counterparty_account_id FROM {rows} WHERE n.counterparty_account_id IS NOT NULL AND ({where}));
+  place bigint;
+BEGIN
+  IF cardinality(touched) = 0 THEN
+    RETURN NULL;
+  END IF;
+  place := ledger_feed_place(touched);
+  INSERT INTO transaction_changes ({COLUMNS})
+  SELECT n.tenant_id, place, n.id, {created}, n.status, n.refunded_amount, n.captured_amount, n.updated_at
+  FROM {rows} WHERE {where} ORDER BY n.seq;
+  RETURN NULL;
+END $$"""
+        for name, created, rows, where in (
+            ("inserted", 1, "inserted n", "true"),
+            ("updated", 0, "updated n JOIN previous o ON o.seq = n.seq", CHANGED.format(old="o", new="n")),
+        )
+    ),
+    "CREATE TRIGGER transactions_inserted AFTER INSERT ON transactions "
+    "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION ledger_transactions_inserted()",
+    "CREATE TRIGGER transactions_updated AFTER UPDATE ON transactions "
+    "REFERENCING OLD TABLE AS previous NEW TABLE AS updated FOR EACH STATEMENT "
+    "EXECUTE FUNCTION ledger_transactions_updated()",
+]
+
+SQLITE = [
+    f"""CREATE TRIGGER transactions_inserted AFTER INSERT ON transactions BEGIN
+  INSERT INTO transaction_changes ({COLUMNS}) VALUES
+  (NEW.tenant_id, 0, NEW.id, 1, NEW.status, NEW.refunded_amount, NEW.captured_amount, NEW.updated_at);
+END""",
+    f"""CREATE TRIGGER transactions_updated AFTER UPDATE OF status, refunded_amount, captured_amount
+ON transactions WHEN {CHANGED.format(old="OLD", new="NEW")} BEGIN
+  INSERT INTO transaction_changes ({COLUMNS}) VALUES
+  (NEW.tenant_id, 0, NEW.id, 0, NEW.status, NEW.refunded_amount, NEW.captured_amount, NEW.updated_at);
+END""",
+]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "transaction_changes",
+        sa.Column("seq", Seq, autoincrement=True, nullable=False),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("xid", sa.BigInteger, nullable=False),
+        sa.Column("transaction_id", sa.String(36), nullable=False),
+        sa.Column("created", sa.SmallInteger, nullable=False),
+        sa.Column("status", sa.String(24), nullable=False),
+        sa.Column("refunded_amount", sa.BigInteger, nullable=False),
+        sa.Column("captured_amount", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("seq", name="pk_transaction_changes"),
+    )
+    op.create_index(
+        "ix_transaction_changes_tenant_id_xid_seq", "transaction_changes", ["tenant_id", "xid", "seq"]
+    )
+    op.create_table(
+        "account_feed_clocks",
+        sa.Column("account_id", sa.String(36), nullable=False),
+        sa.Column("xid", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("account_id", name="pk_account_feed_clocks"),
+    )
+    postgres = op.get_bind().dialect.name == "postgresql"
+    # Postgres: every earlier change in one place, before any later writer's.
+    place = "CAST(CAST(pg_current_xact_id() AS text) AS bigint)" if postgres else "0"
+    op.execute(
+        f"INSERT INTO transaction_changes ({COLUMNS}) "
+        f"SELECT tenant_id, {place}, id, 1, {STATE} FROM transactions ORDER BY seq"
+    )
+    for statement in POSTGRES if postgres else SQLITE:
+        op.execute(statement)
+
+
+def downgrade() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    for name in ("inserted", "updated"):
+        op.execute(f"DROP TRIGGER transactions_{name}" + (" ON transactions" if postgres else ""))
+        if postgres:
+            op.execute(f"DROP FUNCTION ledger_transactions_{name}()")
+    if postgres:
+        op.execute("DROP FUNCTION ledger_feed_place(varchar[])")
+    op.drop_table("account_feed_clocks")
+    op.drop_index("ix_transaction_changes_tenant_id_xid_seq", "transaction_changes")
+    op.drop_table("transaction_changes")

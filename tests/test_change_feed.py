@@ -1,0 +1,202 @@
+"""The change feed (Ledger.list_transaction_changes) against a real store, SQLite and
+Postgres: every creation and every later change of a transaction, in commit order, each
+with the transaction as that change left it, resumable from any change's token, and, on
+Postgres, never skipping a change committed after a later-numbered one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from ledger_server.core.errors import LedgerError
+from ledger_server.core.ledger import BatchItem, Idempotency, Ledger
+from ledger_server.core.model import (
+    DEFAULT_TENANT,
+    Account,
+    Direction,
+    NewAccount,
+    NewTransaction,
+    Tenant,
+    Transaction,
+    TransactionChange,
+    TransactionStatus,
+)
+from ledger_server.store.sql_store import SqlStore
+from tests.support import START, Clock
+from tests.test_lifecycle import capture, credit, debit, hold, open_account, refund
+
+T = DEFAULT_TENANT
+DAY = dt.timedelta(days=1)
+Seen = tuple[str, bool, TransactionStatus, int, int]
+
+
+def seen(change: TransactionChange) -> Seen:
+    t = change.transaction
+    return t.id, change.created, t.status, t.refunded_amount, t.captured_amount
+
+
+def whole_feed(
+    ledger: Ledger, tenant: str = T, token: str = "", page_size: int = 3
+) -> tuple[list[Seen], str]:
+    """Every change after `token`, page by page, and the token to continue after them."""
+    out: list[Seen] = []
+    while True:
+        page, token = ledger.list_transaction_changes(tenant, page_size, token)
+        out += [seen(c) for c, _ in page]
+        if not page:
+            return out, token
+
+
+def test_the_feed_has_each_creation_and_change_as_it_left_the_transaction(book: Ledger, clock: Clock) -> None:
+    account = open_account(book)
+    paid = credit(book, account, 1000)
+    spent = debit(book, account, 300)
+    held = hold(book, account, 200, expires=START + DAY)
+    taken = capture(book, held, 50)
+    back = refund(book, spent, 100)
+    rest = refund(book, spent)
+    lapsing = hold(book, account, 10, expires=START + DAY)
+    clock.advance(2 * DAY)
+    assert book.expire_due().holds_voided == 1
+    P, V, PEND = TransactionStatus.POSTED, TransactionStatus.VOIDED, TransactionStatus.PENDING
+    partly = TransactionStatus.PARTIALLY_REFUNDED
+    assert whole_feed(book)[0] == [
+        (paid.id, True, P, 0, 0),
+        (spent.id, True, P, 0, 0),
+        (held.id, True, PEND, 0, 0),
+        (taken.capture.id, True, P, 0, 0),
+        (held.id, False, TransactionStatus.CAPTURED, 0, 50),
+        (back.refund.id, True, P, 0, 0),
+        (spent.id, False, partly, 100, 0),
+        (rest.refund.id, True, P, 0, 0),
+        (spent.id, False, TransactionStatus.REFUNDED, 300, 0),
+        (lapsing.id, True, PEND, 0, 0),
+        (lapsing.id, False, V, 0, 0),  # voided by the expiry worker
+    ]
+    # Apart from the state it changes, a change carries the transaction as it is.
+    changes = [c for c, _ in book.list_transaction_changes(T, 20, "")[0]]
+    assert changes[1].transaction == spent
+    assert changes[4].transaction == book.get_transaction(T, held.id)
+
+
+def test_every_change_resumes_the_feed_after_itself(book: Ledger) -> None:
+    account = open_account(book)
+    for amount in range(1, 6):
+        credit(book, account, amount)
+    page, after_page = book.list_transaction_changes(T, 10, "")
+    assert [c.transaction.amount for c, _ in page] == [1, 2, 3, 4, 5]
+    for i, (_, token) in enumerate(page):
+        rest, _ = whole_feed(book, token=token, page_size=2)
+        assert [s[0] for s in rest] == [c.transaction.id for c, _ in page[i + 1 :]]
+    assert after_page == page[-1][1]
+    # Caught up: an empty page, and a token that still continues from there.
+    empty, same = book.list_transaction_changes(T, 10, after_page)
+    assert empty == [] and book.list_transaction_changes(T, 10, same)[0] == []
+    late = credit(book, account, 6)
+    assert [s[0] for s in whole_feed(book, token=same)[0]] == [late.id]
+    # An empty feed hands out a token too, which sees what comes later.
+    assert book.list_transaction_changes("t2", 5, "")[0] == []
+
+
+def test_a_batch_enters_the_feed_in_item_order_and_a_refused_one_not_at_all(book: Ledger) -> None:
+    account = open_account(book)
+    items = [BatchItem(NewTransaction(account.id, Direction.CREDIT, n, "USD")) for n in (5, 6, 7)]
+    posted = book.post_batch(T, items, atomic=True)
+    too_much = NewTransaction(account.id, Direction.DEBIT, 10**6, "USD")
+    with pytest.raises(LedgerError):
+        book.post_batch(T, [items[0], BatchItem(too_much)], atomic=True)
+    assert [s[0] for s in whole_feed(book)[0]] == [getattr(r, "id", None) for r in posted]
+
+
+def test_a_replayed_request_adds_nothing_to_the_feed(book: Ledger) -> None:
+    account = open_account(book)
+    cmd = NewTransaction(account.id, Direction.CREDIT, 5, "USD")
+    idem: Idempotency[Transaction] = Idempotency(str(uuid.uuid4()), b"fp", lambda t: t.id.encode())
+    book.post_transaction(T, cmd, idem)
+    book.post_transaction(T, cmd, idem)
+    assert len(whole_feed(book)[0]) == 1
+
+
+def test_each_tenant_reads_its_own_feed_with_its_own_tokens(book: Ledger, store: SqlStore) -> None:
+    store.write("setup", lambda w: w.insert_tenant(Tenant("t2", "Two", START)))
+    mine = credit(book, open_account(book), 5)
+    other = book.create_account("t2", NewAccount("theirs", "USD"))
+    assert isinstance(other, Account)
+    theirs = book.post_transaction("t2", NewTransaction(other.id, Direction.CREDIT, 7, "USD"))
+    assert [s[0] for s in whole_feed(book)[0]] == [mine.id]
+    assert [s[0] for s in whole_feed(book, "t2")[0]] == [getattr(theirs, "id", None)]
+    (_, token), *_ = book.list_transaction_changes(T, 1, "")[0]
+    with pytest.raises(LedgerError) as refused:
+        book.list_transaction_changes("t2", 1, token)
+    assert refused.value.reason == "INVALID_PAGE_TOKEN"
+
+
+@pytest.mark.parametrize(("page_size", "token"), [(-1, ""), (10, "not-a-token")])
+def test_bad_paging_is_refused(book: Ledger, page_size: int, token: str) -> None:
+    with pytest.raises(LedgerError) as refused:
+        book.list_transaction_changes(T, page_size, token)
+    assert refused.value.category.name == "INVALID_ARGUMENT"
+
+
+@pytest.fixture
+def open_writer(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        yield conn
+
+
+# Postgres only: SQLite's writers take turns, so there seq order is commit order.
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgres_never_skips_a_change_committed_after_a_later_numbered_one(
+    book: Ledger, engine: Engine, open_writer: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    first = credit(book, open_account(book), 1)
+    # Another writer numbers a change of that account and has not committed it yet
+    # (its xid is older than the next posting's, its seq lower) when the ledger commits
+    # a posting on another account.
+    open_writer.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (first.account_id,))
+    open_writer.execute(
+        "UPDATE transactions SET refunded_amount = 1, status = 'refunded' WHERE id = %s", (first.id,)
+    )
+    late = credit(book, open_account(book), 2)
+    page, token = book.list_transaction_changes(T, 10, "")
+    # The horizon stops before the open writer: the later posting waits with it.
+    assert [c.transaction.id for c, _ in page] == [first.id]
+    open_writer.commit()
+    rest, _ = whole_feed(book, token=token)
+    assert rest == [
+        (first.id, False, TransactionStatus.REFUNDED, 1, 0),
+        (late.id, True, TransactionStatus.POSTED, 0, 0),
+    ]
+    with engine.connect() as conn:
+        xids = conn.execute(text("SELECT xid FROM transaction_changes ORDER BY seq")).scalars().all()
+    # The open writer's change was numbered (seq, xid) before the later posting, which
+    # committed first: a reader going by numbers alone would have passed it by.
+    assert xids[0] < xids[1] < xids[2]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgres_keeps_an_accounts_changes_in_commit_order(
+    book: Ledger, engine: Engine, open_writer: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    account = open_account(book)
+    first = credit(book, account, 5)
+    # A writer takes its transaction id, then the ledger commits a posting on the account,
+    # then that writer changes the account's first transaction and commits: its change
+    # comes after the posting, although its id is the older.
+    open_writer.execute("SELECT pg_current_xact_id()")
+    second = credit(book, account, 6)
+    open_writer.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account.id,))
+    open_writer.execute(
+        "UPDATE transactions SET status = 'refunded', refunded_amount = 5 WHERE id = %s", (first.id,)
+    )
+    open_writer.commit()
+    assert whole_feed(book)[0] == [
+        (first.id, True, TransactionStatus.POSTED, 0, 0),
+        (second.id, True, TransactionStatus.POSTED, 0, 0),
+        (first.id, False, TransactionStatus.REFUNDED, 5, 0),
+    ]
