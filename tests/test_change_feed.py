@@ -6,11 +6,16 @@ Postgres, never skipping a change committed after a later-numbered one."""
 from __future__ import annotations
 
 import datetime as dt
+import random
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from ledger.v1 import transaction_pb2, transaction_service_pb2
+from ledger_client import LedgerClient
 from sqlalchemy import Engine, text
 
 from ledger_server.core.errors import LedgerError
@@ -200,3 +205,72 @@ def test_postgres_keeps_an_accounts_changes_in_commit_order(
         (second.id, True, TransactionStatus.POSTED, 0, 0),
         (first.id, False, TransactionStatus.REFUNDED, 5, 0),
     ]
+
+
+def test_a_follower_reading_while_many_write_sees_every_change_once_in_account_order(
+    client: LedgerClient, engine: Engine
+) -> None:
+    """Writers on a few accounts (credits, debits, transfers between them, holds and their
+    captures; on Postgres through several group-commit writers, so their transactions
+    commit out of the order they numbered them) while a follower reads the feed."""
+    accounts = [client.create_account(currency="USD").name for _ in range(4)]
+    for name in accounts:
+        client.credit(name, 10_000, "USD")
+    writing = threading.Event()
+    writing.set()
+    followed: list[transaction_service_pb2.TransactionChange] = []
+
+    def follow() -> None:
+        token = ""
+        while True:
+            done = not writing.is_set()  # read once more after the writers stop
+            page = client.list_transaction_changes(page_size=7, page_token=token)
+            followed.extend(page.changes)
+            token = page.next_page_token
+            if done and not page.changes:
+                return
+
+    def write(worker: int) -> None:
+        rng = random.Random(worker)
+        for _ in range(25):
+            name, other = rng.sample(accounts, 2)
+            op = rng.randrange(4)
+            if op == 0:
+                client.credit(name, rng.randint(1, 50), "USD")
+            elif op == 1:
+                client.debit(name, rng.randint(1, 50), "USD")
+            elif op == 2:
+                client.transfer(name, other, rng.randint(1, 50), "USD")
+            else:
+                client.capture_hold(client.create_hold(name, 20, "USD").name, amount=rng.randint(1, 20))
+
+    with ThreadPoolExecutor(7) as pool:
+        follower = pool.submit(follow)
+        list(pool.map(write, range(6)))
+        writing.clear()
+        follower.result(timeout=120)
+
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM transaction_changes")).scalar_one() == len(followed)
+        in_entry_order = {
+            name: conn.execute(
+                text("SELECT transaction_id FROM entries WHERE account_id = :id ORDER BY seq"),
+                {"id": name.split("/")[1]},
+            )
+            .scalars()
+            .all()
+            for name in accounts
+        }
+    created = [
+        c.transaction for c in followed if c.type == transaction_service_pb2.TRANSACTION_CHANGE_TYPE_CREATED
+    ]
+    assert len({t.name for t in created}) == len(created)  # each creation once
+    last: dict[str, transaction_pb2.Transaction] = {}
+    for change in followed:
+        last[change.transaction.name] = change.transaction
+    for name, seen_last in last.items():  # the last change seen is the transaction as it is
+        assert seen_last == client.get_transaction(name)
+    for entry_order in in_entry_order.values():  # each account's postings in commit order
+        ids = set(entry_order)
+        feed_order = [t.name.split("/")[1] for t in created if t.name.split("/")[1] in ids]
+        assert feed_order == list(dict.fromkeys(entry_order))

@@ -125,7 +125,40 @@ def test_tampered_page_token_is_invalid_argument(client: LedgerClient) -> None:
 FULL_METADATA = {f"key-{i:02d}-".ljust(40, "k"): "v" * 500 for i in range(50)}  # the most allowed
 
 
-@pytest.mark.parametrize("listed", ["accounts", "transactions"])
+def test_the_change_feed_follows_the_ledger_from_any_resume_token(client: LedgerClient) -> None:
+    CREATED, UPDATED = (
+        transaction_service_pb2.TRANSACTION_CHANGE_TYPE_CREATED,
+        transaction_service_pb2.TRANSACTION_CHANGE_TYPE_UPDATED,
+    )
+    account = client.create_account(currency="USD")
+    paid = client.credit(account.name, 100, "USD")
+    held = client.create_hold(account.name, 30, "USD")
+    voided = client.void_hold(held.name)
+    changes = list(client.iter_transaction_changes(page_size=2))
+    assert [(c.type, c.transaction.name, c.transaction.status) for c in changes] == [
+        (CREATED, paid.name, transaction_pb2.TRANSACTION_STATUS_POSTED),
+        (CREATED, held.name, transaction_pb2.TRANSACTION_STATUS_PENDING),
+        (UPDATED, held.name, transaction_pb2.TRANSACTION_STATUS_VOIDED),
+    ]
+    assert changes[0].transaction == paid and changes[2].transaction == voided
+    # Caught up: an empty page, whose token continues where the feed stands.
+    caught_up = client.list_transaction_changes(page_token=changes[-1].resume_token)
+    assert list(caught_up.changes) == [] and caught_up.next_page_token
+    spent = client.debit(account.name, 10, "USD")
+    assert [c.transaction for c in client.iter_transaction_changes(page_token=caught_up.next_page_token)] == [
+        spent
+    ]
+    resumed = client.iter_transaction_changes(page_token=changes[0].resume_token)
+    assert [c.transaction.name for c in resumed] == [held.name, held.name, spent.name]
+    with pytest.raises(LedgerError) as tampered:
+        client.list_transaction_changes(page_token=changes[0].resume_token[::-1])
+    assert tampered.value.reason == "INVALID_PAGE_TOKEN"
+    with pytest.raises(LedgerError) as negative:
+        client.list_transaction_changes(page_size=-1)
+    assert [v.field for v in negative.value.field_violations] == ["page_size"]
+
+
+@pytest.mark.parametrize("listed", ["accounts", "transactions", "changes"])
 def test_pages_of_items_with_full_metadata_stay_under_the_message_limit(
     client: LedgerClient, listed: str
 ) -> None:
@@ -136,16 +169,22 @@ def test_pages_of_items_with_full_metadata_stay_under_the_message_limit(
     if listed == "accounts":
         made = [client.create_account(currency="USD", metadata=FULL_METADATA).name for _ in range(160)]
     else:
-        made = [client.credit(holder.name, 1, "USD", metadata=FULL_METADATA).name for _ in range(160)][::-1]
+        made = [client.credit(holder.name, 1, "USD", metadata=FULL_METADATA).name for _ in range(160)]
+        made = made if listed == "changes" else made[::-1]
     pages: list[list[str]] = []
     token = ""
     while True:
         if listed == "accounts":
             accounts = client.list_accounts(page_size=1000, page_token=token)
             page, token = [a.name for a in accounts.accounts], accounts.next_page_token
-        else:
+        elif listed == "transactions":
             history = client.list_transactions(account=holder.name, page_size=1000, page_token=token)
             page, token = [t.name for t in history.transactions], history.next_page_token
+        else:  # the feed has no last page: it is read until an empty one
+            feed = client.list_transaction_changes(page_size=1000, page_token=token)
+            page, token = [c.transaction.name for c in feed.changes], feed.next_page_token
+            if not page:
+                break
         pages.append(page)
         if not token:
             break

@@ -15,6 +15,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from ledger.v1 import (  # noqa: F401  (registers the services)
     account_service_pb2,
     admin_service_pb2,
+    transaction_pb2,
     transaction_service_pb2,
 )
 
@@ -73,6 +74,7 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         "UpdateAccount",
         "ListAccountUpdates",
         "BatchCreateTransactions",
+        "ListTransactionChanges",
     ]
     ids: dict[str, str] = {}  # placeholder -> id, filled from replies as the walkthrough goes
 
@@ -126,6 +128,41 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         assert (update.previous.balance_floor, update.current.balance_floor) == (0, -500)
         refunds = [r.transaction for r in replies[19].results]
         assert [(t.type, t.amount, t.ending_balance) for t in refunds] == [(4, 100, 2200), (4, 300, 2500)]
+        assert [(c.type, c.transaction.amount, c.transaction.status) for c in replies[20].changes] == [
+            (
+                transaction_service_pb2.TRANSACTION_CHANGE_TYPE_CREATED,
+                2500,
+                transaction_pb2.TRANSACTION_STATUS_POSTED,
+            ),
+            (
+                transaction_service_pb2.TRANSACTION_CHANGE_TYPE_CREATED,
+                1250,
+                transaction_pb2.TRANSACTION_STATUS_POSTED,
+            ),
+            (
+                transaction_service_pb2.TRANSACTION_CHANGE_TYPE_CREATED,
+                500,
+                transaction_pb2.TRANSACTION_STATUS_PENDING,
+            ),
+        ]
+        following = invoke(
+            channel,
+            "ledger.v1.TransactionService/ListTransactionChanges",
+            f'{{"page_size": 2, "page_token": "{replies[20].next_page_token}"}}',
+            calls[0][2],
+        ).changes
+        assert [(c.type, c.transaction.status, c.transaction.captured_amount) for c in following] == [
+            (
+                transaction_service_pb2.TRANSACTION_CHANGE_TYPE_CREATED,
+                transaction_pb2.TRANSACTION_STATUS_POSTED,
+                0,
+            ),
+            (
+                transaction_service_pb2.TRANSACTION_CHANGE_TYPE_UPDATED,
+                transaction_pb2.TRANSACTION_STATUS_CAPTURED,
+                300,
+            ),
+        ]
         account = invoke(
             channel,
             "ledger.v1.AccountService/GetAccount",
@@ -139,26 +176,34 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("code_pattern", "printed"),
+    [
+        (r"(from ledger_client import LedgerClient.*?)", ["12.50", "StatusCode.FAILED_PRECONDITION 1250"]),
+        (r"(import asyncio.*?)", ["10 1000"]),
+        (
+            r"(from ledger\.v1\.transaction_pb2 import.*?)",
+            [
+                "500 TRANSACTION_STATUS_POSTED",
+                "200 TRANSACTION_STATUS_PENDING",
+                "200 TRANSACTION_STATUS_VOIDED",
+            ],
+        ),
+    ],
+    ids=["blocking", "asyncio", "change feed"],
+)
 def test_python_example_runs(
     server: LedgerServer,
     token: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    *,
+    code_pattern: str,
+    printed: list[str],
 ) -> None:
-    run_example(r"(from ledger_client import LedgerClient.*?)", server, token, tmp_path, monkeypatch)
-    assert capsys.readouterr().out.splitlines() == ["12.50", "StatusCode.FAILED_PRECONDITION 1250"]
-
-
-def test_asyncio_example_runs(
-    server: LedgerServer,
-    token: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    run_example(r"(import asyncio.*?)", server, token, tmp_path, monkeypatch)
-    assert capsys.readouterr().out.splitlines() == ["10 1000"]
+    run_example(code_pattern, server, token, tmp_path, monkeypatch)
+    assert capsys.readouterr().out.splitlines() == printed
 
 
 def run_example(

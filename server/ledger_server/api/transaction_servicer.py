@@ -393,3 +393,25 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         return pb.ListTransactionsResponse(
             transactions=[transaction_pb(t) for t in items], next_page_token=token
         )
+
+    def ListTransactionChanges(
+        self, request: pb.ListTransactionChangesRequest, context: grpc.ServicerContext
+    ) -> pb.ListTransactionChangesResponse:
+        changes, token = self._ledger.list_transaction_changes(
+            tenant_of_call(), request.page_size, request.page_token
+        )
+        return pb.ListTransactionChangesResponse(
+            changes=[
+                pb.TransactionChange(
+                    type=(
+                        pb.TRANSACTION_CHANGE_TYPE_CREATED
+                        if change.created
+                        else pb.TRANSACTION_CHANGE_TYPE_UPDATED
+                    ),
+                    transaction=transaction_pb(change.transaction),
+                    resume_token=resume,
+                )
+                for change, resume in changes
+            ],
+            next_page_token=token,
+        )

@@ -28,7 +28,7 @@ from ledger.v1 import auth_pb2 as ledger_dot_v1_dot_auth__pb2
 from ledger.v1 import transaction_pb2 as ledger_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/transaction_service.proto\x12\tledger.v1\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\x1a\x14ledger/v1/auth.proto\x1a\x1bledger/v1/transaction.proto\"[\n\x18\x43reateTransactionRequest\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x19\x43reateTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"{\n\x1e\x42\x61tchCreateTransactionsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.ledger.v1.CreateTransactionRequest\x12\"\n\x04mode\x18\x02 \x01(\x0e\x32\x14.ledger.v1.BatchMode\"N\n\x1f\x42\x61tchCreateTransactionsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.BatchItemResult\"o\n\x0f\x42\x61tchItemResult\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.TransactionH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"%\n\x15GetTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16GetTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\xde\x02\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12,\n\x11posting_date_from\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fposting_date_to\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\tdirection\x18\x06 \x01(\x0e\x32\x14.ledger.v1.Direction\x12(\n\x04type\x18\x07 \x01(\x0e\x32\x1a.ledger.v1.TransactionType\x12,\n\x06status\x18\x08 \x01(\x0e\x32\x1c.ledger.v1.TransactionStatus\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\x12\x1b\n\x13related_transaction\x18\n \x01(\t\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.ledger.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x11\x43reateHoldRequest\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\":\n\x12\x43reateHoldResponse\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\x99\x01\n\x12\x43\x61ptureHoldRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x05 \x01(\t\x12\'\n\x0cposting_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\"d\n\x13\x43\x61ptureHoldResponse\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\'\n\x07\x63\x61pture\x18\x02 \x01(\x0b\x32\x16.ledger.v1.Transaction\"3\n\x0fVoidHoldRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x10VoidHoldResponse\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\x95\x02\n\x18RefundTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12\x43\n\x08metadata\x18\x05 \x03(\x0b\x32\x31.ledger.v1.RefundTransactionRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\'\n\x0cposting_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\x19RefundTransactionResponse\x12&\n\x06refund\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12(\n\x08original\x18\x02 \x01(\x0b\x32\x16.ledger.v1.Transaction\"U\n\x15\x43reateTransferRequest\x12(\n\x08transfer\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"B\n\x16\x43reateTransferResponse\x12(\n\x08transfer\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"R\n\x19ImportTransactionsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.ledger.v1.CreateTransactionRequest\"\x8d\x01\n\x1aImportTransactionsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.BatchItemResult\x12\x14\n\x0cposted_count\x18\x02 \x01(\x03\x12\x16\n\x0ereplayed_count\x18\x03 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x04 \x01(\x03*Z\n\tBatchMode\x12\x1a\n\x16\x42\x41TCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42\x41TCH_MODE_ATOMIC\x10\x01\x12\x1a\n\x16\x42\x41TCH_MODE_INDEPENDENT\x10\x02\x32\x83\t\n\x12TransactionService\x12v\n\x11\x43reateTransaction\x12#.ledger.v1.CreateTransactionRequest\x1a$.ledger.v1.CreateTransactionResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12\x88\x01\n\x17\x42\x61tchCreateTransactions\x12).ledger.v1.BatchCreateTransactionsRequest\x1a*.ledger.v1.BatchCreateTransactionsResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12\x61\n\nCreateHold\x12\x1c.ledger.v1.CreateHoldRequest\x1a\x1d.ledger.v1.CreateHoldResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12\x64\n\x0b\x43\x61ptureHold\x12\x1d.ledger.v1.CaptureHoldRequest\x1a\x1e.ledger.v1.CaptureHoldResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12[\n\x08VoidHold\x12\x1a.ledger.v1.VoidHoldRequest\x1a\x1b.ledger.v1.VoidHoldResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12v\n\x11RefundTransaction\x12#.ledger.v1.RefundTransactionRequest\x1a$.ledger.v1.RefundTransactionResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12m\n\x0e\x43reateTransfer\x12 .ledger.v1.CreateTransferRequest\x1a!.ledger.v1.CreateTransferResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12{\n\x12ImportTransactions\x12$.ledger.v1.ImportTransactionsRequest\x1a%.ledger.v1.ImportTransactionsResponse\"\x16\x8a\xb5\x18\x12transactions:write(\x01\x12l\n\x0eGetTransaction\x12 .ledger.v1.GetTransactionRequest\x1a!.ledger.v1.GetTransactionResponse\"\x15\x8a\xb5\x18\x11transactions:read\x12r\n\x10ListTransactions\x12\".ledger.v1.ListTransactionsRequest\x1a#.ledger.v1.ListTransactionsResponse\"\x15\x8a\xb5\x18\x11transactions:readb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/transaction_service.proto\x12\tledger.v1\x1a\x17google/rpc/status.proto\x1a\x16google/type/date.proto\x1a\x14ledger/v1/auth.proto\x1a\x1bledger/v1/transaction.proto\"[\n\x18\x43reateTransactionRequest\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x19\x43reateTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"{\n\x1e\x42\x61tchCreateTransactionsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.ledger.v1.CreateTransactionRequest\x12\"\n\x04mode\x18\x02 \x01(\x0e\x32\x14.ledger.v1.BatchMode\"N\n\x1f\x42\x61tchCreateTransactionsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.BatchItemResult\"o\n\x0f\x42\x61tchItemResult\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.TransactionH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"%\n\x15GetTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x16GetTransactionResponse\x12+\n\x0btransaction\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\xde\x02\n\x17ListTransactionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12,\n\x11posting_date_from\x18\x04 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0fposting_date_to\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\tdirection\x18\x06 \x01(\x0e\x32\x14.ledger.v1.Direction\x12(\n\x04type\x18\x07 \x01(\x0e\x32\x1a.ledger.v1.TransactionType\x12,\n\x06status\x18\x08 \x01(\x0e\x32\x1c.ledger.v1.TransactionStatus\x12\x13\n\x0b\x65xternal_id\x18\t \x01(\t\x12\x1b\n\x13related_transaction\x18\n \x01(\t\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.ledger.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x1dListTransactionChangesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"h\n\x1eListTransactionChangesResponse\x12-\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1c.ledger.v1.TransactionChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x11TransactionChange\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .ledger.v1.TransactionChangeType\x12+\n\x0btransaction\x18\x02 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"M\n\x11\x43reateHoldRequest\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\":\n\x12\x43reateHoldResponse\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\x99\x01\n\x12\x43\x61ptureHoldRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x05 \x01(\t\x12\'\n\x0cposting_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\"d\n\x13\x43\x61ptureHoldResponse\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\'\n\x07\x63\x61pture\x18\x02 \x01(\x0b\x32\x16.ledger.v1.Transaction\"3\n\x0fVoidHoldRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x10VoidHoldResponse\x12$\n\x04hold\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"\x95\x02\n\x18RefundTransactionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12\x43\n\x08metadata\x18\x05 \x03(\x0b\x32\x31.ledger.v1.RefundTransactionRequest.MetadataEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\'\n\x0cposting_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\x19RefundTransactionResponse\x12&\n\x06refund\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12(\n\x08original\x18\x02 \x01(\x0b\x32\x16.ledger.v1.Transaction\"U\n\x15\x43reateTransferRequest\x12(\n\x08transfer\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"B\n\x16\x43reateTransferResponse\x12(\n\x08transfer\x18\x01 \x01(\x0b\x32\x16.ledger.v1.Transaction\"R\n\x19ImportTransactionsRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.ledger.v1.CreateTransactionRequest\"\x8d\x01\n\x1aImportTransactionsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.BatchItemResult\x12\x14\n\x0cposted_count\x18\x02 \x01(\x03\x12\x16\n\x0ereplayed_count\x18\x03 \x01(\x03\x12\x14\n\x0c\x66\x61iled_count\x18\x04 \x01(\x03*Z\n\tBatchMode\x12\x1a\n\x16\x42\x41TCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42\x41TCH_MODE_ATOMIC\x10\x01\x12\x1a\n\x16\x42\x41TCH_MODE_INDEPENDENT\x10\x02*\x8a\x01\n\x15TransactionChangeType\x12\'\n#TRANSACTION_CHANGE_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1fTRANSACTION_CHANGE_TYPE_CREATED\x10\x01\x12#\n\x1fTRANSACTION_CHANGE_TYPE_UPDATED\x10\x02\x32\x8a\n\n\x12TransactionService\x12v\n\x11\x43reateTransaction\x12#.ledger.v1.CreateTransactionRequest\x1a$.ledger.v1.CreateTransactionResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12\x88\x01\n\x17\x42\x61tchCreateTransactions\x12).ledger.v1.BatchCreateTransactionsRequest\x1a*.ledger.v1.BatchCreateTransactionsResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12\x61\n\nCreateHold\x12\x1c.ledger.v1.CreateHoldRequest\x1a\x1d.ledger.v1.CreateHoldResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12\x64\n\x0b\x43\x61ptureHold\x12\x1d.ledger.v1.CaptureHoldRequest\x1a\x1e.ledger.v1.CaptureHoldResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12[\n\x08VoidHold\x12\x1a.ledger.v1.VoidHoldRequest\x1a\x1b.ledger.v1.VoidHoldResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12v\n\x11RefundTransaction\x12#.ledger.v1.RefundTransactionRequest\x1a$.ledger.v1.RefundTransactionResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12m\n\x0e\x43reateTransfer\x12 .ledger.v1.CreateTransferRequest\x1a!.ledger.v1.CreateTransferResponse\"\x16\x8a\xb5\x18\x12transactions:write\x12{\n\x12ImportTransactions\x12$.ledger.v1.ImportTransactionsRequest\x1a%.ledger.v1.ImportTransactionsResponse\"\x16\x8a\xb5\x18\x12transactions:write(\x01\x12l\n\x0eGetTransaction\x12 .ledger.v1.GetTransactionRequest\x1a!.ledger.v1.GetTransactionResponse\"\x15\x8a\xb5\x18\x11transactions:read\x12r\n\x10ListTransactions\x12\".ledger.v1.ListTransactionsRequest\x1a#.ledger.v1.ListTransactionsResponse\"\x15\x8a\xb5\x18\x11transactions:read\x12\x84\x01\n\x16ListTransactionChanges\x12(.ledger.v1.ListTransactionChangesRequest\x1a).ledger.v1.ListTransactionChangesResponse\"\x15\x8a\xb5\x18\x11transactions:readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,8 +57,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSACTIONSERVICE'].methods_by_name['GetTransaction']._serialized_options = b'\212\265\030\021transactions:read'
   _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactions']._loaded_options = None
   _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactions']._serialized_options = b'\212\265\030\021transactions:read'
-  _globals['_BATCHMODE']._serialized_start=2479
-  _globals['_BATCHMODE']._serialized_end=2569
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactionChanges']._loaded_options = None
+  _globals['_TRANSACTIONSERVICE'].methods_by_name['ListTransactionChanges']._serialized_options = b'\212\265\030\021transactions:read'
+  _globals['_BATCHMODE']._serialized_start=2794
+  _globals['_BATCHMODE']._serialized_end=2884
+  _globals['_TRANSACTIONCHANGETYPE']._serialized_start=2887
+  _globals['_TRANSACTIONCHANGETYPE']._serialized_end=3025
   _globals['_CREATETRANSACTIONREQUEST']._serialized_start=150
   _globals['_CREATETRANSACTIONREQUEST']._serialized_end=241
   _globals['_CREATETRANSACTIONRESPONSE']._serialized_start=243
@@ -77,32 +81,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1096
   _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1098
   _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1195
-  _globals['_CREATEHOLDREQUEST']._serialized_start=1197
-  _globals['_CREATEHOLDREQUEST']._serialized_end=1274
-  _globals['_CREATEHOLDRESPONSE']._serialized_start=1276
-  _globals['_CREATEHOLDRESPONSE']._serialized_end=1334
-  _globals['_CAPTUREHOLDREQUEST']._serialized_start=1337
-  _globals['_CAPTUREHOLDREQUEST']._serialized_end=1490
-  _globals['_CAPTUREHOLDRESPONSE']._serialized_start=1492
-  _globals['_CAPTUREHOLDRESPONSE']._serialized_end=1592
-  _globals['_VOIDHOLDREQUEST']._serialized_start=1594
-  _globals['_VOIDHOLDREQUEST']._serialized_end=1645
-  _globals['_VOIDHOLDRESPONSE']._serialized_start=1647
-  _globals['_VOIDHOLDRESPONSE']._serialized_end=1703
-  _globals['_REFUNDTRANSACTIONREQUEST']._serialized_start=1706
-  _globals['_REFUNDTRANSACTIONREQUEST']._serialized_end=1983
-  _globals['_REFUNDTRANSACTIONREQUEST_METADATAENTRY']._serialized_start=1936
-  _globals['_REFUNDTRANSACTIONREQUEST_METADATAENTRY']._serialized_end=1983
-  _globals['_REFUNDTRANSACTIONRESPONSE']._serialized_start=1985
-  _globals['_REFUNDTRANSACTIONRESPONSE']._serialized_end=2094
-  _globals['_CREATETRANSFERREQUEST']._serialized_start=2096
-  _globals['_CREATETRANSFERREQUEST']._serialized_end=2181
-  _globals['_CREATETRANSFERRESPONSE']._serialized_start=2183
-  _globals['_CREATETRANSFERRESPONSE']._serialized_end=2249
-  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_start=2251
-  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_end=2333
-  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_start=2336
-  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_end=2477
-  _globals['_TRANSACTIONSERVICE']._serialized_start=2572
-  _globals['_TRANSACTIONSERVICE']._serialized_end=3727
+  _globals['_LISTTRANSACTIONCHANGESREQUEST']._serialized_start=1197
+  _globals['_LISTTRANSACTIONCHANGESREQUEST']._serialized_end=1267
+  _globals['_LISTTRANSACTIONCHANGESRESPONSE']._serialized_start=1269
+  _globals['_LISTTRANSACTIONCHANGESRESPONSE']._serialized_end=1373
+  _globals['_TRANSACTIONCHANGE']._serialized_start=1376
+  _globals['_TRANSACTIONCHANGE']._serialized_end=1510
+  _globals['_CREATEHOLDREQUEST']._serialized_start=1512
+  _globals['_CREATEHOLDREQUEST']._serialized_end=1589
+  _globals['_CREATEHOLDRESPONSE']._serialized_start=1591
+  _globals['_CREATEHOLDRESPONSE']._serialized_end=1649
+  _globals['_CAPTUREHOLDREQUEST']._serialized_start=1652
+  _globals['_CAPTUREHOLDREQUEST']._serialized_end=1805
+  _globals['_CAPTUREHOLDRESPONSE']._serialized_start=1807
+  _globals['_CAPTUREHOLDRESPONSE']._serialized_end=1907
+  _globals['_VOIDHOLDREQUEST']._serialized_start=1909
+  _globals['_VOIDHOLDREQUEST']._serialized_end=1960
+  _globals['_VOIDHOLDRESPONSE']._serialized_start=1962
+  _globals['_VOIDHOLDRESPONSE']._serialized_end=2018
+  _globals['_REFUNDTRANSACTIONREQUEST']._serialized_start=2021
+  _globals['_REFUNDTRANSACTIONREQUEST']._serialized_end=2298
+  _globals['_REFUNDTRANSACTIONREQUEST_METADATAENTRY']._serialized_start=2251
+  _globals['_REFUNDTRANSACTIONREQUEST_METADATAENTRY']._serialized_end=2298
+  _globals['_REFUNDTRANSACTIONRESPONSE']._serialized_start=2300
+  _globals['_REFUNDTRANSACTIONRESPONSE']._serialized_end=2409
+  _globals['_CREATETRANSFERREQUEST']._serialized_start=2411
+  _globals['_CREATETRANSFERREQUEST']._serialized_end=2496
+  _globals['_CREATETRANSFERRESPONSE']._serialized_start=2498
+  _globals['_CREATETRANSFERRESPONSE']._serialized_end=2564
+  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_start=2566
+  _globals['_IMPORTTRANSACTIONSREQUEST']._serialized_end=2648
+  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_start=2651
+  _globals['_IMPORTTRANSACTIONSRESPONSE']._serialized_end=2792
+  _globals['_TRANSACTIONSERVICE']._serialized_start=3028
+  _globals['_TRANSACTIONSERVICE']._serialized_end=4318
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,30 @@ BATCH_MODE_INDEPENDENT: BatchMode.ValueType  # 2
 """Post each item on its own; every item gets its own result."""
 Global___BatchMode: _TypeAlias = BatchMode  # noqa: Y015
 
+class _TransactionChangeType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransactionChangeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransactionChangeType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSACTION_CHANGE_TYPE_UNSPECIFIED: _TransactionChangeType.ValueType  # 0
+    """Not used."""
+    TRANSACTION_CHANGE_TYPE_CREATED: _TransactionChangeType.ValueType  # 1
+    """The transaction was posted (or, for a hold, placed)."""
+    TRANSACTION_CHANGE_TYPE_UPDATED: _TransactionChangeType.ValueType  # 2
+    """Its status, refunded_amount or captured_amount changed."""
+
+class TransactionChangeType(_TransactionChangeType, metaclass=_TransactionChangeTypeEnumTypeWrapper):
+    """What a TransactionChange records."""
+
+TRANSACTION_CHANGE_TYPE_UNSPECIFIED: TransactionChangeType.ValueType  # 0
+"""Not used."""
+TRANSACTION_CHANGE_TYPE_CREATED: TransactionChangeType.ValueType  # 1
+"""The transaction was posted (or, for a hold, placed)."""
+TRANSACTION_CHANGE_TYPE_UPDATED: TransactionChangeType.ValueType  # 2
+"""Its status, refunded_amount or captured_amount changed."""
+Global___TransactionChangeType: _TypeAlias = TransactionChangeType  # noqa: Y015
+
 @_typing.final
 class CreateTransactionRequest(_message.Message):
     """Request of TransactionService.CreateTransaction."""
@@ -352,6 +376,105 @@ class ListTransactionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTransactionsResponse: _TypeAlias = ListTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class ListTransactionChangesRequest(_message.Message):
+    """Request of TransactionService.ListTransactionChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of changes to return: default 50, at most 1000 (larger values are
+    lowered to 1000); negative is refused. A page may hold fewer, to keep the reply
+    under 4 MiB.
+    """
+    page_token: _builtins.str
+    """Where to continue: a next_page_token, or the resume_token of a change (the feed
+    continues right after it). Empty: from the tenant's first change.
+    """
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionChangesRequest: _TypeAlias = ListTransactionChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListTransactionChangesResponse(_message.Message):
+    """Response of TransactionService.ListTransactionChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Continues after the last change of this page (after page_token for an empty page).
+    Never empty.
+    """
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionChange]:
+        """The changes after page_token, oldest first. Empty when there are none yet: call
+        again later with next_page_token.
+        """
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___TransactionChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionChangesResponse: _TypeAlias = ListTransactionChangesResponse  # noqa: Y015
+
+@_typing.final
+class TransactionChange(_message.Message):
+    """One change of the feed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    type: Global___TransactionChangeType.ValueType
+    """Whether the transaction was created or changed."""
+    resume_token: _builtins.str
+    """A page_token that continues the feed right after this change."""
+    @_builtins.property
+    def transaction(self) -> _transaction_pb2.Transaction:
+        """The transaction as this change left it: status, refunded_amount, captured_amount
+        and update_time as they were right after it (everything else of a transaction never
+        changes). A hold that lapses stays PENDING in the feed until the expiry worker
+        voids it, which is a change of its own.
+        """
+
+    def __init__(
+        self,
+        *,
+        type: Global___TransactionChangeType.ValueType = ...,
+        transaction: _transaction_pb2.Transaction | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_token", b"resume_token", "transaction", b"transaction", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransactionChange: _TypeAlias = TransactionChange  # noqa: Y015
 
 @_typing.final
 class CreateHoldRequest(_message.Message):

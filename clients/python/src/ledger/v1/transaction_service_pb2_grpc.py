@@ -85,6 +85,11 @@ class TransactionServiceStub:
                 request_serializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionsRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionsResponse.FromString,
                 _registered_method=True)
+        self.ListTransactionChanges = channel.unary_unary(
+                '/ledger.v1.TransactionService/ListTransactionChanges',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -202,6 +207,22 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTransactionChanges(self, request, context):
+        """The change feed: every transaction of the tenant as it was created, and again at
+        each later change of its status, refunded_amount or captured_amount (a capture,
+        void, refund or expiry), oldest first: the changes of one account (and so of one
+        transaction) in the order they were committed, those of unrelated accounts made at
+        about the same time in either order. Pass each reply's next_page_token to the next
+        call, now or later: the feed has no last page, and a change committed after a token
+        was handed out always comes after that token (on Postgres the feed holds back what
+        was written after the oldest write transaction still running, until it ends). For
+        copying the ledger into another system: keep the resume_token of the last change
+        applied with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -254,6 +275,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionsRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'ListTransactionChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactionChanges,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +553,33 @@ class TransactionService:
             '/ledger.v1.TransactionService/ListTransactions',
             ledger_dot_v1_dot_transaction__service__pb2.ListTransactionsRequest.SerializeToString,
             ledger_dot_v1_dot_transaction__service__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactionChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.TransactionService/ListTransactionChanges',
+            ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

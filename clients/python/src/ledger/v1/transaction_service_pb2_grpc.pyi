@@ -103,6 +103,18 @@ class TransactionServiceStub:
     """Lists transactions newest first, filtered by account (a transfer is listed for
     both of its accounts), posting date, direction and type.
     """
+    ListTransactionChanges: _grpc.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionChangesRequest, _transaction_service_pb2.ListTransactionChangesResponse]
+    """The change feed: every transaction of the tenant as it was created, and again at
+    each later change of its status, refunded_amount or captured_amount (a capture,
+    void, refund or expiry), oldest first: the changes of one account (and so of one
+    transaction) in the order they were committed, those of unrelated accounts made at
+    about the same time in either order. Pass each reply's next_page_token to the next
+    call, now or later: the feed has no last page, and a change committed after a token
+    was handed out always comes after that token (on Postgres the feed holds back what
+    was written after the oldest write transaction still running, until it ends). For
+    copying the ledger into another system: keep the resume_token of the last change
+    applied with it.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -178,6 +190,18 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     ListTransactions: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionsRequest, _transaction_service_pb2.ListTransactionsResponse]  # type: ignore[assignment]
     """Lists transactions newest first, filtered by account (a transfer is listed for
     both of its accounts), posting date, direction and type.
+    """
+    ListTransactionChanges: _aio.UnaryUnaryMultiCallable[_transaction_service_pb2.ListTransactionChangesRequest, _transaction_service_pb2.ListTransactionChangesResponse]  # type: ignore[assignment]
+    """The change feed: every transaction of the tenant as it was created, and again at
+    each later change of its status, refunded_amount or captured_amount (a capture,
+    void, refund or expiry), oldest first: the changes of one account (and so of one
+    transaction) in the order they were committed, those of unrelated accounts made at
+    about the same time in either order. Pass each reply's next_page_token to the next
+    call, now or later: the feed has no last page, and a change committed after a token
+    was handed out always comes after that token (on Postgres the feed holds back what
+    was written after the oldest write transaction still running, until it ends). For
+    copying the ledger into another system: keep the resume_token of the last change
+    applied with it.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -311,6 +335,24 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_transaction_service_pb2.ListTransactionsResponse, _abc.Awaitable[_transaction_service_pb2.ListTransactionsResponse]]:
         """Lists transactions newest first, filtered by account (a transfer is listed for
         both of its accounts), posting date, direction and type.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTransactionChanges(
+        self,
+        request: _transaction_service_pb2.ListTransactionChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transaction_service_pb2.ListTransactionChangesResponse, _abc.Awaitable[_transaction_service_pb2.ListTransactionChangesResponse]]:
+        """The change feed: every transaction of the tenant as it was created, and again at
+        each later change of its status, refunded_amount or captured_amount (a capture,
+        void, refund or expiry), oldest first: the changes of one account (and so of one
+        transaction) in the order they were committed, those of unrelated accounts made at
+        about the same time in either order. Pass each reply's next_page_token to the next
+        call, now or later: the feed has no last page, and a change committed after a token
+        was handed out always comes after that token (on Postgres the feed holds back what
+        was written after the oldest write transaction still running, until it ends). For
+        copying the ledger into another system: keep the resume_token of the last change
+        applied with it.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -847,6 +847,35 @@ class LedgerClient:
             page_token,
         )
 
+    def list_transaction_changes(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> transaction_service_pb2.ListTransactionChangesResponse:
+        """One page of the change feed after ``page_token`` (a ``next_page_token``, a
+        change's ``resume_token``, or empty for the start): every transaction as it was
+        created and again at each change of its status, refunded or captured amount,
+        oldest first, in commit order. ``next_page_token`` is never empty; an empty page
+        means there is nothing newer yet."""
+        request = transaction_service_pb2.ListTransactionChangesRequest(
+            page_size=page_size, page_token=page_token
+        )
+        return self._call(self._transactions.ListTransactionChanges, request, timeout=timeout)
+
+    def iter_transaction_changes(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> Iterator[transaction_service_pb2.TransactionChange]:
+        """Every change after ``page_token``, oldest first, until caught up (the first
+        empty page). To follow the ledger, keep the ``resume_token`` of the last change
+        you applied, and iterate from it again later for the changes made since. Each
+        page is its own call with its own deadline and retries."""
+        return _every(
+            lambda token: self.list_transaction_changes(
+                page_size=page_size, page_token=token, timeout=timeout
+            ),
+            lambda page: page.changes,
+            page_token,
+            until_empty=True,
+        )
+
     # -- AdminService ------------------------------------------------------------------
 
     def verify_ledger(self, *, timeout: float | None = None) -> admin_service_pb2.VerifyLedgerResponse:
@@ -868,15 +897,23 @@ def _prepared(
 
 
 def _every(
-    list_page: Callable[[str], Deferred[_P]], items: Callable[[_P], Iterable[_Item]], page_token: str = ""
+    list_page: Callable[[str], Deferred[_P]],
+    items: Callable[[_P], Sequence[_Item]],
+    page_token: str = "",
+    *,
+    until_empty: bool = False,
 ) -> Iterator[_Item]:
     """Every item of a List method's pages from `page_token` on, following
     next_page_token; each page is its own call (`list_page(token)`), made as the
-    iteration reaches it."""
+    iteration reaches it. `until_empty`: a feed, whose next_page_token never runs out,
+    ends at its first empty page instead."""
     token = page_token
     while True:
         page = list_page(token)
-        yield from items(page)
+        found = items(page)
+        if until_empty and not found:
+            return
+        yield from found
         token = next_token(token, page.next_page_token)
         if not token:
             return
