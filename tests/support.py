@@ -190,7 +190,8 @@ class ServerProcess:
 
 
 def invariant_violations(engine: Engine) -> list[str]:
-    """The ledger's invariants, checked straight in SQL; returns what is violated."""
+    """The ledger's invariants, checked straight in SQL (the change feed's too: every
+    transaction created in it once, its last change how it stands); returns what is violated."""
     problems: list[str] = []
     with engine.connect() as conn:
         for tx_id, total in conn.execute(
@@ -222,6 +223,23 @@ def invariant_violations(engine: Engine) -> list[str]:
             )
         ):
             problems.append(f"account {acct} last running balance {running} differs from posted {posted}")
+        for tx_id, count in conn.execute(
+            text(
+                "SELECT t.id, COUNT(c.seq) FROM transactions t LEFT JOIN transaction_changes c "
+                "ON c.transaction_id = t.id AND c.created = 1 GROUP BY t.id HAVING COUNT(c.seq) <> 1"
+            )
+        ):
+            problems.append(f"transaction {tx_id} is created {count} times in the change feed")
+        for (tx_id,) in conn.execute(
+            text(
+                "SELECT t.id FROM transactions t JOIN transaction_changes c ON c.transaction_id = t.id "
+                "WHERE NOT EXISTS (SELECT 1 FROM transaction_changes later WHERE later.transaction_id = t.id "
+                "AND (later.xid > c.xid OR (later.xid = c.xid AND later.seq > c.seq))) "
+                "AND (c.status <> t.status OR c.refunded_amount <> t.refunded_amount "
+                "OR c.captured_amount <> t.captured_amount)"
+            )
+        ):
+            problems.append(f"the change feed's last change of transaction {tx_id} is not how it stands")
     return problems
 
 
