@@ -111,10 +111,8 @@ class ReadUnit(Protocol):
         """Newest first; `now` decides which holds have lapsed, for a status filter."""
         ...
 
-    def list_transaction_changes(
-        self, tenant_id: str, after: int | None, limit: int
-    ) -> Page[TransactionChange]:
-        """The tenant's change feed after change `after` (None: from its start), oldest
+    def list_transaction_changes(self, tenant_id: str, after: int, limit: int) -> Page[TransactionChange]:
+        """The tenant's change feed after change `after` (0: from its start), oldest
         first, up to what every reader may rely on being complete (Postgres: below the
         oldest transaction still running)."""
         ...

@@ -185,10 +185,8 @@ class SqlUnit(AdminQueries):
                 rows = sorted([*rows, *peer], key=lambda row: -row[0])[: limit + 1]
         return page_of(rows, limit, transaction_of, transaction_size)
 
-    def list_transaction_changes(
-        self, tenant_id: str, after: int | None, limit: int
-    ) -> Page[TransactionChange]:
-        params = {"tenant_id": tenant_id, "after": after or 0, "limit": limit + 1}
+    def list_transaction_changes(self, tenant_id: str, after: int, limit: int) -> Page[TransactionChange]:
+        params = {"tenant_id": tenant_id, "after": after, "limit": limit + 1}
         rows = self._run("transaction_changes", params).fetchall()
         return page_of(rows, limit, change_of, change_size)
 
