@@ -17,6 +17,7 @@ COLOURS = {
     "create_hot": "tab:red",
     "get_account": "tab:green",
     "list_transactions": "tab:purple",
+    "list_changes": "tab:brown",
     "two_servers": "tab:orange",
 }
 LINES = {"sqlite": "-", "postgres": "--"}

@@ -19,6 +19,7 @@ SCENARIOS = (
     "batch_create",  # BatchCreateTransactions, atomic, 100 and 1000 postings per call
     "get_account",
     "list_transactions",
+    "list_changes",  # ListTransactionChanges pages, the change feed from its start
     "two_servers",  # Postgres: CreateTransaction spread over two server processes
 )
 DEFAULT_LEVELS = (1, 8, 64)

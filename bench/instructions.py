@@ -32,7 +32,15 @@ from bench.ops import Op, Workload, make_op
 from bench.seed import seed_accounts
 from bench.servers import PostgresDatabase, ServerProcess, bootstrap_token
 
-SCENARIOS = ("health", "create_spread", "create_hot", "get_account", "list_transactions", "batch_create")
+SCENARIOS = (
+    "health",
+    "create_spread",
+    "create_hot",
+    "get_account",
+    "list_transactions",
+    "list_changes",
+    "batch_create",
+)
 _SUMMARY = re.compile(rb"^summary:\s+(\d+)", re.M)
 
 
@@ -115,7 +123,7 @@ async def _calls(address: str, workload: Workload, count: int, in_flight: int) -
                 left -= 1
                 await op()
 
-        # An op of its own per caller: ListTransactions' pager follows one account's pages.
+        # An op of its own per caller: the List pagers follow their own page tokens.
         ops = [make_op(workload, channel, random.Random(i)) for i in range(in_flight)]
         await asyncio.gather(*(caller(op) for op in ops))
 

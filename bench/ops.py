@@ -50,6 +50,8 @@ def make_op(workload: Workload, channel: grpc.aio.Channel, rng: random.Random) -
         return _get_account(account_service_pb2_grpc.AccountServiceStub(channel), metadata, workload, rng)
     if workload.scenario == "list_transactions":
         return _ListPager(transactions, metadata, workload.hot_accounts, rng).call
+    if workload.scenario == "list_changes":
+        return _FeedReader(transactions, metadata).call
     if workload.scenario == "batch_create":
         return _batch_create(transactions, metadata, workload.accounts, workload.batch_size, rng)
     raise ValueError(f"unknown scenario {workload.scenario!r}")
@@ -144,6 +146,29 @@ class _ListPager:
         )
         response = await self._stub.ListTransactions(request, metadata=self._metadata, timeout=CALL_TIMEOUT)
         self._token = response.next_page_token
+        return 0
+
+
+class _FeedReader:
+    """Reads the tenant's change feed from its start, PAGE_SIZE changes a page, following
+    next_page_token; once caught up (a short page) it starts over."""
+
+    def __init__(
+        self,
+        stub: transaction_service_pb2_grpc.TransactionServiceAsyncStub,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> None:
+        self._stub, self._metadata = stub, metadata
+        self._token = ""
+
+    async def call(self) -> int:
+        request = transaction_service_pb2.ListTransactionChangesRequest(
+            page_size=PAGE_SIZE, page_token=self._token
+        )
+        response = await self._stub.ListTransactionChanges(
+            request, metadata=self._metadata, timeout=CALL_TIMEOUT
+        )
+        self._token = response.next_page_token if len(response.changes) == PAGE_SIZE else ""
         return 0
 
 

@@ -137,6 +137,8 @@ def backend_plan(config: BenchConfig, backend: str, with_health: bool) -> list[F
         add("reads", "get_account", "GetAccount", levels)
     if config.wants("list_transactions"):
         add("reads", "list_transactions", "ListTransactions, 50/page", levels)
+    if config.wants("list_changes"):
+        add("reads", "list_changes", "ListTransactionChanges, 50/page", levels)
     if backend == "postgres" and config.wants("two_servers"):
         label = f"CreateTransaction, {config.spread_accounts} accounts"
         add("replicas", "two_servers", label, [n for n in levels if n >= 2], servers=2)

@@ -23,7 +23,15 @@ from bench.ops import Workload
 from bench.seed import seed_accounts
 from bench.servers import PostgresDatabase, ServerProcess, bootstrap_token
 
-SCENARIOS = ("health", "create_spread", "create_hot", "get_account", "list_transactions", "batch_create")
+SCENARIOS = (
+    "health",
+    "create_spread",
+    "create_hot",
+    "get_account",
+    "list_transactions",
+    "list_changes",
+    "batch_create",
+)
 _SWITCHES = re.compile(rb"ctxt_switches:\s+(\d+)")
 
 

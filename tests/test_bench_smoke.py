@@ -22,6 +22,7 @@ EXPECTED = {
     f"health/sqlite/1/{LEVEL}",
     f"create_spread/sqlite/1/{LEVEL}",
     f"get_account/sqlite/1/{LEVEL}",
+    f"list_changes/sqlite/1/{LEVEL}",
 }
 
 
@@ -45,7 +46,7 @@ def test_benchmark_runs_briefly_and_reports(tmp_path: Path) -> None:
         "--levels",
         str(LEVEL),
         "--scenarios",
-        "raw,health,create_spread,batch_create,get_account",
+        "raw,health,create_spread,batch_create,get_account,list_changes",
         "--seconds-per-point",
         "1",
         "--warmup-seconds",
