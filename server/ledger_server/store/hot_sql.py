@@ -4,8 +4,8 @@ per posting in Python (measured), and executing even a cached one through SQLAlc
 costs a GetAccount three quarters of its store time (profiled), far more than the
 database work itself. Kept to the plainest SQL that SQLite and Postgres share;
 `{lock}`/`{skip_locked}`/`{lock_in_id_order}` become row locks on Postgres only,
-`{in_ids}` tests a column against the list parameter `ids`, and `{after_change}` picks
-the change feed's rows after a change."""
+`{in_ids}` tests a column against the list parameter `ids`, and `{feed_page}` is each
+dialect's own statement for a page of the change feed."""
 
 from __future__ import annotations
 
@@ -49,11 +49,7 @@ _STATEMENTS = {
         + ") AS history ORDER BY seq DESC LIMIT :limit"
     ),
     # The change feed after change `after` (0: from the start), in (xid, seq) order.
-    "transaction_changes": (
-        f"SELECT {CHANGE_COLUMNS}, c.created FROM transaction_changes c "
-        "JOIN transactions t ON t.id = c.transaction_id WHERE c.tenant_id = :tenant_id "
-        "AND {after_change} ORDER BY c.xid, c.seq LIMIT :limit"
-    ),
+    "transaction_changes": "{feed_page}",
     # The partial index ix_transactions_open_holds serves it.
     "expired_holds": (
         f"SELECT {TRANSACTION_COLUMNS} FROM transactions "
@@ -193,12 +189,20 @@ _STATEMENTS = {
 }
 
 
-# After the change `after` up to the horizon: the oldest transaction still running when
-# the statement's snapshot was taken (every change placed below it is committed or gone
-# for good; schema.transaction_changes).
-_PG_AFTER_CHANGE = (
-    "(c.xid, c.seq) > (COALESCE((SELECT xid FROM transaction_changes WHERE seq = :after), -1), :after) "
-    "AND c.xid < CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint)"
+# Postgres: the page's changes from the function ledger_feed_page of migration 0009 (its
+# plan does not depend on table statistics, nor does this one: the LIMIT 1 keeps each
+# transaction a lookup by id, where a young table's estimates made a hash join that read
+# every transaction).
+_PG_FEED_PAGE = (
+    f"SELECT {CHANGE_COLUMNS}, c.created FROM ledger_feed_page(:tenant_id, :after, :limit) AS c "
+    "CROSS JOIN LATERAL (SELECT * FROM transactions WHERE id = c.transaction_id LIMIT 1) AS t "
+    "ORDER BY c.xid, c.seq"
+)
+# SQLite: xid is always 0 (and SQLite seeks an index by a row value's first column only).
+_SQLITE_FEED_PAGE = (
+    f"SELECT {CHANGE_COLUMNS}, c.created FROM transaction_changes c "
+    "JOIN transactions t ON t.id = c.transaction_id WHERE c.tenant_id = :tenant_id "
+    "AND c.xid = 0 AND c.seq > :after ORDER BY c.xid, c.seq LIMIT :limit"
 )
 
 
@@ -212,7 +216,7 @@ def sql(dialect: str, name: str) -> str:
             skip_locked=" FOR UPDATE SKIP LOCKED",
             lock_in_id_order=' ORDER BY id COLLATE "C" FOR UPDATE',
             in_ids="= ANY(:ids)",
-            after_change=_PG_AFTER_CHANGE,
+            feed_page=_PG_FEED_PAGE,
         )
         return re.sub(r":(\w+)", r"%(\1)s", text)
     return text.format(
@@ -220,8 +224,7 @@ def sql(dialect: str, name: str) -> str:
         skip_locked="",
         lock_in_id_order="",
         in_ids="IN (SELECT value FROM json_each(:ids))",
-        # xid is always 0; SQLite seeks an index by a row value's first column only.
-        after_change="c.xid = 0 AND c.seq > :after",
+        feed_page=_SQLITE_FEED_PAGE,
     )
 
 
