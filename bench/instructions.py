@@ -28,19 +28,10 @@ from pathlib import Path
 
 import grpc
 
-from bench.ops import Op, Workload, make_op
+from bench.ops import ONE_SERVER_SCENARIOS, Op, Workload, make_op
 from bench.seed import seed_accounts
 from bench.servers import PostgresDatabase, ServerProcess, bootstrap_token
 
-SCENARIOS = (
-    "health",
-    "create_spread",
-    "create_hot",
-    "get_account",
-    "list_transactions",
-    "list_changes",
-    "batch_create",
-)
 _SUMMARY = re.compile(rb"^summary:\s+(\d+)", re.M)
 
 
@@ -49,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench.instructions", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="create_spread")
+    parser.add_argument("--scenario", choices=ONE_SERVER_SCENARIOS, default="create_spread")
     parser.add_argument("--calls", type=int, default=1000, help="counted calls")
     parser.add_argument("--warmup", type=int, default=200, help="calls before the counters are zeroed")
     parser.add_argument("--in-flight", type=int, default=8, help="calls kept in flight")

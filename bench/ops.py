@@ -21,6 +21,16 @@ from ledger.v1 import (
 from bench.postings import random_posting
 
 Op = Callable[[], Awaitable[int]]
+# The scenarios one server process answers (make_op), for bench.threads and bench.instructions.
+ONE_SERVER_SCENARIOS = (
+    "health",
+    "create_spread",
+    "create_hot",
+    "get_account",
+    "list_transactions",
+    "list_changes",
+    "batch_create",
+)
 CALL_TIMEOUT = 30.0
 BATCH_TIMEOUT = 60.0  # a batch of 1000 at 8 in flight takes ~2 s on these machines
 PAGE_SIZE = 50

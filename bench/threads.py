@@ -19,19 +19,10 @@ from pathlib import Path
 
 from bench.cpu import stat_fields, user_system_seconds
 from bench.load import LoadPool
-from bench.ops import Workload
+from bench.ops import ONE_SERVER_SCENARIOS, Workload
 from bench.seed import seed_accounts
 from bench.servers import PostgresDatabase, ServerProcess, bootstrap_token
 
-SCENARIOS = (
-    "health",
-    "create_spread",
-    "create_hot",
-    "get_account",
-    "list_transactions",
-    "list_changes",
-    "batch_create",
-)
 _SWITCHES = re.compile(rb"ctxt_switches:\s+(\d+)")
 
 
@@ -65,7 +56,7 @@ def thread_times(pid: int) -> dict[str, ThreadTimes]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.threads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="create_spread")
+    parser.add_argument("--scenario", choices=ONE_SERVER_SCENARIOS, default="create_spread")
     parser.add_argument("--in-flight", default="8,64", help="calls kept in flight, comma-separated")
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of calls before each window")
