@@ -273,7 +273,14 @@ def test_a_follower_reading_while_many_write_sees_every_change_once_in_account_o
         last[change.transaction.name] = change.transaction
     for name, seen_last in last.items():  # the last change seen is the transaction as it is
         assert seen_last == client.get_transaction(name)
-    for entry_order in in_entry_order.values():  # each account's postings in commit order
+    for name, entry_order in in_entry_order.items():  # each account's postings in commit order
         ids = set(entry_order)
         feed_order = [t.name.split("/")[1] for t in created if t.name.split("/")[1] in ids]
         assert feed_order == list(dict.fromkeys(entry_order))
+        # The last transaction created on it carries its posted balance.
+        balances = [
+            t.ending_balance if t.account == name else t.counterparty_ending_balance
+            for t in created
+            if name in (t.account, t.counterparty_account)
+        ]
+        assert balances[-1] == client.get_account(name).balance.posted
