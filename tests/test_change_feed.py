@@ -1,7 +1,7 @@
 """The change feed (Ledger.list_transaction_changes) against a real store, SQLite and
-Postgres: every creation and every later change of a transaction, in commit order, each
-with the transaction as that change left it, resumable from any change's token, and, on
-Postgres, never skipping a change committed after a later-numbered one."""
+Postgres: every creation and every later change of a transaction, an account's in commit
+order, each with the transaction as that change left it, resumable from any change's
+token, and, on Postgres, never skipping a change committed after a later-numbered one."""
 
 from __future__ import annotations
 

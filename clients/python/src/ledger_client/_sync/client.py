@@ -853,8 +853,8 @@ class LedgerClient:
         """One page of the change feed after ``page_token`` (a ``next_page_token``, a
         change's ``resume_token``, or empty for the start): every transaction as it was
         created and again at each change of its status, refunded or captured amount,
-        oldest first, in commit order. ``next_page_token`` is never empty; an empty page
-        means there is nothing newer yet."""
+        oldest first (an account's changes in commit order). ``next_page_token`` is never
+        empty; an empty page means there is nothing newer yet."""
         request = transaction_service_pb2.ListTransactionChangesRequest(
             page_size=page_size, page_token=page_token
         )
