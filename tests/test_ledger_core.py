@@ -25,6 +25,7 @@ from ledger_server.core.model import (
     Transaction,
     TransactionFilter,
     TransactionKind,
+    TransactionType,
     evolve,
 )
 from ledger_server.core.ports import WriteUnit
@@ -185,6 +186,27 @@ def test_other_tenants_ids_and_counter_accounts_are_not_found(
         assert refusal(ledger.post_transaction, tenant, credit).reason == "ACCOUNT_NOT_FOUND"
     assert refusal(ledger.get_transaction, "globex", txn.id).reason == "TRANSACTION_NOT_FOUND"
     assert ledger.get_account(T, account.id).posted == 5
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{}, {"type": TransactionType.TRANSFER}],
+    ids=["history", "filtered"],
+)
+def test_another_tenants_account_history_lists_nothing(
+    ledger: Ledger, admin: Admin, filters: dict[str, object]
+) -> None:
+    """An account's history is read by the account alone (hot_sql's account_history and
+    the filtered pages, migration 0010): another tenant asking for it gets an empty page,
+    through each way of reading it (its own rows, and the transfers it received)."""
+    admin.create_tenant("globex", "Globex")
+    payer, payee = open_account(ledger, ref="payer"), open_account(ledger, ref="payee")
+    post(ledger, payer, Direction.CREDIT, 10)
+    ledger.transfer(T, NewTransaction(payer.id, Direction.DEBIT, 4, "USD", counterparty_id=payee.id))
+    for account in (payer, payee):
+        flt = TransactionFilter(account_id=account.id, **filters)  # type: ignore[arg-type]
+        assert ledger.list_transactions(T, flt, 10, "")[0], "the tenant's own page is not empty"
+        assert ledger.list_transactions("globex", flt, 10, "") == ([], "")
 
 
 def test_an_atomic_batch_refuses_an_item_naming_no_account_of_the_tenant(

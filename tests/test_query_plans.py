@@ -19,6 +19,7 @@ from sqlalchemy import Engine, text
 from ledger_server.core.ledger import Ledger
 from ledger_server.core.model import (
     DEFAULT_TENANT,
+    INT64_MAX,
     Account,
     Direction,
     NewAccount,
@@ -176,7 +177,9 @@ def _copies_of(engine: Engine, txn: Transaction) -> None:
 
 def _filtered_page_index(engine: Engine, flt: TransactionFilter) -> str:
     """The index of the plan of ListTransactions' filtered page, with its parameters."""
-    page = filtered_transactions(DEFAULT_TENANT, flt, None, 50, dt.datetime.now(dt.UTC))
+    page = filtered_transactions(
+        transactions.c.tenant_id == DEFAULT_TENANT, flt, None, 50, dt.datetime.now(dt.UTC)
+    )
     compiled = page.compile(dialect=engine.dialect)  # with its parameters, as it is run
     if engine.dialect.name == "postgresql":
         return _index_used(engine, str(compiled), compiled.params)
@@ -235,3 +238,112 @@ def test_a_change_feed_page_reads_the_feed_index_without_statistics(
         )
         assert "SEARCH t USING INDEX sqlite_autoindex_transactions_1 (id=?)" in used
         assert "SCAN transaction_changes" not in used and "SCAN t" not in used.split(",")
+
+
+def _cached_plan_after_growth(url: str, statement: str, params: dict[str, Any], grow: str) -> str:
+    """Postgres: the plan `statement` runs with, prepared (as the server's connections
+    prepare it) while the tables were small, after `grow` (SQL) has added thousands of
+    rows: a prepared statement's generic plan is made once and kept until the tables are
+    analyzed, which may be never (autovacuum off) or long after."""
+    plans: list[str] = []
+    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")  # made at the first execution
+        conn.execute(statement, params, prepare=True).fetchall()
+        conn.rollback()
+        with conn.transaction():
+            conn.execute(grow)
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        for setting in ("log_min_duration = 0", "log_analyze = on", "log_level = notice"):
+            conn.execute(f"SET auto_explain.{setting}")
+        conn.execute("LOAD 'auto_explain'")
+        conn.commit()
+        conn.execute(statement, params, prepare=True).fetchall()
+        conn.rollback()
+    (plan,) = [p for p in plans if "plan:" in p]
+    return plan
+
+
+def _copies(table: str, source_id: str, times: int) -> str:
+    """SQL: `times` copies of one row of `table` (new ids, no external id), as its newest rows."""
+    copied = [c.name for c in metadata.tables[table].c if c.name not in ("seq", "id", "external_id")]
+    columns = ", ".join(copied)
+    return (
+        f"INSERT INTO {table} (id, {columns}) SELECT gen_random_uuid()::text, {columns} "
+        f"FROM {table} CROSS JOIN generate_series(1, {times}) WHERE id = '{source_id}'"
+    )
+
+
+def test_posting_locks_a_counter_shard_by_its_index_as_the_accounts_grow(unanalyzed_url: str) -> None:
+    """A posting locks its account and a counter-account shard in one statement. With the
+    shards ordered by random(), Postgres's generic plan made on a young accounts table
+    read the tenant's whole (tenant_id, status) index for them ever after: 1,010
+    accounts filtered out per posting in the benchmark, growing with the tenant."""
+    engine = make_engine(unanalyzed_url, pool_size=2)
+    store = SqlStore(engine)
+    try:
+        ledger = Ledger(store)
+        account = ledger.create_account(DEFAULT_TENANT, NewAccount("c", "USD", 0))
+        assert isinstance(account, Account)
+        ledger.post_transaction(DEFAULT_TENANT, NewTransaction(account.id, Direction.CREDIT, 5, "USD"))
+        params = {"id": account.id, "tenant_id": DEFAULT_TENANT, "currency": "USD", "purpose": "issuance"}
+        for name in ("lock_with_counter", "lock_any_counter"):
+            statement = sql(engine.dialect.name, name)
+            for start in (0, 15):  # from the first shard, and from the last (then wrapping)
+                if engine.dialect.name == "sqlite":
+                    used = _index_used(engine, statement, {**params, "start": start})
+                    assert used.count("USING INDEX ix_accounts_tenant_id_currency_purpose_shard") == 2, used
+                    assert "SCAN accounts" not in used and "TEMP B-TREE" not in used, used
+                    continue
+                grow = _copies("accounts", account.id, 1500)
+                plan = _cached_plan_after_growth(unanalyzed_url, statement, {**params, "start": start}, grow)
+                assert "Index Scan using ix_accounts_tenant_id_currency_purpose_shard" in plan, plan
+                assert "Rows Removed by Filter" not in plan and "Sort" not in plan, plan
+                assert "Seq Scan" not in plan, plan
+    finally:
+        store.close()
+
+
+def test_an_account_history_page_reads_the_accounts_indexes_as_the_history_grows(unanalyzed_url: str) -> None:
+    """A page of an account's history reads its own transactions and the transfers it
+    received through the account's indexes, also with a plan made while the table was
+    small: with the tenant in them, Postgres scanned the tenant's history backwards,
+    filtering out every other account's transactions (migration 0010)."""
+    engine = make_engine(unanalyzed_url, pool_size=2)
+    store = SqlStore(engine)
+    try:
+        ledger = Ledger(store)
+        quiet, busy = (
+            ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("quiet", "busy")
+        )
+        assert isinstance(quiet, Account) and isinstance(busy, Account)
+        ledger.post_transaction(DEFAULT_TENANT, NewTransaction(quiet.id, Direction.CREDIT, 5, "USD"))
+        busy_txn = ledger.post_transaction(
+            DEFAULT_TENANT, NewTransaction(busy.id, Direction.CREDIT, 5, "USD")
+        )
+        assert isinstance(busy_txn, Transaction)
+        params = {
+            "account_id": quiet.id,
+            "before": INT64_MAX,
+            "date_from": "0001-01-01",
+            "date_to": "9999-12-31",
+            "direction": "credit",
+            "other_direction": "debit",
+            "limit": 51,
+        }
+        statement = sql(engine.dialect.name, "account_history")
+        if engine.dialect.name == "sqlite":
+            used = _index_used(engine, statement, params)
+            assert "USING INDEX ix_transactions_account_id_seq (account_id=? AND seq<?)" in used, used
+            assert "USING INDEX ix_transactions_counterparty (counterparty_account_id=? AND seq<?)" in used, (
+                used
+            )
+            return
+        # The busy account's thousands of postings are the newest, the quiet one's older.
+        plan = _cached_plan_after_growth(
+            unanalyzed_url, statement, params, _copies("transactions", busy_txn.id, 3000)
+        )
+        assert "Index Scan Backward using ix_transactions_account_id_seq" in plan, plan
+        assert "Index Scan Backward using ix_transactions_counterparty" in plan, plan
+        assert "Rows Removed by Filter" not in plan and "Seq Scan" not in plan, plan
+    finally:
+        store.close()

@@ -28,6 +28,19 @@ CHANGE_COLUMNS = ", ".join(f"{'c' if c.name in _CHANGE_STATE else 't'}.{c.name}"
 
 # The columns of a locked account row (ports.LockedBalance).
 _LOCKED = "id, currency, balance_floor, status, posted, pending, expiring, last_posting_date, updated_at"
+# The first shard from :start on that nobody holds (Postgres: SKIP LOCKED), else the first
+# before it: a random start spreads the writers over the shards. Each part walks the
+# (tenant_id, currency, purpose, shard) index in order, which no other index can do
+# without a sort: with ORDER BY random() over the shards, Postgres's generic plan, made
+# while the table was small and never analyzed, kept scanning the tenant's whole
+# (tenant_id, status) index as it grew (a prepared statement's plan outlives that).
+_SHARDS_FROM_AND_BEFORE_START = " UNION ALL ".join(
+    f"SELECT * FROM (SELECT {_LOCKED} FROM accounts WHERE tenant_id = :tenant_id "
+    f"AND currency = :currency AND purpose = :purpose AND shard {op} :start "
+    f"ORDER BY shard LIMIT 1{{skip_locked}}) AS {alias}"
+    for op, alias in ((">=", "from_start"), ("<", "before_start"))
+)
+_ANY_COUNTER = f"SELECT * FROM ({_SHARDS_FROM_AND_BEFORE_START}) AS shards LIMIT 1"
 _STATEMENTS = {
     # By id alone, the row's tenant (and kind) checked by the caller: with the tenant in the
     # WHERE clause, a Postgres table not yet analyzed got a tenant-wide index scan filtered
@@ -37,11 +50,13 @@ _STATEMENTS = {
     # One page of an account's history, newest first: its own transactions and the
     # transfers it received, as two index range scans merged (an OR would make SQLite
     # scan the tenant's whole history). Both directions are the same one to filter by one.
+    # By the account alone, as lookups by id (the caller checks the rows' tenant): with
+    # the tenant too, Postgres could take any (tenant_id, ...) index (migration 0010).
     "account_history": (
         f"SELECT {TRANSACTION_COLUMNS} FROM ("
         + " UNION ALL ".join(
-            f"SELECT * FROM (SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE tenant_id = :tenant_id "
-            f"AND {who} = :account_id AND seq < :before AND posting_date >= :date_from "
+            f"SELECT * FROM (SELECT {TRANSACTION_COLUMNS} FROM transactions "
+            f"WHERE {who} = :account_id AND seq < :before AND posting_date >= :date_from "
             "AND posting_date <= :date_to AND direction IN (:direction, :other_direction) "
             f"ORDER BY seq DESC LIMIT :limit) AS {alias}"
             for who, alias in (("account_id", "own"), ("counterparty_account_id", "peer"))
@@ -81,20 +96,13 @@ _STATEMENTS = {
     # lock_by_id and lock_any_counter in one round trip, the customer's row first (which = 0).
     "lock_with_counter": (
         f"SELECT * FROM (SELECT 0 AS which, {_LOCKED}, tenant_id, kind FROM accounts "
-        "WHERE id = :id{lock}) AS c "
-        f"UNION ALL SELECT * FROM (SELECT 1, {_LOCKED}, tenant_id, kind FROM accounts "
-        "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "
-        "ORDER BY random() LIMIT 1{skip_locked}) AS s"
+        f"WHERE id = :id{{lock}}) AS c UNION ALL SELECT 1, s.*, NULL, NULL FROM ({_ANY_COUNTER}) AS s"
     ),
-    "lock_any_counter": (
-        f"SELECT {_LOCKED} FROM accounts "
-        "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "
-        "ORDER BY random() LIMIT 1{skip_locked}"
-    ),
+    "lock_any_counter": _ANY_COUNTER,
     "lock_counter_shard": (
         f"SELECT {_LOCKED} FROM accounts "
         "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "
-        "AND shard = :shard{lock}"
+        "AND shard = :start{lock}"
     ),
     "find_external_id": (
         "SELECT id FROM transactions WHERE tenant_id = :tenant_id AND external_id = :external_id"

@@ -151,8 +151,8 @@ transactions = Table(
     Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
     Column("captured_amount", BigInteger, nullable=False, server_default="0"),
     Index(None, "tenant_id", "external_id", unique=True),
-    Index(None, "tenant_id", "account_id", "seq"),
-    Index(None, "tenant_id", "counterparty_account_id", "seq"),
+    # An account's history by the account alone (hot_sql's account_history; migration 0010).
+    Index(None, "account_id", "seq"),
     Index(None, "tenant_id", "seq"),
     # Open holds by expiry: for the expiry worker and for sweeping one account.
     Index(
@@ -171,6 +171,14 @@ transactions = Table(
         "seq",
         sqlite_where=text("related_transaction_id IS NOT NULL"),
         postgresql_where=text("related_transaction_id IS NOT NULL"),
+    ),
+    # The transfers an account received (the column is NULL for every other transaction).
+    Index(
+        "ix_transactions_counterparty",
+        "counterparty_account_id",
+        "seq",
+        sqlite_where=text("counterparty_account_id IS NOT NULL"),
+        postgresql_where=text("counterparty_account_id IS NOT NULL"),
     ),
     # The tenant's open holds, newest first (ListTransactions' status filter): without it
     # that page scans the tenant's whole history for a few holds.

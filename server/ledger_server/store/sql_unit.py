@@ -164,7 +164,6 @@ class SqlUnit(AdminQueries):
         if flt.account_id and prebuilt:
             direction, other = (flt.direction, flt.direction) if flt.direction else tuple(Direction)
             params = {
-                "tenant_id": tenant_id,
                 "account_id": flt.account_id,
                 "before": INT64_MAX if before is None else before,
                 "date_from": self._date_param(flt.date_from or dt.date.min),
@@ -174,15 +173,18 @@ class SqlUnit(AdminQueries):
                 "limit": limit + 1,
             }
             rows = self._run("account_history", params).fetchall()
-            return page_of(rows, limit, transaction_of, transaction_size)
-        newest = filtered_transactions(tenant_id, flt, before, limit, now)
+            return page_of(_of_tenant(tenant_id, rows), limit, transaction_of, transaction_size)
         if not flt.account_id:
-            rows = self._query(newest).all()
+            rows = self._query(filtered_transactions(t.tenant_id == tenant_id, flt, before, limit, now)).all()
         else:  # an account's own, and the transfers it received: two index ranges, merged
-            rows = self._query(newest.where(t.account_id == flt.account_id)).all()
+            own = filtered_transactions(t.account_id == flt.account_id, flt, before, limit, now)
+            rows = self._query(own).all()
             if flt.type in (None, TransactionType.TRANSFER):  # only transfers have a counterparty
-                peer = self._query(newest.where(t.counterparty_account_id == flt.account_id)).all()
-                rows = sorted([*rows, *peer], key=lambda row: -row[0])[: limit + 1]
+                received = filtered_transactions(
+                    t.counterparty_account_id == flt.account_id, flt, before, limit, now
+                )
+                rows = sorted([*rows, *self._query(received).all()], key=lambda row: -row[0])[: limit + 1]
+            rows = _of_tenant(tenant_id, rows)
         return page_of(rows, limit, transaction_of, transaction_size)
 
     def list_transaction_changes(self, tenant_id: str, after: int, limit: int) -> Page[TransactionChange]:
@@ -414,7 +416,7 @@ class SqlUnit(AdminQueries):
         key = (tenant_id, currency, purpose)
         if key in self._counters:  # the shard this transaction uses: lock_counter_account
             return self.lock_customer_account(tenant_id, account_id), None
-        where = {"id": account_id, "tenant_id": tenant_id, "currency": currency, "purpose": purpose}
+        where = {"id": account_id, **self._counter_key(tenant_id, currency, purpose)}
         customer = shard = None
         for which, *row in self._run("lock_with_counter", where).fetchall():
             if which == 0:
@@ -431,15 +433,20 @@ class SqlUnit(AdminQueries):
         held = self._counters.get(key)
         if held is not None:  # the shard this transaction already uses: re-lock it by id
             return self._locked(_one(self._run("lock_by_id", {"id": held})))
-        where = {"tenant_id": tenant_id, "currency": currency, "purpose": purpose}
+        where = self._counter_key(tenant_id, currency, purpose)
         # Any shard nobody holds right now (Postgres; SQLite has one writer anyway).
         row = self._run("lock_any_counter", where).fetchone()
         if row is None:
             # None exist yet, or all are busy: make sure they exist, then queue on one.
             self._create_counter_shards(tenant_id, currency, purpose, to_micros(now))
-            row = _one(self._run("lock_counter_shard", {**where, "shard": random.randrange(self._shards)}))
+            row = _one(self._run("lock_counter_shard", where))
         self._counters[key] = row[0]
         return self._locked(row)
+
+    def _counter_key(self, tenant_id: str, currency: str, purpose: str) -> dict[str, Any]:
+        """The parameters that pick a counter-account shard, from a random one on."""
+        start = random.randrange(self._shards)
+        return {"tenant_id": tenant_id, "currency": currency, "purpose": purpose, "start": start}
 
     def _locked_customer(self, tenant_id: str, row: Any) -> LockedBalance | None:
         """A lock_by_id row (tenant and kind after the locked columns), if a customer's."""
@@ -695,14 +702,20 @@ def status_as_of(status: TransactionStatus, now: int) -> ColumnElement[bool]:
     return stored
 
 
+def _of_tenant(tenant_id: str, rows: Sequence[Any]) -> Sequence[Any]:
+    """Of rows read by account alone, those of `tenant_id`: none, where another tenant's
+    account was asked for (its id is no secret from this tenant's callers)."""
+    return [row for row in rows if row[2] == tenant_id]
+
+
 def filtered_transactions(
-    tenant_id: str, flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
+    scope: ColumnElement[bool], flt: TransactionFilter, before: int | None, limit: int, now: dt.datetime
 ) -> Select[Any]:
     """A ListTransactions page (one row more) for filters the prebuilt account history does
-    not take; with an account, list_transactions narrows it to the account's own rows and
-    those it received."""
+    not take, of the tenant's transactions or (`scope`) of an account's own or of those it
+    received: found by the account alone, as account_history (hot_sql)."""
     t = transactions.c
-    q = select(transactions).where(t.tenant_id == tenant_id)
+    q = select(transactions).where(scope)
     if flt.date_from:
         q = q.where(t.posting_date >= flt.date_from)
     if flt.date_to:
