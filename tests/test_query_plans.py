@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -245,22 +246,36 @@ def _cached_plan_after_growth(url: str, statement: str, params: dict[str, Any], 
     prepare it) while the tables were small, after `grow` (SQL) has added thousands of
     rows: a prepared statement's generic plan is made once and kept until the tables are
     analyzed, which may be never (autovacuum off) or long after."""
+    return _cached_plans_after_growth(url, {"q": statement}, {"q": params}, grow)["q"]
+
+
+def _cached_plans_after_growth(
+    url: str, statements: dict[str, str], params: dict[str, dict[str, Any]], grow: str, mode: str = "generic"
+) -> dict[str, str]:
+    """_cached_plan_after_growth of several statements, by name: each one's plans (with
+    those of the statements inside functions it calls) as one text. `mode` "custom": the
+    plans Postgres makes for the parameters at each execution, after the growth."""
     plans: list[str] = []
     with psycopg.connect(url.replace("+psycopg", "")) as conn:
-        conn.execute("SET plan_cache_mode = force_generic_plan")  # made at the first execution
-        conn.execute(statement, params, prepare=True).fetchall()
-        conn.rollback()
+        conn.execute(f"SET plan_cache_mode = force_{mode}_plan")  # generic: made at the first execution
+        for name, statement in statements.items():
+            conn.execute(statement, params[name], prepare=True).fetchall()
+            conn.rollback()
         with conn.transaction():
             conn.execute(grow)
         conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-        for setting in ("log_min_duration = 0", "log_analyze = on", "log_level = notice"):
+        for setting in ("log_min_duration = 0", "log_analyze = on", "log_nested_statements = on"):
             conn.execute(f"SET auto_explain.{setting}")
+        conn.execute("SET auto_explain.log_level = notice")
         conn.execute("LOAD 'auto_explain'")
         conn.commit()
-        conn.execute(statement, params, prepare=True).fetchall()
-        conn.rollback()
-    (plan,) = [p for p in plans if "plan:" in p]
-    return plan
+        ran = {}
+        for name, statement in statements.items():
+            plans.clear()
+            conn.execute(statement, params[name], prepare=True).fetchall()
+            conn.rollback()
+            ran[name] = "\n".join(p for p in plans if "plan:" in p)
+    return ran
 
 
 def _copies(table: str, source_id: str, times: int) -> str:
@@ -347,3 +362,88 @@ def test_an_account_history_page_reads_the_accounts_indexes_as_the_history_grows
         assert "Rows Removed by Filter" not in plan and "Seq Scan" not in plan, plan
     finally:
         store.close()
+
+
+# The hot statements with the index each must read (Postgres), by the parameters of the
+# young ledger made in test_prepared_plans_keep_their_indexes_as_the_tables_grow.
+KEPT_INDEXES = {
+    "get_account": "uq_accounts_id",
+    "get_transaction": "uq_transactions_id",
+    "lock_by_id": "uq_accounts_id",
+    "lock_many_by_id": "uq_accounts_id",
+    "find_response": "pk_idempotency_keys",
+    "find_responses": "pk_idempotency_keys",
+    "find_external_id": "ix_transactions_tenant_id_external_id",
+    "expired_holds": "ix_transactions_open_holds",
+    "open_lots": "ix_lots_open",
+    "lot_uses": "pk_lot_uses",
+    "balance_at_time": "ix_entries_account_id_created_at_seq",
+    "date_balance_before": "ix_entries_account_id_posting_date_seq",
+}
+
+
+@pytest.mark.parametrize("mode", ["generic", "custom"])
+def test_hot_statements_keep_their_indexes_as_the_tables_grow(unanalyzed_url: str, mode: str) -> None:
+    """Every hot statement reads its own index after every table of a young ledger has
+    grown by thousands of rows, never analyzed: in the generic plan Postgres made when
+    the statement was prepared on the young tables (the server's connections prepare them
+    at their first calls, and Postgres keeps that plan until the table is analyzed), and
+    in a plan made for the parameters after the growth, where it estimates each of a
+    list of 100 ids to match 0.5 % of the rows. The feed's clocks, too, which
+    ledger_feed_place reads for a statement of several accounts (an atomic batch)."""
+    if not unanalyzed_url.startswith("postgresql"):
+        pytest.skip("SQLite plans by fixed rules, whatever the tables hold")
+    engine = make_engine(unanalyzed_url, pool_size=2)
+    store = SqlStore(engine)
+    try:
+        ledger = Ledger(store)
+        a, b = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("a", "b"))
+        assert isinstance(a, Account) and isinstance(b, Account)
+        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        credit = NewTransaction(a.id, Direction.CREDIT, 50, "USD", external_id="e1", expires_at=expiry)
+        txn = ledger.post_transaction(DEFAULT_TENANT, credit)
+        assert isinstance(txn, Transaction)
+        ledger.create_hold(DEFAULT_TENANT, NewTransaction(a.id, Direction.DEBIT, 5, "USD"))
+    finally:
+        store.close()
+    now = dt.datetime.now(dt.UTC)
+    hundred = [str(uuid.uuid4()) for _ in range(100)]  # as many ids as a batch of 100 has
+    params: dict[str, dict[str, Any]] = {
+        "get_account": {"id": a.id},
+        "get_transaction": {"id": txn.id},
+        "lock_by_id": {"id": a.id},
+        "lock_many_by_id": {"ids": [a.id, b.id, *hundred[2:]]},
+        "find_response": {"tenant_id": DEFAULT_TENANT, "request_id": "r1"},
+        "find_responses": {"tenant_id": DEFAULT_TENANT, "ids": hundred},
+        "find_external_id": {"tenant_id": DEFAULT_TENANT, "external_id": "e1"},
+        "expired_holds": {"now": int(now.timestamp() * 1e6), "account_id": a.id},
+        "open_lots": {"account_id": a.id},
+        "lot_uses": {"transaction_id": txn.id},
+        "balance_at_time": {"account_id": a.id, "at": int(now.timestamp() * 1e6)},
+        "date_balance_before": {"account_id": a.id, "posting_date": now.date()},
+    }
+    feed_place = "SELECT ledger_feed_place(%(ids)s::varchar[])"
+    statements = {name: sql("postgresql", name) for name in KEPT_INDEXES} | {"ledger_feed_place": feed_place}
+    params["ledger_feed_place"] = {"ids": [a.id, b.id, *hundred[2:]]}
+    grow = [
+        _copies("accounts", b.id, 1500),
+        _copies("transactions", txn.id, 3000),
+        "INSERT INTO entries (transaction_id, account_id, amount, running_balance, created_at, posting_date, "
+        f"date_balance) SELECT transaction_id, '{b.id}', amount, running_balance, created_at, posting_date, "
+        f"date_balance FROM entries CROSS JOIN generate_series(1, 3000) WHERE account_id = '{a.id}'",
+        "INSERT INTO idempotency_keys (tenant_id, request_id, fingerprint, response, created_at) "
+        f"SELECT '{DEFAULT_TENANT}', gen_random_uuid()::text, '\\x00', '\\x00', 0 "
+        "FROM generate_series(1, 3000)",
+        "INSERT INTO account_feed_clocks (account_id, xid) SELECT id, 1 FROM accounts ON CONFLICT DO NOTHING",
+        "INSERT INTO lots (tenant_id, account_id, transaction_id, expires_at, amount, remaining, created_at) "
+        f"SELECT tenant_id, '{b.id}', transaction_id, expires_at, amount, remaining, created_at FROM lots "
+        "CROSS JOIN generate_series(1, 3000)",
+    ]
+    plans = _cached_plans_after_growth(unanalyzed_url, statements, params, "; ".join(grow), mode)
+    problems = []
+    for name, plan in plans.items():
+        wanted = KEPT_INDEXES.get(name, "pk_account_feed_clocks")
+        removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)]
+        if wanted not in plan or "Seq Scan" in plan or any(n > 50 for n in removed):
+            problems.append(f"{name}: {plan}")
+    assert not problems, "\n\n".join(problems)

@@ -2,10 +2,10 @@
 per dialect and run on the DBAPI cursor: building SQLAlchemy Core statements costs ~1 ms
 per posting in Python (measured), and executing even a cached one through SQLAlchemy
 costs a GetAccount three quarters of its store time (profiled), far more than the
-database work itself. Kept to the plainest SQL that SQLite and Postgres share;
-`{lock}`/`{skip_locked}`/`{lock_in_id_order}` become row locks on Postgres only,
-`{in_ids}` tests a column against the list parameter `ids`, and `{feed_page}` is each
-dialect's own statement for a page of the change feed."""
+database work itself. Kept to the plainest SQL that SQLite and Postgres share, where
+`{lock}`/`{skip_locked}` become row locks on Postgres only; a few statements are each
+dialect's own (_DIALECTS). Each reads through an index whatever the tables' statistics:
+tests/test_query_plans.py checks them on tables that grew after the plan was made."""
 
 from __future__ import annotations
 
@@ -63,8 +63,6 @@ _STATEMENTS = {
         )
         + ") AS history ORDER BY seq DESC LIMIT :limit"
     ),
-    # The change feed after change `after` (0: from the start), in (xid, seq) order.
-    "transaction_changes": "{feed_page}",
     # The partial index ix_transactions_open_holds serves it.
     "expired_holds": (
         f"SELECT {TRANSACTION_COLUMNS} FROM transactions "
@@ -74,12 +72,6 @@ _STATEMENTS = {
         "SELECT fingerprint, response FROM idempotency_keys "
         "WHERE tenant_id = :tenant_id AND request_id = :request_id"
     ),
-    # Many at once: one array parameter (a list of 500 placeholders made Postgres's
-    # generic plan of the prepared statement a sequential scan, 1.5 s, measured).
-    "find_responses": (
-        "SELECT request_id, fingerprint, response FROM idempotency_keys "
-        "WHERE tenant_id = :tenant_id AND request_id {in_ids}"
-    ),
     "save_response": (
         "INSERT INTO idempotency_keys (tenant_id, request_id, fingerprint, response, created_at) "
         "VALUES (:tenant_id, :request_id, :fingerprint, :response, :created_at)"
@@ -87,12 +79,6 @@ _STATEMENTS = {
     # By id alone, as get_account; the caller checks the tenant and kind it appends (a row it
     # refuses stays locked only until the refused unit rolls back to its savepoint).
     "lock_by_id": f"SELECT {_LOCKED}, tenant_id, kind FROM accounts WHERE id = :id{{lock}}",
-    # Many lock_by_id in one statement (an atomic batch's accounts, a round trip each
-    # before), locked in id order: the "C" collation's, which is Python's, so that every
-    # unit locking several accounts takes them in one order and none waits for another.
-    "lock_many_by_id": (
-        f"SELECT {_LOCKED}, tenant_id, kind FROM accounts WHERE id {{in_ids}}{{lock_in_id_order}}"
-    ),
     # lock_by_id and lock_any_counter in one round trip, the customer's row first (which = 0).
     "lock_with_counter": (
         f"SELECT * FROM (SELECT 0 AS which, {_LOCKED}, tenant_id, kind FROM accounts "
@@ -197,43 +183,61 @@ _STATEMENTS = {
 }
 
 
-# Postgres: the page's changes from the function ledger_feed_page of migration 0009 (its
-# plan does not depend on table statistics, nor does this one: the LIMIT 1 keeps each
-# transaction a lookup by id, where a young table's estimates made a hash join that read
-# every transaction).
-_PG_FEED_PAGE = (
-    f"SELECT {CHANGE_COLUMNS}, c.created FROM ledger_feed_page(:tenant_id, :after, :limit) AS c "
-    "CROSS JOIN LATERAL (SELECT * FROM transactions WHERE id = c.transaction_id LIMIT 1) AS t "
-    "ORDER BY c.xid, c.seq"
-)
-# SQLite: xid is always 0 (and SQLite seeks an index by a row value's first column only).
-_SQLITE_FEED_PAGE = (
-    f"SELECT {CHANGE_COLUMNS}, c.created FROM transaction_changes c "
-    "JOIN transactions t ON t.id = c.transaction_id WHERE c.tenant_id = :tenant_id "
-    "AND c.xid = 0 AND c.seq > :after ORDER BY c.xid, c.seq LIMIT :limit"
-)
+def _each_id(columns: str, table: str, where: str, *, lock: str = "") -> tuple[str, str]:
+    """The rows of `table` whose `where` holds for an id of the list parameter `ids`, the
+    condition ending `= :each` (Postgres, SQLite). On Postgres one lookup per id, in the
+    list's order: with `= ANY(:ids)`, it took each id for 0.5 % of the rows and read the
+    whole table (or tenant) for a batch's 100, where its statistics were missing or old;
+    a list of placeholders instead made its generic plan a sequential scan (1.5 s,
+    measured). SQLite, whose plans do not guess, looks each value of json_each up."""
+    postgres = (
+        f"SELECT x.* FROM unnest(CAST(:ids AS text[])) AS each_id(id) CROSS JOIN LATERAL (SELECT {columns} "
+        f"FROM {table} WHERE {where.replace(':each', 'each_id.id')} LIMIT 1{lock}) AS x"
+    )
+    in_list = where.replace("= :each", "IN (SELECT value FROM json_each(:ids))")
+    return postgres, f"SELECT {columns} FROM {table} WHERE {in_list}"
+
+
+# (Postgres, SQLite) of the statements each words its own way.
+_DIALECTS = {
+    # Stored responses of many requests at once (a batch's).
+    "find_responses": _each_id(
+        "request_id, fingerprint, response",
+        "idempotency_keys",
+        "tenant_id = :tenant_id AND request_id = :each",
+    ),
+    # Many lock_by_id in one statement (an atomic batch's accounts, a round trip each
+    # before), locked in the list's order: the caller's sorted ids, so that every unit
+    # locking several accounts takes them in one order and none waits for another.
+    "lock_many_by_id": _each_id(f"{_LOCKED}, tenant_id, kind", "accounts", "id = :each", lock=" FOR UPDATE"),
+    # The change feed after change `after` (0: from the start), in (xid, seq) order.
+    # Postgres: from the function ledger_feed_page of migration 0009 (its plan does not
+    # depend on table statistics, nor does this one: the LIMIT 1 keeps each transaction a
+    # lookup by id, where a young table's estimates made a hash join that read every
+    # transaction). SQLite: xid is always 0 (and SQLite seeks an index by a row value's
+    # first column only).
+    "transaction_changes": (
+        f"SELECT {CHANGE_COLUMNS}, c.created FROM ledger_feed_page(:tenant_id, :after, :limit) AS c "
+        "CROSS JOIN LATERAL (SELECT * FROM transactions WHERE id = c.transaction_id LIMIT 1) AS t "
+        "ORDER BY c.xid, c.seq",
+        f"SELECT {CHANGE_COLUMNS}, c.created FROM transaction_changes c "
+        "JOIN transactions t ON t.id = c.transaction_id WHERE c.tenant_id = :tenant_id "
+        "AND c.xid = 0 AND c.seq > :after ORDER BY c.xid, c.seq LIMIT :limit",
+    ),
+}
 
 
 @cache
 def sql(dialect: str, name: str) -> str:
     """The statement `name` in the dialect's parameter style, with its row locks."""
-    text = _STATEMENTS[name]
-    if dialect == "postgresql":
-        text = text.format(
-            lock=" FOR UPDATE",
-            skip_locked=" FOR UPDATE SKIP LOCKED",
-            lock_in_id_order=' ORDER BY id COLLATE "C" FOR UPDATE',
-            in_ids="= ANY(:ids)",
-            feed_page=_PG_FEED_PAGE,
+    postgres = dialect == "postgresql"
+    if name in _DIALECTS:
+        text = _DIALECTS[name][0 if postgres else 1]
+    else:
+        text = _STATEMENTS[name].format(
+            lock=" FOR UPDATE" if postgres else "", skip_locked=" FOR UPDATE SKIP LOCKED" if postgres else ""
         )
-        return re.sub(r":(\w+)", r"%(\1)s", text)
-    return text.format(
-        lock="",
-        skip_locked="",
-        lock_in_id_order="",
-        in_ids="IN (SELECT value FROM json_each(:ids))",
-        feed_page=_SQLITE_FEED_PAGE,
-    )
+    return re.sub(r":(\w+)", r"%(\1)s", text) if postgres else text
 
 
 # Postgres: a unit's buffered writes (sql_unit's _DEFERRED) as one statement, each part a

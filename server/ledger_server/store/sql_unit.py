@@ -403,11 +403,12 @@ class SqlUnit(AdminQueries):
         return self._locked_customer(tenant_id, row)
 
     def lock_customer_accounts(self, tenant_id: str, account_ids: Sequence[str]) -> dict[str, LockedBalance]:
-        rows = self._run("lock_many_by_id", {"ids": self._ids_param(list(account_ids))}).fetchall()
+        in_order = sorted(set(account_ids))  # locked in this order (hot_sql's lock_many_by_id)
+        rows = self._run("lock_many_by_id", {"ids": self._ids_param(in_order)}).fetchall()
         return {locked.id: locked for row in rows if (locked := self._locked_customer(tenant_id, row))}
 
     def _ids_param(self, ids: list[str]) -> Any:
-        """A list for hot_sql's `{in_ids}`: an array on Postgres, JSON for SQLite's json_each."""
+        """A list parameter `ids` (hot_sql._each_id): an array on Postgres, JSON on SQLite."""
         return ids if self._dialect == "postgresql" else json.dumps(ids)
 
     def lock_customer_and_counter(
