@@ -256,24 +256,23 @@ def _cached_plans_after_growth(
     those of the statements inside functions it calls) as one text. `mode` "custom": the
     plans Postgres makes for the parameters at each execution, after the growth."""
     plans: list[str] = []
-    with psycopg.connect(url.replace("+psycopg", "")) as conn:
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        # Session settings (autocommit: a transaction's rollback would undo them).
         conn.execute(f"SET plan_cache_mode = force_{mode}_plan")  # generic: made at the first execution
         for name, statement in statements.items():
-            conn.execute(statement, params[name], prepare=True).fetchall()
-            conn.rollback()
-        with conn.transaction():
-            conn.execute(grow)
+            with conn.transaction(force_rollback=True):
+                conn.execute(statement, params[name], prepare=True).fetchall()
+        conn.execute(grow)
         conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
         for setting in ("log_min_duration = 0", "log_analyze = on", "log_nested_statements = on"):
             conn.execute(f"SET auto_explain.{setting}")
         conn.execute("SET auto_explain.log_level = notice")
         conn.execute("LOAD 'auto_explain'")
-        conn.commit()
         ran = {}
         for name, statement in statements.items():
             plans.clear()
-            conn.execute(statement, params[name], prepare=True).fetchall()
-            conn.rollback()
+            with conn.transaction(force_rollback=True):
+                conn.execute(statement, params[name], prepare=True).fetchall()
             ran[name] = "\n".join(p for p in plans if "plan:" in p)
     return ran
 
