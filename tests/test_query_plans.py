@@ -28,11 +28,12 @@ from ledger_server.core.model import (
     Transaction,
     TransactionFilter,
     TransactionStatus,
+    TransactionType,
 )
 from ledger_server.store.engine import make_engine
 from ledger_server.store.hot_sql import sql
 from ledger_server.store.schema import accounts, metadata, transactions
-from ledger_server.store.sql_store import SqlStore
+from ledger_server.store.sql_store import READ_SETTINGS, SqlStore
 from ledger_server.store.sql_unit import filtered_transactions
 from tests.support import migrated_database
 
@@ -250,15 +251,24 @@ def _cached_plan_after_growth(url: str, statement: str, params: dict[str, Any], 
 
 
 def _cached_plans_after_growth(
-    url: str, statements: dict[str, str], params: dict[str, dict[str, Any]], grow: str, mode: str = "generic"
+    url: str,
+    statements: dict[str, str],
+    params: dict[str, dict[str, Any]],
+    grow: str,
+    mode: str = "generic",
+    *,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """_cached_plan_after_growth of several statements, by name: each one's plans (with
     those of the statements inside functions it calls) as one text. `mode` "custom": the
-    plans Postgres makes for the parameters at each execution, after the growth."""
+    plans Postgres makes for the parameters at each execution, after the growth.
+    `settings`: the session's, as those of the server's connections that run them."""
     plans: list[str] = []
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
         # Session settings (autocommit: a transaction's rollback would undo them).
         conn.execute(f"SET plan_cache_mode = force_{mode}_plan")  # generic: made at the first execution
+        for setting, value in (settings or {}).items():
+            conn.execute(f"SET {setting} = {value}")
         for name, statement in statements.items():
             with conn.transaction(force_rollback=True):
                 conn.execute(statement, params[name], prepare=True).fetchall()
@@ -446,3 +456,53 @@ def test_hot_statements_keep_their_indexes_as_the_tables_grow(unanalyzed_url: st
         if wanted not in plan or "Seq Scan" in plan or any(n > 50 for n in removed):
             problems.append(f"{name}: {plan}")
     assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.parametrize("mode", ["generic", "custom"])
+def test_filtered_pages_walk_their_index_as_the_tables_grow(unanalyzed_url: str, mode: str) -> None:
+    """ListTransactions pages built from filters, on the reading connections (their
+    READ_SETTINGS): the tenant's whole history and an account's with a type filter walk
+    the `seq` index backwards and stop after the page, where Postgres took the tenant (or
+    account) for a few rows and read all of theirs through a bitmap, then sorted them; an
+    account's pending holds still come from their partial index."""
+    if not unanalyzed_url.startswith("postgresql"):
+        pytest.skip("SQLite plans by fixed rules, whatever the tables hold")
+    engine = make_engine(unanalyzed_url, pool_size=2)
+    store = SqlStore(engine)
+    try:
+        ledger = Ledger(store)
+        a, b = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("a", "b"))
+        assert isinstance(a, Account) and isinstance(b, Account)
+        txn = ledger.post_transaction(DEFAULT_TENANT, NewTransaction(a.id, Direction.CREDIT, 5, "USD"))
+        assert isinstance(txn, Transaction)
+        with store.reading() as r:  # the server's reads run with READ_SETTINGS
+            shown = {k: r._conn.exec_driver_sql(f"SHOW {k}").scalar() for k in READ_SETTINGS}
+        assert shown == READ_SETTINGS
+    finally:
+        store.close()
+    t = transactions.c
+    now = dt.datetime.now(dt.UTC)
+    pages = {
+        "tenant": (t.tenant_id == DEFAULT_TENANT, TransactionFilter(), "ix_transactions_tenant_id_seq"),
+        "account by type": (
+            t.account_id == a.id,
+            TransactionFilter(type=TransactionType.STANDARD),
+            "ix_transactions_account_id_seq",
+        ),
+        "account's pending": (
+            t.account_id == a.id,
+            TransactionFilter(status=TransactionStatus.PENDING),
+            "ix_transactions_open_holds",
+        ),
+    }
+    statements, params = {}, {}
+    for name, (scope, flt, _) in pages.items():
+        compiled = filtered_transactions(scope, flt, None, 50, now).compile(dialect=engine.dialect)
+        statements[name], params[name] = str(compiled), compiled.params
+    grow = _copies("transactions", txn.id, 3000)  # the account's and the tenant's newest
+    plans = _cached_plans_after_growth(unanalyzed_url, statements, params, grow, mode, settings=READ_SETTINGS)
+    for name, (_, _, index) in pages.items():
+        assert index in plans[name], plans[name]
+        assert "Bitmap" not in plans[name] and "Seq Scan" not in plans[name], plans[name]
+    for name in ("tenant", "account by type"):  # in order, without a sort
+        assert "Index Scan Backward" in plans[name] and "Sort" not in plans[name], plans[name]

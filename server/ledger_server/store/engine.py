@@ -4,6 +4,7 @@ take the write lock up front; Postgres through psycopg 3 with a fixed-size pool.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,9 +16,12 @@ WRITE = {"ledger_write": True}
 _T = TypeVar("_T")
 
 
-def make_engine(url: str, pool_size: int = 16, autocommit: bool = False) -> Engine:
+def make_engine(
+    url: str, pool_size: int = 16, autocommit: bool = False, settings: Mapping[str, str] | None = None
+) -> Engine:
     """`autocommit` (Postgres only): connections that start no transaction by themselves,
-    set once when each connects rather than at every checkout (that cost a read ~100 us)."""
+    set once when each connects rather than at every checkout (that cost a read ~100 us).
+    `settings` (Postgres only): the connections' session settings, sent as they connect."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, pool_size)
@@ -39,7 +43,10 @@ def make_engine(url: str, pool_size: int = 16, autocommit: bool = False) -> Engi
         # on a disconnect error, SqlUnit._lost for the statements it runs itself), so a
         # restarted database costs one failed call per pool.
         pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            **({"options": " ".join(f"-c {k}={v}" for k, v in settings.items())} if settings else {}),
+        },
     )
 
 

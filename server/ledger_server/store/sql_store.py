@@ -20,6 +20,13 @@ from ledger_server.store.failures import bound_reads, translate, translated
 from ledger_server.store.group_commit import CommitStats, GroupCommitter
 from ledger_server.store.sql_unit import SqlUnit
 
+# The Postgres reading connections' session settings. Without bitmap scans, a page read in
+# `seq` order (ListTransactions with filters, the tenant's whole history) walks its index
+# and stops after the page, where Postgres, on tables it has not analyzed, took the tenant
+# or account for a few rows and read all of theirs through a bitmap, then sorted them
+# (tests/test_query_plans.py). Every read here is a lookup or such a page.
+READ_SETTINGS = {"enable_bitmapscan": "off"}
+
 T = TypeVar("T")
 # Postgres: the reads of the event loop's calls at once, each on a connection the loop
 # keeps from read to read (fewer than the read pool's connections).
@@ -42,7 +49,8 @@ class SqlStore:
         self._reads = engine  # Postgres: a pool of autocommit connections (see reading())
         if engine.dialect.name == "postgresql":
             size = engine.pool.size()  # type: ignore[attr-defined]
-            self._reads = make_engine(_url_of(engine), pool_size=size, autocommit=True)
+            url = _url_of(engine)
+            self._reads = make_engine(url, pool_size=size, autocommit=True, settings=READ_SETTINGS)
         self._committer: GroupCommitter | None = None  # started by the first write()
         self._write_engine: Engine | None = None  # Postgres: the writers' (see _committed)
         self._probe: Engine | None = None  # ping()'s engine of one connection, made by the first ping
