@@ -373,8 +373,29 @@ def test_an_account_history_page_reads_the_accounts_indexes_as_the_history_grows
         store.close()
 
 
-# The hot statements with the index each must read (Postgres), by the parameters of the
-# young ledger made in test_prepared_plans_keep_their_indexes_as_the_tables_grow.
+@pytest.fixture
+def young(unanalyzed_url: str) -> tuple[Account, Account, Transaction]:
+    """Postgres: a young ledger, never analyzed: accounts a and b, and on a a credit that
+    expires (a lot), with an external id, and an open hold."""
+    if not unanalyzed_url.startswith("postgresql"):
+        pytest.skip("SQLite plans by fixed rules, whatever the tables hold")
+    store = SqlStore(make_engine(unanalyzed_url, pool_size=2))
+    try:
+        ledger = Ledger(store)
+        a, b = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("a", "b"))
+        assert isinstance(a, Account) and isinstance(b, Account)
+        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+        credit = NewTransaction(a.id, Direction.CREDIT, 50, "USD", external_id="e1", expires_at=expiry)
+        txn = ledger.post_transaction(DEFAULT_TENANT, credit)
+        assert isinstance(txn, Transaction)
+        ledger.create_hold(DEFAULT_TENANT, NewTransaction(a.id, Direction.DEBIT, 5, "USD"))
+        return a, b, txn
+    finally:
+        store.close()
+
+
+# The hot statements with the index each must read (Postgres), with the parameters that
+# test_hot_statements_keep_their_indexes_as_the_tables_grow gives them on the young ledger.
 KEPT_INDEXES = {
     "get_account": "uq_accounts_id",
     "get_transaction": "uq_transactions_id",
@@ -392,7 +413,9 @@ KEPT_INDEXES = {
 
 
 @pytest.mark.parametrize("mode", ["generic", "custom"])
-def test_hot_statements_keep_their_indexes_as_the_tables_grow(unanalyzed_url: str, mode: str) -> None:
+def test_hot_statements_keep_their_indexes_as_the_tables_grow(
+    unanalyzed_url: str, young: tuple[Account, Account, Transaction], mode: str
+) -> None:
     """Every hot statement reads its own index after every table of a young ledger has
     grown by thousands of rows, never analyzed: in the generic plan Postgres made when
     the statement was prepared on the young tables (the server's connections prepare them
@@ -400,21 +423,7 @@ def test_hot_statements_keep_their_indexes_as_the_tables_grow(unanalyzed_url: st
     in a plan made for the parameters after the growth, where it estimates each of a
     list of 100 ids to match 0.5 % of the rows. The feed's clocks, too, which
     ledger_feed_place reads for a statement of several accounts (an atomic batch)."""
-    if not unanalyzed_url.startswith("postgresql"):
-        pytest.skip("SQLite plans by fixed rules, whatever the tables hold")
-    engine = make_engine(unanalyzed_url, pool_size=2)
-    store = SqlStore(engine)
-    try:
-        ledger = Ledger(store)
-        a, b = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("a", "b"))
-        assert isinstance(a, Account) and isinstance(b, Account)
-        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
-        credit = NewTransaction(a.id, Direction.CREDIT, 50, "USD", external_id="e1", expires_at=expiry)
-        txn = ledger.post_transaction(DEFAULT_TENANT, credit)
-        assert isinstance(txn, Transaction)
-        ledger.create_hold(DEFAULT_TENANT, NewTransaction(a.id, Direction.DEBIT, 5, "USD"))
-    finally:
-        store.close()
+    a, b, txn = young
     now = dt.datetime.now(dt.UTC)
     hundred = [str(uuid.uuid4()) for _ in range(100)]  # as many ids as a batch of 100 has
     params: dict[str, dict[str, Any]] = {
@@ -459,27 +468,23 @@ def test_hot_statements_keep_their_indexes_as_the_tables_grow(unanalyzed_url: st
 
 
 @pytest.mark.parametrize("mode", ["generic", "custom"])
-def test_filtered_pages_walk_their_index_as_the_tables_grow(unanalyzed_url: str, mode: str) -> None:
+def test_filtered_pages_walk_their_index_as_the_tables_grow(
+    unanalyzed_url: str, young: tuple[Account, Account, Transaction], mode: str
+) -> None:
     """ListTransactions pages built from filters, on the reading connections (their
     READ_SETTINGS): the tenant's whole history and an account's with a type filter walk
     the `seq` index backwards and stop after the page, where Postgres took the tenant (or
     account) for a few rows and read all of theirs through a bitmap, then sorted them; an
     account's pending holds still come from their partial index."""
-    if not unanalyzed_url.startswith("postgresql"):
-        pytest.skip("SQLite plans by fixed rules, whatever the tables hold")
-    engine = make_engine(unanalyzed_url, pool_size=2)
-    store = SqlStore(engine)
+    a, _, txn = young
+    store = SqlStore(make_engine(unanalyzed_url, pool_size=2))
     try:
-        ledger = Ledger(store)
-        a, b = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("a", "b"))
-        assert isinstance(a, Account) and isinstance(b, Account)
-        txn = ledger.post_transaction(DEFAULT_TENANT, NewTransaction(a.id, Direction.CREDIT, 5, "USD"))
-        assert isinstance(txn, Transaction)
         with store.reading() as r:  # the server's reads run with READ_SETTINGS
             shown = {k: r._conn.exec_driver_sql(f"SHOW {k}").scalar() for k in READ_SETTINGS}
         assert shown == READ_SETTINGS
     finally:
         store.close()
+    engine = make_engine(unanalyzed_url, pool_size=1)  # its dialect compiles the pages
     t = transactions.c
     now = dt.datetime.now(dt.UTC)
     pages = {
