@@ -85,6 +85,7 @@ _STATEMENTS = {
         f"WHERE id = :id{{lock}}) AS c UNION ALL SELECT 1, s.*, NULL, NULL FROM ({_ANY_COUNTER}) AS s"
     ),
     "lock_any_counter": _ANY_COUNTER,
+    # The shard lock_any_counter starts from, waiting for it (when every shard is held).
     "lock_counter_shard": (
         f"SELECT {_LOCKED} FROM accounts "
         "WHERE tenant_id = :tenant_id AND currency = :currency AND purpose = :purpose "

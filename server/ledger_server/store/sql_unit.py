@@ -704,8 +704,8 @@ def status_as_of(status: TransactionStatus, now: int) -> ColumnElement[bool]:
 
 
 def _of_tenant(tenant_id: str, rows: Sequence[Any]) -> Sequence[Any]:
-    """Of rows read by account alone, those of `tenant_id`: none, where another tenant's
-    account was asked for (its id is no secret from this tenant's callers)."""
+    """Of rows read by account alone, those of `tenant_id`: none where the account is
+    another tenant's (a caller may name any id)."""
     return [row for row in rows if row[2] == tenant_id]
 
 
