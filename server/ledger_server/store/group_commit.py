@@ -40,6 +40,7 @@ from ledger_server.call_greenlet import await_, in_call_greenlet
 from ledger_server.core.deadline import current_deadline
 from ledger_server.core.errors import DeadlineExceeded, LedgerError, StoreUnavailable
 from ledger_server.os_thread import name_this_thread
+from ledger_server.store.checkpointer import Checkpointer
 from ledger_server.store.engine import WRITE
 
 T = TypeVar("T")
@@ -85,9 +86,19 @@ class GroupCommitter:
         max_batch: int = 256,
         *,
         units_on_loop: bool = False,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
+        """`checkpointer` (SQLite): takes the writers' checkpoints off their path."""
         self._writers = [
-            _Writer(engine, make_unit, translate, max_batch, units_on_loop=units_on_loop, name=f"writer-{i}")
+            _Writer(
+                engine,
+                make_unit,
+                translate,
+                max_batch,
+                units_on_loop=units_on_loop,
+                checkpointer=checkpointer,
+                name=f"writer-{i}",
+            )
             for i in range(writers)
         ]
         for writer in self._writers:
@@ -155,9 +166,11 @@ class _Writer(threading.Thread):
         max_batch: int,
         *,
         units_on_loop: bool,
+        checkpointer: Checkpointer | None,
         name: str,
     ) -> None:
         super().__init__(name=name, daemon=True)
+        self._checkpointer = checkpointer
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._engine = engine
         self._make_unit = make_unit
@@ -202,6 +215,8 @@ class _Writer(threading.Thread):
         pool (and pinging it, on Postgres) for every batch cost more than a posting."""
         if self._conn is None:
             self._conn = self._engine.connect().execution_options(**WRITE)
+            if self._checkpointer is not None:
+                self._checkpointer.take_over(self._conn)
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -216,6 +231,7 @@ class _Writer(threading.Thread):
 
     def _commit(self, batch: list[_Job]) -> None:
         start = time.perf_counter()
+        committed = False
         try:
             try:
                 self._run(batch, optimistic=True)
@@ -223,6 +239,7 @@ class _Writer(threading.Thread):
                 for job in batch:
                     job.result = job.error = None
                 self._run(batch, optimistic=False)
+            committed = True
         except _Refused as refused:  # a lone unit failed, and its transaction was rolled back
             job = batch[0]
             job.result, job.error = None, self._translate(refused.cause, job.deadline)
@@ -241,6 +258,8 @@ class _Writer(threading.Thread):
             self.units += len(batch)
             self.commit_seconds += time.perf_counter() - start
             _settle(batch)
+            if committed and self._checkpointer is not None:
+                self._checkpointer.committed()  # after waking the callers: they come first
 
     def _run(self, batch: list[_Job], *, optimistic: bool) -> None:
         conn = self._connection()

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, text
 
 from ledger_server.call_greenlet import await_, blocking, in_call_greenlet
 from ledger_server.core.deadline import current_deadline
+from ledger_server.store.checkpointer import Checkpointer
 from ledger_server.store.engine import WRITE, make_engine
 from ledger_server.store.failures import bound_reads, translate, translated
 from ledger_server.store.group_commit import CommitStats, GroupCommitter
@@ -52,6 +53,7 @@ class SqlStore:
             url = _url_of(engine)
             self._reads = make_engine(url, pool_size=size, autocommit=True, settings=READ_SETTINGS)
         self._committer: GroupCommitter | None = None  # started by the first write()
+        self._checkpointer: Checkpointer | None = None  # SQLite's, started with the committer
         self._write_engine: Engine | None = None  # Postgres: the writers' (see _committed)
         self._probe: Engine | None = None  # ping()'s engine of one connection, made by the first ping
         # Each event loop thread's: SQLite, its reader (_loop_reader); Postgres, its idle read
@@ -199,6 +201,8 @@ class SqlStore:
             with self._lock:
                 if self._committer is None:
                     engine, begins = self.engine, False
+                    if _wal_file(self.engine):
+                        self._checkpointer = Checkpointer(_url_of(self.engine))
                     if self.engine.dialect.name == "postgresql":
                         # Connections in autocommit, whose units send their BEGIN with
                         # their first statement: one round trip fewer per batch.
@@ -213,6 +217,7 @@ class SqlStore:
                         # SQLite statements never wait on a network or, in the writer's
                         # transaction, on a lock: they may run on the event loop.
                         units_on_loop=self.engine.dialect.name == "sqlite",
+                        checkpointer=self._checkpointer,
                     )
         return self._committer
 
@@ -243,6 +248,9 @@ class SqlStore:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             if self._probe is not None:
                 self._probe.dispose()
                 self._probe = None
@@ -254,6 +262,11 @@ class SqlStore:
             self._reader_conns.clear()
         self._reads.dispose()
         self.engine.dispose()
+
+
+def _wal_file(engine: Engine) -> bool:
+    """A SQLite database in a file (in memory there is no WAL to checkpoint)."""
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
 
 
 def _url_of(engine: Engine) -> str:
