@@ -151,3 +151,9 @@ def test_one_structured_log_line_per_call(
     # The secret is all after the id: it may hold "_" itself (base64url), even start with one.
     secret = token.split("_", 2)[2]
     assert not any(secret in line for line in server_process.log_path.read_text().splitlines())
+
+
+def test_start_up_objects_are_frozen_out_of_the_collectors_sight(server_process: ServerProcess) -> None:
+    """Else every full garbage collection walks them all (cli._freeze_start_up_objects)."""
+    line = server_process.wait_for("start-up objects frozen", timeout=30)
+    assert line["objects"] > 10_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import faulthandler
+import gc
 import ipaddress
 import logging
 import re
@@ -65,6 +66,7 @@ def serve(args: argparse.Namespace) -> int:
     log.info("serving", extra={"address": address, "port": server.port, "tls": server.tls})
     if args.dev:
         _announce_dev_mode(Admin(store), Path(args.dev_token_file), address, server.tls)
+    _freeze_start_up_objects()
     stop.wait()
     log.info("shutting down", extra={"grace_seconds": settings.grace_seconds})
     # Should shutdown ever hang, leave every thread's stack in the log.
@@ -77,6 +79,17 @@ def serve(args: argparse.Namespace) -> int:
     faulthandler.cancel_dump_traceback_later()
     log.info("stopped")
     return 0
+
+
+def _freeze_start_up_objects() -> None:
+    """Take what start-up made (protobuf descriptors, SQLAlchemy's tables, grpc: ~100k
+    objects, kept for the process's life) out of the garbage collector's sight. A full
+    collection walked them all: a 40-75 ms pause that every call in flight waited out.
+    Measured (docs/performance.md): SQLite CreateTransaction's p99.9 at 64 in flight
+    -25 to -45 % in five pairs of runs out of seven, calls/s within noise."""
+    gc.collect()  # what is garbage now would otherwise be kept for ever
+    gc.freeze()
+    log.debug("start-up objects frozen", extra={"objects": gc.get_freeze_count()})
 
 
 def _is_loopback(listen: str) -> bool:
