@@ -11,7 +11,7 @@ as a backstop at BACKSTOP_PAGES: under steady writes the thread rarely finishes 
 two commits, so the WAL starts over only once the writer's backstop has copied what the
 thread has not yet (the `-wal` file then holds ~40-50 MB). Measured (docs/performance.md):
 atomic batches of 100 +8-30 %, of 1000 -2 to +14 %; single CreateTransaction calls
-within noise, the writer's system CPU per call -10 to -30 %.
+within noise, the writer's system CPU per call -2 to -33 %.
 
 A checkpoint only moves committed pages from one file to the other: what a commit made
 durable (its fsync of the WAL) stays durable whether or not one has run."""
@@ -42,7 +42,6 @@ class Checkpointer:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._failing = False
-        self.checkpoints = 0  # completed (written by the thread only)
         self._thread = threading.Thread(target=self._run, name="checkpoint", daemon=True)
         self._thread.start()
 
@@ -89,4 +88,3 @@ class Checkpointer:
         if self._failing:
             log.info("checkpoints resumed")
         self._failing = False
-        self.checkpoints += 1

@@ -1,7 +1,8 @@
 """The store: the core's ports (core/ports.py) on a SQLAlchemy engine. Reads run where the
 call is served (on the event loop, their database waits in worker threads on Postgres);
-writes are group-committed (group_commit.py); each unit is a SqlUnit (sql_unit.py), and
-database failures reach the core translated (failures.py)."""
+writes are group-committed (group_commit.py), SQLite's checkpoints in a thread of their own
+(checkpointer.py); each unit is a SqlUnit (sql_unit.py), and database failures reach the
+core translated (failures.py)."""
 
 from __future__ import annotations
 
