@@ -19,6 +19,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from ledger_server.store.engine import sqlite_file
+
 PARTIAL = ".partial"
 
 
@@ -44,9 +46,10 @@ def sqlite_path(database_url: str) -> Path:
             "backup and restore are for the embedded SQLite database; back Postgres up with "
             "its own tools (pg_dump, or pg_basebackup with WAL archiving for point-in-time recovery)"
         )
-    if not url.database or url.database == ":memory:":
+    database = sqlite_file(url)
+    if database is None:
         raise BackupError("an in-memory database has no file to back up or restore")
-    return Path(url.database)
+    return Path(database)
 
 
 def backup(database: Path, destination: Path) -> Copy:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 WRITE = {"ledger_write": True}
 _T = TypeVar("_T")
@@ -62,9 +62,17 @@ sqlite3.register_adapter(type(None), _as_is)
 sqlite3.register_adapter(bytes, _as_is)
 
 
+def sqlite_file(url: str | URL) -> str | None:
+    """The database file a SQLite URL names; None for another database or one in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
 def _sqlite_engine(url: str, pool_size: int) -> Engine:
-    database = make_url(url).database
-    if database and database != ":memory:":
+    database = sqlite_file(url)
+    if database:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, text
 from ledger_server.call_greenlet import await_, blocking, in_call_greenlet
 from ledger_server.core.deadline import current_deadline
 from ledger_server.store.checkpointer import Checkpointer
-from ledger_server.store.engine import WRITE, make_engine
+from ledger_server.store.engine import WRITE, make_engine, sqlite_file
 from ledger_server.store.failures import bound_reads, translate, translated
 from ledger_server.store.group_commit import CommitStats, GroupCommitter
 from ledger_server.store.sql_unit import SqlUnit
@@ -202,7 +202,7 @@ class SqlStore:
             with self._lock:
                 if self._committer is None:
                     engine, begins = self.engine, False
-                    if _wal_file(self.engine):
+                    if sqlite_file(self.engine.url):  # in memory there is no WAL to checkpoint
                         self._checkpointer = Checkpointer(_url_of(self.engine))
                     if self.engine.dialect.name == "postgresql":
                         # Connections in autocommit, whose units send their BEGIN with
@@ -263,11 +263,6 @@ class SqlStore:
             self._reader_conns.clear()
         self._reads.dispose()
         self.engine.dispose()
-
-
-def _wal_file(engine: Engine) -> bool:
-    """A SQLite database in a file (in memory there is no WAL to checkpoint)."""
-    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
 
 
 def _url_of(engine: Engine) -> str:
