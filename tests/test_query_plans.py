@@ -60,21 +60,22 @@ def unanalyzed_url(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def filled(unanalyzed_url: str) -> Iterator[tuple[Engine, Account, Transaction]]:
-    engine = make_engine(unanalyzed_url, pool_size=16)
-    store = SqlStore(engine)
-    try:
-        ledger = Ledger(store)
-        opened = [
-            ledger.create_account(DEFAULT_TENANT, NewAccount(f"c{i}", "USD", 0)) for i in range(ACCOUNTS)
-        ]
-        account = opened[0]
-        assert isinstance(account, Account)
-        txn = ledger.post_transaction(DEFAULT_TENANT, NewTransaction(account.id, Direction.CREDIT, 5, "USD"))
-        assert isinstance(txn, Transaction)
-        yield engine, account, txn
-    finally:
-        store.close()
+def unanalyzed_store(unanalyzed_url: str) -> Iterator[SqlStore]:
+    """A store on the never-analyzed database."""
+    store = SqlStore(make_engine(unanalyzed_url, pool_size=2))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def filled(unanalyzed_store: SqlStore) -> tuple[Engine, Account, Transaction]:
+    ledger = Ledger(unanalyzed_store)
+    opened = [ledger.create_account(DEFAULT_TENANT, NewAccount(f"c{i}", "USD", 0)) for i in range(ACCOUNTS)]
+    account = opened[0]
+    assert isinstance(account, Account)
+    txn = ledger.post_transaction(DEFAULT_TENANT, NewTransaction(account.id, Direction.CREDIT, 5, "USD"))
+    assert isinstance(txn, Transaction)
+    return unanalyzed_store.engine, account, txn
 
 
 def _index_used(engine: Engine, statement: str, params: Any) -> str:
@@ -295,20 +296,17 @@ def _copies(table: str, source_id: str, times: int, dialect: str = "postgresql")
     )
 
 
-def test_posting_locks_a_counter_shard_by_its_index_as_the_accounts_grow(unanalyzed_url: str) -> None:
+def test_posting_locks_a_counter_shard_by_its_index_as_the_accounts_grow(
+    unanalyzed_url: str, unanalyzed_store: SqlStore
+) -> None:
     """A posting locks its account and a counter-account shard in one statement. With the
     shards ordered by random(), Postgres's generic plan made on a young accounts table
     read the tenant's whole (tenant_id, status) index for them ever after: 1,010
     accounts filtered out per posting in the benchmark, growing with the tenant."""
-    engine = make_engine(unanalyzed_url, pool_size=2)
-    store = SqlStore(engine)
-    try:
-        ledger = Ledger(store)
-        account = ledger.create_account(DEFAULT_TENANT, NewAccount("c", "USD", 0))
-        assert isinstance(account, Account)
-        ledger.post_transaction(DEFAULT_TENANT, NewTransaction(account.id, Direction.CREDIT, 5, "USD"))
-    finally:
-        store.close()
+    engine, ledger = unanalyzed_store.engine, Ledger(unanalyzed_store)
+    account = ledger.create_account(DEFAULT_TENANT, NewAccount("c", "USD", 0))
+    assert isinstance(account, Account)
+    ledger.post_transaction(DEFAULT_TENANT, NewTransaction(account.id, Direction.CREDIT, 5, "USD"))
     key = {"id": account.id, "tenant_id": DEFAULT_TENANT, "currency": "USD", "purpose": "issuance"}
     # From the first shard, and from the last (then wrapping).
     cases = {(name, start) for name in ("lock_with_counter", "lock_any_counter") for start in (0, 15)}
@@ -327,71 +325,58 @@ def test_posting_locks_a_counter_shard_by_its_index_as_the_accounts_grow(unanaly
         assert "Seq Scan" not in plan, plan
 
 
-def test_an_account_history_page_reads_the_accounts_indexes_as_the_history_grows(unanalyzed_url: str) -> None:
+def test_an_account_history_page_reads_the_accounts_indexes_as_the_history_grows(
+    unanalyzed_url: str, unanalyzed_store: SqlStore
+) -> None:
     """A page of an account's history reads its own transactions and the transfers it
     received through the account's indexes, also with a plan made while the table was
     small: with the tenant in them, Postgres scanned the tenant's history backwards,
     filtering out every other account's transactions (migration 0010)."""
-    engine = make_engine(unanalyzed_url, pool_size=2)
-    store = SqlStore(engine)
-    try:
-        ledger = Ledger(store)
-        quiet, busy = (
-            ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("quiet", "busy")
-        )
-        assert isinstance(quiet, Account) and isinstance(busy, Account)
-        ledger.post_transaction(DEFAULT_TENANT, NewTransaction(quiet.id, Direction.CREDIT, 5, "USD"))
-        busy_txn = ledger.post_transaction(
-            DEFAULT_TENANT, NewTransaction(busy.id, Direction.CREDIT, 5, "USD")
-        )
-        assert isinstance(busy_txn, Transaction)
-        params = {
-            "account_id": quiet.id,
-            "before": INT64_MAX,
-            "date_from": "0001-01-01",
-            "date_to": "9999-12-31",
-            "direction": "credit",
-            "other_direction": "debit",
-            "limit": 51,
-        }
-        statement = sql(engine.dialect.name, "account_history")
-        if engine.dialect.name == "sqlite":
-            used = _index_used(engine, statement, params)
-            assert "USING INDEX ix_transactions_account_id_seq (account_id=? AND seq<?)" in used, used
-            assert "USING INDEX ix_transactions_counterparty (counterparty_account_id=? AND seq<?)" in used, (
-                used
-            )
-            return
-        # The busy account's thousands of postings are the newest, the quiet one's older.
-        plan = _cached_plan_after_growth(
-            unanalyzed_url, statement, params, _copies("transactions", busy_txn.id, 3000)
-        )
-        assert "Index Scan Backward using ix_transactions_account_id_seq" in plan, plan
-        assert "Index Scan Backward using ix_transactions_counterparty" in plan, plan
-        assert "Rows Removed by Filter" not in plan and "Seq Scan" not in plan, plan
-    finally:
-        store.close()
+    engine, ledger = unanalyzed_store.engine, Ledger(unanalyzed_store)
+    quiet, busy = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("quiet", "busy"))
+    assert isinstance(quiet, Account) and isinstance(busy, Account)
+    ledger.post_transaction(DEFAULT_TENANT, NewTransaction(quiet.id, Direction.CREDIT, 5, "USD"))
+    busy_txn = ledger.post_transaction(DEFAULT_TENANT, NewTransaction(busy.id, Direction.CREDIT, 5, "USD"))
+    assert isinstance(busy_txn, Transaction)
+    params = {
+        "account_id": quiet.id,
+        "before": INT64_MAX,
+        "date_from": "0001-01-01",
+        "date_to": "9999-12-31",
+        "direction": "credit",
+        "other_direction": "debit",
+        "limit": 51,
+    }
+    statement = sql(engine.dialect.name, "account_history")
+    if engine.dialect.name == "sqlite":
+        used = _index_used(engine, statement, params)
+        assert "USING INDEX ix_transactions_account_id_seq (account_id=? AND seq<?)" in used, used
+        assert "USING INDEX ix_transactions_counterparty (counterparty_account_id=? AND seq<?)" in used, used
+        return
+    # The busy account's thousands of postings are the newest, the quiet one's older.
+    plan = _cached_plan_after_growth(
+        unanalyzed_url, statement, params, _copies("transactions", busy_txn.id, 3000)
+    )
+    assert "Index Scan Backward using ix_transactions_account_id_seq" in plan, plan
+    assert "Index Scan Backward using ix_transactions_counterparty" in plan, plan
+    assert "Rows Removed by Filter" not in plan and "Seq Scan" not in plan, plan
 
 
 @pytest.fixture
-def young(unanalyzed_url: str) -> tuple[Account, Account, Transaction]:
+def young(unanalyzed_url: str, unanalyzed_store: SqlStore) -> tuple[Account, Account, Transaction]:
     """Postgres: a young ledger, never analyzed: accounts a and b, and on a a credit that
     expires (a lot), with an external id, and an open hold."""
     if not unanalyzed_url.startswith("postgresql"):
         pytest.skip("SQLite plans by fixed rules, whatever the tables hold")
-    store = SqlStore(make_engine(unanalyzed_url, pool_size=2))
-    try:
-        ledger = Ledger(store)
-        a, b = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("a", "b"))
-        assert isinstance(a, Account) and isinstance(b, Account)
-        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
-        credit = NewTransaction(a.id, Direction.CREDIT, 50, "USD", external_id="e1", expires_at=expiry)
-        txn = ledger.post_transaction(DEFAULT_TENANT, credit)
-        assert isinstance(txn, Transaction)
-        ledger.create_hold(DEFAULT_TENANT, NewTransaction(a.id, Direction.DEBIT, 5, "USD"))
-        return a, b, txn
-    finally:
-        store.close()
+    ledger = Ledger(unanalyzed_store)
+    a, b = (ledger.create_account(DEFAULT_TENANT, NewAccount(r, "USD", 0)) for r in ("a", "b"))
+    assert isinstance(a, Account) and isinstance(b, Account)
+    expiry = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    credit = NewTransaction(a.id, Direction.CREDIT, 50, "USD", external_id="e1", expires_at=expiry)
+    txn = ledger.post_transaction(DEFAULT_TENANT, credit)
+    assert isinstance(txn, Transaction)
+    ledger.create_hold(DEFAULT_TENANT, NewTransaction(a.id, Direction.DEBIT, 5, "USD"))
+    return a, b, txn
 
 
 # The hot statements with the index each must read (Postgres), with the parameters that
@@ -469,7 +454,7 @@ def test_hot_statements_keep_their_indexes_as_the_tables_grow(
 
 @pytest.mark.parametrize("mode", ["generic", "custom"])
 def test_filtered_pages_walk_their_index_as_the_tables_grow(
-    unanalyzed_url: str, young: tuple[Account, Account, Transaction], mode: str
+    unanalyzed_url: str, unanalyzed_store: SqlStore, young: tuple[Account, Account, Transaction], mode: str
 ) -> None:
     """ListTransactions pages built from filters, on the reading connections (their
     READ_SETTINGS): the tenant's whole history and an account's with a type filter walk
@@ -477,14 +462,10 @@ def test_filtered_pages_walk_their_index_as_the_tables_grow(
     account) for a few rows and read all of theirs through a bitmap, then sorted them; an
     account's pending holds still come from their partial index."""
     a, _, txn = young
-    engine = make_engine(unanalyzed_url, pool_size=2)
-    store = SqlStore(engine)
-    try:
-        with store.reading() as r:  # the server's reads run with READ_SETTINGS
-            shown = {k: r._conn.exec_driver_sql(f"SHOW {k}").scalar() for k in READ_SETTINGS}
-        assert shown == READ_SETTINGS
-    finally:
-        store.close()
+    engine = unanalyzed_store.engine
+    with unanalyzed_store.reading() as r:  # the server's reads run with READ_SETTINGS
+        shown = {k: r._conn.exec_driver_sql(f"SHOW {k}").scalar() for k in READ_SETTINGS}
+    assert shown == READ_SETTINGS
     t = transactions.c
     now = dt.datetime.now(dt.UTC)
     pages = {
