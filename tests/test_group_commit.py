@@ -136,6 +136,18 @@ def test_a_refused_lone_unit_changes_nothing_and_the_next_batch_commits(
     assert not {"refused", "broken"} & tenants(store)
 
 
+def test_commit_listeners_hear_of_each_commit_and_of_no_refused_lone_unit(store: SqlStore) -> None:
+    heard: list[str] = []
+    remove = store.on_commit(lambda: heard.append(threading.current_thread().name))
+    store.write("key", tenant("t1"))
+    with pytest.raises(LedgerError):
+        store.write("key", refused)  # alone in its batch: rolled back, nothing committed
+    assert len(heard) == 1 and heard[0].startswith("writer-")  # told by the committing writer
+    remove()
+    store.write("key", tenant("t2"))
+    assert len(heard) == 1
+
+
 @pytest.fixture
 def pg_store(pg_url: str) -> Iterator[SqlStore]:
     store = SqlStore(make_engine(pg_url))

@@ -117,6 +117,12 @@ class Ledger:
         """Raise StoreUnavailable unless the database answers (the health probe)."""
         self._store.ping()
 
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """`listener()` runs after each commit of this ledger's writes, in the committing
+        thread (it must be quick): a sign that the change feed may have grown. Returns
+        what removes it."""
+        return self._store.on_commit(listener)
+
     # -- accounts ---------------------------------------------------------------------
 
     def create_account(

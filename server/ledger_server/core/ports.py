@@ -256,6 +256,11 @@ class Store(Protocol):
         each gives its result or the exception it raised (as `write` would)."""
         ...
 
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener()` after each commit of write units, from the committing thread
+        (it must be quick); returns what removes it."""
+        ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
         ...

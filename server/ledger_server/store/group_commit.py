@@ -87,8 +87,10 @@ class GroupCommitter:
         *,
         units_on_loop: bool = False,
         checkpointer: Checkpointer | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
-        """`checkpointer` (SQLite): takes the writers' checkpoints off their path."""
+        """`checkpointer` (SQLite): takes the writers' checkpoints off their path.
+        `on_commit()` runs in a writer after each batch it committed."""
         self._writers = [
             _Writer(
                 engine,
@@ -97,6 +99,7 @@ class GroupCommitter:
                 max_batch,
                 units_on_loop=units_on_loop,
                 checkpointer=checkpointer,
+                on_commit=on_commit,
                 name=f"writer-{i}",
             )
             for i in range(writers)
@@ -167,10 +170,12 @@ class _Writer(threading.Thread):
         *,
         units_on_loop: bool,
         checkpointer: Checkpointer | None,
+        on_commit: Callable[[], None] | None,
         name: str,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self._checkpointer = checkpointer
+        self._on_commit = on_commit
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._engine = engine
         self._make_unit = make_unit
@@ -258,8 +263,11 @@ class _Writer(threading.Thread):
             self.units += len(batch)
             self.commit_seconds += time.perf_counter() - start
             _settle(batch)
-            if committed and self._checkpointer is not None:
-                self._checkpointer.committed()  # after waking the callers: they come first
+            if committed:  # after waking the callers: they come first
+                if self._on_commit is not None:
+                    self._on_commit()
+                if self._checkpointer is not None:
+                    self._checkpointer.committed()
 
     def _run(self, batch: list[_Job], *, optimistic: bool) -> None:
         conn = self._connection()

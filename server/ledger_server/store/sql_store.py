@@ -62,6 +62,8 @@ class SqlStore:
         self._readers = threading.local()
         self._reader_conns: list[Connection] = []
         self._lock = threading.Lock()
+        # Replaced, never changed in place: the writers iterate it without the lock.
+        self._commit_listeners: tuple[Callable[[], None], ...] = ()
 
     def _refuse_on_the_loop(self, waits: bool) -> None:
         """A call greenlet runs on the event loop: a statement there that waits (on the
@@ -219,8 +221,26 @@ class SqlStore:
                         # transaction, on a lock: they may run on the event loop.
                         units_on_loop=self.engine.dialect.name == "sqlite",
                         checkpointer=self._checkpointer,
+                        on_commit=self._tell_listeners,
                     )
         return self._committer
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """`listener()` runs after each commit of write() and write_many() units, in the
+        committing writer's thread, so it must be quick and never block. Returns what
+        removes it."""
+        with self._lock:
+            self._commit_listeners = (*self._commit_listeners, listener)
+
+        def remove() -> None:
+            with self._lock:
+                self._commit_listeners = tuple(x for x in self._commit_listeners if x is not listener)
+
+        return remove
+
+    def _tell_listeners(self) -> None:
+        for listener in self._commit_listeners:
+            listener()
 
     def queued_writes(self) -> int:
         return 0 if self._committer is None else self._committer.queued()
