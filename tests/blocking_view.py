@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -39,19 +39,24 @@ class BlockingView:
         attribute = getattr(self._client, name)
         if inspect.iscoroutinefunction(attribute):
             return lambda *args, **kwargs: self._run(attribute(*args, **kwargs))
-        if name.startswith("iter_"):
+        if name.startswith(("iter_", "watch_")):
             return lambda *args, **kwargs: self._iterate(attribute(*args, **kwargs))
         return attribute
 
-    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
-        while True:
-            try:
-                yield self._run(_next(items))
-            except StopAsyncIteration:
-                return
+    def _iterate(self, items: AsyncGenerator[T, None]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._run(_next(items))
+                except StopAsyncIteration:
+                    return
+        finally:  # closed early: so is the async iterator (a watch's stream ends), unwaited
+            if self._loop.is_running():  # for: the view may be closing, its loop stopping
+                asyncio.run_coroutine_threadsafe(items.aclose(), self._loop)
 
     def close(self) -> None:
         self._run(self._client.close())
+        self._run(_settled())  # the steps the close cancelled (a watch's) end before the loop can stop
 
     def __enter__(self) -> BlockingView:
         return self
@@ -72,6 +77,12 @@ def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=10)
     loop.close()
+
+
+async def _settled() -> None:
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=10)
 
 
 async def _make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncLedgerClient:

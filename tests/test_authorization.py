@@ -161,9 +161,24 @@ def call(
                 return channel.stream_unary(path, **serializers)(
                     iter([request]), timeout=10, metadata=headers
                 )
+            if method.server_streaming:
+                stream = channel.unary_stream(path, **serializers)(request, timeout=1, metadata=headers)
+                return _watched(stream, response_cls())
             return channel.unary_unary(path, **serializers)(request, timeout=10, metadata=headers)
         except grpc.RpcError as err:
             return err
+
+
+def _watched(stream: Any, seen: Any) -> Any:
+    """What a watch (a stream that stays open) sent in its first second, merged into
+    `seen`; an error that ended it sooner is raised."""
+    try:
+        for message in stream:
+            seen.MergeFrom(message)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    return seen
 
 
 def reason_of(err: grpc.RpcError) -> tuple[str, dict[str, str]]:

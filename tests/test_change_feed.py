@@ -216,9 +216,7 @@ def test_a_follower_reading_while_many_write_sees_every_change_once_in_account_o
     """Writers on a few accounts (credits, debits, transfers between them, holds and their
     captures; on Postgres through several group-commit writers, so their transactions
     commit out of the order they numbered them) while a follower reads the feed."""
-    accounts = [client.create_account(currency="USD").name for _ in range(4)]
-    for name in accounts:
-        client.credit(name, 10_000, "USD")
+    accounts = funded_accounts(client)
     writing = threading.Event()
     writing.set()
     followed: list[transaction_service_pb2.TransactionChange] = []
@@ -232,6 +230,24 @@ def test_a_follower_reading_while_many_write_sees_every_change_once_in_account_o
             token = page.next_page_token
             if done and not page.changes:
                 return
+
+    with ThreadPoolExecutor(7) as pool:
+        follower = pool.submit(follow)
+        write_concurrently(client, accounts, pool)
+        writing.clear()
+        follower.result(timeout=120)
+    assert_followed_every_change_once(client, engine, accounts, followed)
+
+
+def funded_accounts(client: LedgerClient) -> list[str]:
+    accounts = [client.create_account(currency="USD").name for _ in range(4)]
+    for name in accounts:
+        client.credit(name, 10_000, "USD")
+    return accounts
+
+
+def write_concurrently(client: LedgerClient, accounts: list[str], pool: ThreadPoolExecutor) -> None:
+    """Six writers, 25 random credits, debits, transfers and captured holds each."""
 
     def write(worker: int) -> None:
         rng = random.Random(worker)
@@ -247,14 +263,26 @@ def test_a_follower_reading_while_many_write_sees_every_change_once_in_account_o
             else:
                 client.capture_hold(client.create_hold(name, 20, "USD").name, amount=rng.randint(1, 20))
 
-    with ThreadPoolExecutor(7) as pool:
-        follower = pool.submit(follow)
-        list(pool.map(write, range(6)))
-        writing.clear()
-        follower.result(timeout=120)
+    list(pool.map(write, range(6)))
 
+
+def changes_in_feed(engine: Engine) -> int:
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM transaction_changes")).scalar_one() == len(followed)
+        count: int = conn.execute(text("SELECT COUNT(*) FROM transaction_changes")).scalar_one()
+        return count
+
+
+def assert_followed_every_change_once(
+    client: LedgerClient,
+    engine: Engine,
+    accounts: list[str],
+    followed: list[transaction_service_pb2.TransactionChange],
+) -> None:
+    """Every change of the feed followed once; each account's in commit order; the last
+    change of each transaction is how it stands, the last creation on an account carries
+    its balance."""
+    assert changes_in_feed(engine) == len(followed)
+    with engine.connect() as conn:
         in_entry_order = {
             name: conn.execute(
                 text("SELECT transaction_id FROM entries WHERE account_id = :id ORDER BY seq"),

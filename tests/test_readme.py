@@ -189,8 +189,9 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
                 "200 TRANSACTION_STATUS_VOIDED",
             ],
         ),
+        (r"(import threading.*?)", ["paid in: 250"]),
     ],
-    ids=["blocking", "asyncio", "change feed"],
+    ids=["blocking", "asyncio", "change feed", "watch"],
 )
 def test_python_example_runs(
     server: LedgerServer,

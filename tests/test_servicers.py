@@ -17,7 +17,9 @@ from ledger.v1 import (
 )
 
 from ledger_server.api.account_servicer import AccountServicer
+from ledger_server.api.aio_bridge import shared_loop
 from ledger_server.api.caller import reset_caller, set_caller
+from ledger_server.api.change_waiters import ChangeWaiters
 from ledger_server.api.convert import parse_name
 from ledger_server.api.transaction_servicer import TransactionServicer
 from ledger_server.core.auth import ADMIN, Caller
@@ -57,7 +59,9 @@ def rpc_server(ledger: Ledger) -> grpc_testing.Server:
     return grpc_testing.server_from_dictionary(
         {
             ACCOUNTS: ActingAs(AccountServicer(ledger), CALLER),
-            TRANSACTIONS: ActingAs(TransactionServicer(ledger), CALLER),
+            TRANSACTIONS: ActingAs(
+                TransactionServicer(ledger, change_waiters=ChangeWaiters(shared_loop(), 1.0)), CALLER
+            ),
         },
         grpc_testing.strict_real_time(),
     )

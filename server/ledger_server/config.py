@@ -109,6 +109,14 @@ OPTIONS = [
         float,
         "how often the server pings its database; health says NOT_SERVING while it does not answer",
     ),
+    Option(
+        "--watch-poll-seconds",
+        "LEDGER_WATCH_POLL_SECONDS",
+        "1",
+        float,
+        "how often an open WatchTransactionChanges stream reads the feed with no commit of this server "
+        "to wake it: what other processes' commits wait at most",
+    ),
     Option("--tls-cert", "LEDGER_TLS_CERT", "", str, "PEM certificate chain: serve TLS instead of plaintext"),
     Option("--tls-key", "LEDGER_TLS_KEY", "", str, "PEM private key of --tls-cert"),
     Option(
@@ -149,6 +157,7 @@ class Settings:
     tls_client_ca: str = ""
     metrics_listen: str = ""
     max_calls_per_tenant: int = 0
+    watch_poll_seconds: float = 1.0
 
 
 def add_options(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:

@@ -6,10 +6,11 @@ its request message waits on the loop and holds no thread. Only once a unary cal
 request has arrived does its behavior run, in a worker of the thread pool.
 
 `asynchronous(handler, pool)` turns a method handler of synchronous behaviors with one
-response (unary or client-streaming requests) into one of coroutines with the same
-(de)serializers; streaming responses (health Watch, reflection) are served by asyncio-native
-servicers instead. Each call runs in a fresh contextvars.Context, so the context variables
-it sets (the caller, the deadline) never leak into other calls. The behaviors get a
+response (unary or client-streaming requests), or of a generator of responses to one
+request, into one of coroutines with the same (de)serializers; other streams (health
+Watch, reflection) are served by asyncio-native servicers instead. Each call runs in a
+fresh contextvars.Context, so the context variables it sets (the caller, the deadline)
+never leak into other calls. The behaviors get a
 `SyncContext`, a grpc.ServicerContext for a worker thread: codes, details, trailing
 metadata and aborts are recorded there and applied to the grpc.aio context on the loop
 once the behavior has returned.
@@ -26,7 +27,7 @@ import contextlib
 import contextvars
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
 
@@ -156,7 +157,7 @@ class SyncContext:
         self.abort(status.code, status.details)
 
     def send_initial_metadata(self, initial_metadata: Metadata) -> None:
-        _wait_on_loop(self._context.send_initial_metadata(initial_metadata), self._loop)
+        wait_on_loop(self._context.send_initial_metadata(initial_metadata), self._loop)
 
     def set_compression(self, compression: grpc.Compression) -> None:
         self._context.set_compression(compression)
@@ -196,13 +197,13 @@ class _Requests(Iterator[Any]):
             return _END
 
     def __next__(self) -> Any:
-        message = _wait_on_loop(self._read(), self._loop)
+        message = wait_on_loop(self._read(), self._loop)
         if message is _END:
             raise StopIteration
         return message
 
 
-def _wait_on_loop(coroutine: Any, loop: asyncio.AbstractEventLoop) -> Any:
+def wait_on_loop(coroutine: Any, loop: asyncio.AbstractEventLoop) -> Any:
     """A coroutine's result, from a behavior in a worker thread or in a call greenlet."""
     if in_call_greenlet():
         return await_(coroutine)
@@ -229,16 +230,43 @@ def _unary_response(
     return call
 
 
+def _streamed_responses(behavior: Callable[..., Generator[Any, None, None]]) -> Any:
+    """A server-streaming behavior (a generator) run step by step in a call greenlet, each
+    response written by the loop: a stream waits between its messages without a thread.
+    The generator spans the whole call, so the interceptor's work around it (the caller,
+    the log line) does too; a cancellation is thrown into it wherever it is."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        sync = SyncContext(context, asyncio.get_running_loop())
+        run = contextvars.Context().run  # one Context for every step of the generator
+        responses = run(behavior, request, sync)  # runs nothing yet
+        with contextlib.suppress(_Aborted):  # settle() sends the status
+            try:
+                while (response := await run_in_greenlet(run, next, responses, _END)) is not _END:
+                    await context.write(response)
+            except asyncio.CancelledError:
+                # Cancelled while the loop wrote a response (a generator that was waiting
+                # has ended with the exception already): end it here, as cancelled.
+                with contextlib.suppress(BaseException):
+                    run(responses.throw, asyncio.CancelledError())
+                raise
+        await sync.settle()
+
+    return call
+
+
 def asynchronous(
     handler: grpc.RpcMethodHandler[Any, Any], pool: ThreadPoolExecutor | None
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The handler with each synchronous behavior run by a coroutine: in `pool`, or with
     None in a greenlet on the loop (call_greenlet.py: for behaviors that never block but
-    through it)."""
+    through it). Streaming responses run in greenlets only."""
     h: Any = handler  # gRPC's namedtuple; the stubs type it loosely
     if h.unary_unary:
         return h._replace(unary_unary=_unary_response(h.unary_unary, False, pool))  # type: ignore[no-any-return]
     if h.stream_unary:
         return h._replace(stream_unary=_unary_response(h.stream_unary, True, pool))  # type: ignore[no-any-return]
-    # Streaming responses (health Watch, reflection) are served by asyncio-native servicers.
-    raise TypeError("the bridge serves methods with a single response only")
+    if h.unary_stream and pool is None:
+        return h._replace(unary_stream=_streamed_responses(h.unary_stream))  # type: ignore[no-any-return]
+    # Other streams (health Watch, reflection) are served by asyncio-native servicers.
+    raise TypeError("the bridge serves single responses, and response streams in greenlets")

@@ -116,7 +116,9 @@ class CallInterceptor:
             return handler._replace(unary_unary=_unary(around, handler.unary_unary))
         if handler.stream_unary:
             return handler._replace(stream_unary=_unary(around, handler.stream_unary))
-        raise TypeError(f"{method}: only methods with a single response are wrapped")
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_streamed(around, handler.unary_stream))
+        raise TypeError(f"{method}: streams of requests and responses are not wrapped")
 
     @contextmanager
     def _authorized(self, scope: str | None, context: grpc.ServicerContext, call: _Call) -> Iterator[None]:
@@ -161,6 +163,18 @@ def _unary(around: Around, behavior: Behavior) -> Behavior:
             if field is not None:
                 logged.resource = getattr(response, field).name
             return response
+
+    return call
+
+
+def _streamed(around: Around, behavior: Behavior) -> Behavior:
+    """A stream of responses: the call (its caller, its log line) lasts as long as it."""
+
+    def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        with around(context) as logged:
+            for response in behavior(request, context):
+                logged.messages += 1
+                yield response
 
     return call
 
@@ -234,7 +248,7 @@ def _deadline_of(context: grpc.ServicerContext) -> Iterator[None]:
 class _Call:
     """What the log line of a call tells besides its method and outcome."""
 
-    __slots__ = ("account", "caller", "items", "request_id", "resource")
+    __slots__ = ("account", "caller", "items", "messages", "request_id", "resource")
 
     def __init__(self) -> None:
         self.caller: Caller | None = None  # once authenticated
@@ -242,6 +256,7 @@ class _Call:
         self.resource = ""  # the resource written or read, or else the one the request names
         self.account = ""  # the account a posting is for: finds an account's refused postings too
         self.items = 0  # a batch's requests
+        self.messages = 0  # the responses a stream sent
 
 
 @contextmanager
@@ -256,6 +271,9 @@ def _observed(method: str, context: grpc.ServicerContext, observe: Observer | No
         left = context.time_remaining()
         cut_off = left is not None and left <= DEADLINE_SLACK_SECONDS
         code = grpc.StatusCode.DEADLINE_EXCEEDED if cut_off else grpc.StatusCode.CANCELLED
+        raise
+    except GeneratorExit:  # a stream's generator dropped before its end
+        code = grpc.StatusCode.CANCELLED
         raise
     except Exception as exc:
         answer = _answer(method, exc, context)
@@ -277,6 +295,8 @@ def _observed(method: str, context: grpc.ServicerContext, observe: Observer | No
             fields["account"] = call.account
         if call.items:
             fields["items"] = call.items
+        if call.messages:
+            fields["messages"] = call.messages
         log.info("rpc", extra=fields)
         if observe is not None:
             observe(method, code.name, seconds, "" if call.caller is None else call.caller.tenant_id)

@@ -5,8 +5,9 @@ the database: a probe thread pings it and reports NOT_SERVING while it does not 
 It is a grpc.aio server on the process's event loop thread (api/aio_bridge.py): the loop
 reads every request, and a call's synchronous behavior runs only once its request has
 arrived, so calls that never send theirs hold nothing: in one of --workers threads, or
-on the loop itself (call_greenlet.py): on SQLite the short methods, on Postgres the four
-that only write (on_loop). The public API stays synchronous."""
+on the loop itself (call_greenlet.py): the short methods and the watches (on_loop). The
+public API stays synchronous. Open watches wait for this server's commits in
+ChangeWaiters (api/change_waiters.py), which the shutdown ends first."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from ledger.v1 import (
 
 from ledger_server.api.account_servicer import AccountServicer
 from ledger_server.api.admin_servicer import AdminServicer
-from ledger_server.api.aio_bridge import asynchronous, run_on_loop
+from ledger_server.api.aio_bridge import asynchronous, run_on_loop, shared_loop
+from ledger_server.api.change_waiters import ChangeWaiters
 from ledger_server.api.interceptor import CallInterceptor, TenantLimit
 from ledger_server.api.reflection import DocumentedReflectionServicer
 from ledger_server.api.registration import add_servicer
@@ -72,6 +74,9 @@ class LedgerServer:
         # Health and reflection are asyncio-native: an open Watch or reflection stream (both
         # need no token) waits on the event loop and holds no worker thread.
         self.health = health.aio.HealthServicer()
+        # Open WatchTransactionChanges streams wait there, woken by this server's commits.
+        self._changes = ChangeWaiters(shared_loop(), max(settings.watch_poll_seconds, 0.05))  # 0 would spin
+        self._stop_listening = ledger.on_commit(self._changes.committed)
         self._pool = ThreadPoolExecutor(
             max_workers=settings.workers, thread_name_prefix="rpc", initializer=name_this_thread
         )
@@ -81,6 +86,7 @@ class LedgerServer:
             self._server, self.port = run_on_loop(self._build(settings, credentials))
         except BaseException:
             self._pool.shutdown(wait=False)
+            self._stop_listening()
             raise
         self._grace = settings.grace_seconds
 
@@ -109,7 +115,9 @@ class LedgerServer:
             add_servicer(
                 ledger_services,
                 TRANSACTION_SERVICE,
-                TransactionServicer(self._ledger, settings.max_message_bytes),
+                TransactionServicer(
+                    self._ledger, change_waiters=self._changes, max_reply_bytes=settings.max_message_bytes
+                ),
             )
             add_servicer(
                 ledger_services, ADMIN_SERVICE, AdminServicer(self._ledger, settings.max_message_bytes)
@@ -149,6 +157,8 @@ class LedgerServer:
             self._probe_stop.set()
             run_on_loop(self.health.enter_graceful_shutdown())
         self._interceptor.drain()
+        self._changes.close()  # open streams end now, not at the end of the grace period
+        self._stop_listening()
         if grace is None:  # a real shutdown, not a test's stop(0)
             time.sleep(self._drain_seconds)
         run_on_loop(self._server.stop(self._grace if grace is None else grace))
@@ -245,11 +255,13 @@ class _LedgerHandlers:
 
 # These run on the event loop, each in a greenlet that waits for its group commit without
 # blocking it (call_greenlet.py): one posting or one bounded page of reads each. Their
-# Postgres reads wait in worker threads, statement by statement (SqlStore.reading). A
-# batch (up to 1000 postings of Python work), a stream, and the admin methods (an audit
-# reads a whole tenant) keep to the worker threads. Against a hop to a worker thread and
-# back for the whole call: SQLite GetAccount at 64 in flight +50 %, Postgres GetAccount at
-# 8 in flight +11-29 % and CreateTransaction at 64 +5 % (measured).
+# Postgres reads wait in worker threads, statement by statement (SqlStore.reading). So
+# does a watch (WatchTransactionChanges), which between its reads waits for a commit on
+# the loop. A batch (up to 1000 postings of Python work), a stream of requests, and the
+# admin methods (an audit reads a whole tenant) keep to the worker threads. Against a
+# hop to a worker thread and back for the whole call: SQLite GetAccount at 64 in flight
+# +50 %, Postgres GetAccount at 8 in flight +11-29 % and CreateTransaction at 64 +5 %
+# (measured).
 _WORKER_METHODS = {
     f"/{TRANSACTION_SERVICE}/BatchCreateTransactions",
     f"/{TRANSACTION_SERVICE}/ImportTransactions",

@@ -9,6 +9,7 @@ from ledger.v1 import transaction_pb2, transaction_service_pb2_grpc
 from ledger.v1 import transaction_service_pb2 as pb
 
 from ledger_server.api.caller import current_caller, tenant_of_call
+from ledger_server.api.change_waiters import ChangeWaiters
 from ledger_server.api.convert import (
     CREATABLE_TYPES,
     parse_creatable_type,
@@ -32,6 +33,7 @@ from ledger_server.core.model import (
     SETTLING_TYPES,
     NewTransaction,
     Transaction,
+    TransactionChange,
     TransactionFilter,
     TransactionType,
 )
@@ -217,10 +219,25 @@ def _import_too_large(chunk_index: int, in_reply: int, processed: int) -> Ledger
     )
 
 
+def _changes_pb(changes: list[tuple[TransactionChange, str]]) -> list[pb.TransactionChange]:
+    return [
+        pb.TransactionChange(
+            type=pb.TRANSACTION_CHANGE_TYPE_CREATED if change.created else pb.TRANSACTION_CHANGE_TYPE_UPDATED,
+            transaction=transaction_pb(change.transaction),
+            resume_token=resume,
+        )
+        for change, resume in changes
+    ]
+
+
 class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceServicer):
-    def __init__(self, ledger: Ledger, max_reply_bytes: int = 4 * 1024 * 1024) -> None:
-        """`max_reply_bytes`: the server's message size limit, which a reply must fit."""
+    def __init__(
+        self, ledger: Ledger, *, change_waiters: ChangeWaiters, max_reply_bytes: int = 4 * 1024 * 1024
+    ) -> None:
+        """`change_waiters`: where WatchTransactionChanges streams wait for new changes.
+        `max_reply_bytes`: the server's message size limit, which a reply must fit."""
         self._ledger = ledger
+        self._waiters = change_waiters
         self._max_reply_bytes = max_reply_bytes
 
     def CreateTransaction(
@@ -400,18 +417,18 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         changes, token = self._ledger.list_transaction_changes(
             tenant_of_call(), request.page_size, request.page_token
         )
-        return pb.ListTransactionChangesResponse(
-            changes=[
-                pb.TransactionChange(
-                    type=(
-                        pb.TRANSACTION_CHANGE_TYPE_CREATED
-                        if change.created
-                        else pb.TRANSACTION_CHANGE_TYPE_UPDATED
-                    ),
-                    transaction=transaction_pb(change.transaction),
-                    resume_token=resume,
-                )
-                for change, resume in changes
-            ],
-            next_page_token=token,
-        )
+        return pb.ListTransactionChangesResponse(changes=_changes_pb(changes), next_page_token=token)
+
+    def WatchTransactionChanges(
+        self, request: pb.WatchTransactionChangesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchTransactionChangesResponse]:
+        """The feed read page by page, as ListTransactionChanges reads it; once caught up,
+        waiting for this server's next commit (or the poll interval) before reading again."""
+        tenant, token = tenant_of_call(), request.page_token
+        while True:
+            seen = self._waiters.commits  # before the read: a commit after it is not missed
+            changes, token = self._ledger.list_transaction_changes(tenant, request.page_size, token)
+            if changes:
+                yield pb.WatchTransactionChangesResponse(changes=_changes_pb(changes), next_page_token=token)
+            else:
+                self._waiters.wait(seen)

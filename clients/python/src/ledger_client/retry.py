@@ -32,6 +32,7 @@ __all__ = [
     "call_with_retry",
     "call_with_retry_async",
     "check_timeout",
+    "stream_retry_delay",
 ]
 
 #: The status codes that are retried.
@@ -169,6 +170,18 @@ async def call_with_retry_async(
                 raise
         await sleep(delay)
         number += 1
+
+
+def stream_retry_delay(
+    error: grpc.RpcError, policy: RetryPolicy, *, failures: int, deadline: float = math.inf
+) -> float | None:
+    """For a stream that is opened again where it broke: the wait before reopening it
+    after its ``failures``-th failure in a row (a stream that delivered something starts
+    counting again), by the rules of :func:`call_with_retry`, ``deadline`` on the
+    ``time.monotonic`` clock; None when ``error`` is final."""
+    return _delay_before_retry(
+        error, policy, number=failures, deadline=deadline, clock=time.monotonic, rand=random.random
+    )
 
 
 def check_timeout(timeout: float) -> None:

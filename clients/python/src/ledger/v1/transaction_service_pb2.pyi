@@ -441,6 +441,69 @@ class ListTransactionChangesResponse(_message.Message):
 Global___ListTransactionChangesResponse: _TypeAlias = ListTransactionChangesResponse  # noqa: Y015
 
 @_typing.final
+class WatchTransactionChangesRequest(_message.Message):
+    """Request of TransactionService.WatchTransactionChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of changes per message: default 50, at most 1000 (larger values
+    are lowered to 1000); negative is refused. A message may hold fewer, to stay
+    under 4 MiB.
+    """
+    page_token: _builtins.str
+    """Where to start: a next_page_token (of either method), or the resume_token of a
+    change (the stream starts right after it). Empty: from the tenant's first change.
+    """
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTransactionChangesRequest: _TypeAlias = WatchTransactionChangesRequest  # noqa: Y015
+
+@_typing.final
+class WatchTransactionChangesResponse(_message.Message):
+    """One message of TransactionService.WatchTransactionChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Continues after the last change of this message: where to start again after the
+    stream ends.
+    """
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransactionChange]:
+        """Changes after the previous message's (or the request's page_token), oldest first,
+        in the order and with the guarantees of ListTransactionChanges. Never empty.
+        """
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___TransactionChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTransactionChangesResponse: _TypeAlias = WatchTransactionChangesResponse  # noqa: Y015
+
+@_typing.final
 class TransactionChange(_message.Message):
     """One change of the feed."""
 

@@ -90,6 +90,11 @@ class TransactionServiceStub:
                 request_serializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesResponse.FromString,
                 _registered_method=True)
+        self.WatchTransactionChanges = channel.unary_stream(
+                '/ledger.v1.TransactionService/WatchTransactionChanges',
+                request_serializer=ledger_dot_v1_dot_transaction__service__pb2.WatchTransactionChangesRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_transaction__service__pb2.WatchTransactionChangesResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -223,6 +228,21 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTransactionChanges(self, request, context):
+        """Follows the change feed as it grows (a server stream): first the changes after
+        page_token, as ListTransactionChanges pages them, then each new change moments
+        after its commit, until the call's deadline passes or the client cancels. Every
+        message carries at least one change. Made for a follower that must not poll: on
+        a commit of this server the stream wakes at once; commits of other server
+        processes on the same database are seen within --watch-poll-seconds. A stream
+        counts as a call in flight against --max-calls-per-tenant for as long as it is
+        open. When the server shuts down the stream ends with UNAVAILABLE (reason
+        SHUTTING_DOWN): call again with the next_page_token of the last message applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +300,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.ListTransactionChanges,
                     request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesResponse.SerializeToString,
+            ),
+            'WatchTransactionChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTransactionChanges,
+                    request_deserializer=ledger_dot_v1_dot_transaction__service__pb2.WatchTransactionChangesRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_transaction__service__pb2.WatchTransactionChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +605,33 @@ class TransactionService:
             '/ledger.v1.TransactionService/ListTransactionChanges',
             ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesRequest.SerializeToString,
             ledger_dot_v1_dot_transaction__service__pb2.ListTransactionChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTransactionChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ledger.v1.TransactionService/WatchTransactionChanges',
+            ledger_dot_v1_dot_transaction__service__pb2.WatchTransactionChangesRequest.SerializeToString,
+            ledger_dot_v1_dot_transaction__service__pb2.WatchTransactionChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -115,6 +115,17 @@ class TransactionServiceStub:
     copying the ledger into another system: keep the resume_token of the last change
     applied with it.
     """
+    WatchTransactionChanges: _grpc.UnaryStreamMultiCallable[_transaction_service_pb2.WatchTransactionChangesRequest, _transaction_service_pb2.WatchTransactionChangesResponse]
+    """Follows the change feed as it grows (a server stream): first the changes after
+    page_token, as ListTransactionChanges pages them, then each new change moments
+    after its commit, until the call's deadline passes or the client cancels. Every
+    message carries at least one change. Made for a follower that must not poll: on
+    a commit of this server the stream wakes at once; commits of other server
+    processes on the same database are seen within --watch-poll-seconds. A stream
+    counts as a call in flight against --max-calls-per-tenant for as long as it is
+    open. When the server shuts down the stream ends with UNAVAILABLE (reason
+    SHUTTING_DOWN): call again with the next_page_token of the last message applied.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -202,6 +213,17 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     was written after the oldest write transaction still running, until it ends). For
     copying the ledger into another system: keep the resume_token of the last change
     applied with it.
+    """
+    WatchTransactionChanges: _aio.UnaryStreamMultiCallable[_transaction_service_pb2.WatchTransactionChangesRequest, _transaction_service_pb2.WatchTransactionChangesResponse]  # type: ignore[assignment]
+    """Follows the change feed as it grows (a server stream): first the changes after
+    page_token, as ListTransactionChanges pages them, then each new change moments
+    after its commit, until the call's deadline passes or the client cancels. Every
+    message carries at least one change. Made for a follower that must not poll: on
+    a commit of this server the stream wakes at once; commits of other server
+    processes on the same database are seen within --watch-poll-seconds. A stream
+    counts as a call in flight against --max-calls-per-tenant for as long as it is
+    open. When the server shuts down the stream ends with UNAVAILABLE (reason
+    SHUTTING_DOWN): call again with the next_page_token of the last message applied.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -353,6 +375,23 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         was written after the oldest write transaction still running, until it ends). For
         copying the ledger into another system: keep the resume_token of the last change
         applied with it.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTransactionChanges(
+        self,
+        request: _transaction_service_pb2.WatchTransactionChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_transaction_service_pb2.WatchTransactionChangesResponse], _abc.AsyncIterator[_transaction_service_pb2.WatchTransactionChangesResponse]]:
+        """Follows the change feed as it grows (a server stream): first the changes after
+        page_token, as ListTransactionChanges pages them, then each new change moments
+        after its commit, until the call's deadline passes or the client cancels. Every
+        message carries at least one change. Made for a follower that must not poll: on
+        a commit of this server the stream wakes at once; commits of other server
+        processes on the same database are seen within --watch-poll-seconds. A stream
+        counts as a call in flight against --max-calls-per-tenant for as long as it is
+        open. When the server shuts down the stream ends with UNAVAILABLE (reason
+        SHUTTING_DOWN): call again with the next_page_token of the last message applied.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

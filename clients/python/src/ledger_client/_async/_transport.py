@@ -23,6 +23,7 @@ __all__ = [
     "event_loop",
     "insecure_channel",
     "secure_channel",
+    "sleep",
 ]
 
 Channel: TypeAlias = grpc.aio.Channel
@@ -32,6 +33,7 @@ StreamUnary = grpc.aio.StreamUnaryMultiCallable
 Deferred = Awaitable
 insecure_channel = grpc.aio.insecure_channel
 secure_channel = grpc.aio.secure_channel
+sleep = asyncio.sleep
 EventLoop: TypeAlias = asyncio.AbstractEventLoop
 
 

@@ -10,6 +10,8 @@ grpc there), so that the two clients cannot drift apart. Edit this file, then ru
 from __future__ import annotations
 
 import datetime
+import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -53,7 +55,7 @@ from ..requests import (
     next_token,
     transaction_request,
 )
-from ..retry import RetryPolicy, check_timeout
+from ..retry import RetryPolicy, check_timeout, stream_retry_delay
 from ._transport import (
     Channel,
     Deferred,
@@ -65,6 +67,7 @@ from ._transport import (
     event_loop,
     insecure_channel,
     secure_channel,
+    sleep,
 )
 
 __all__ = ["AsyncLedgerClient"]
@@ -891,6 +894,47 @@ class AsyncLedgerClient:
             page_token,
             until_empty=True,
         )
+
+    async def watch_transaction_changes(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> AsyncIterator[transaction_service_pb2.TransactionChange]:
+        """Every change after ``page_token``, oldest first, and then each new change
+        moments after its commit, for as long as you iterate: one server stream
+        (WatchTransactionChanges), no polling. ``timeout``: seconds after which the
+        iteration fails with DEADLINE_EXCEEDED (None, the default: never). A stream
+        broken by a retryable error (UNAVAILABLE: the server restarting, a lost
+        connection) is opened again right after the last change handed out, with the
+        client's retry policy, whose attempts count again from 1 once a stream has
+        delivered changes: no change is skipped or repeated. Stop iterating (or close the
+        iterator) to end the stream."""
+        check_loop(self._loop)
+        if timeout is not None:
+            check_timeout(timeout)
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        token, failures = page_token, 0
+        while True:
+            request = transaction_service_pb2.WatchTransactionChangesRequest(
+                page_size=page_size, page_token=token
+            )
+            left = None if timeout is None else max(deadline - time.monotonic(), 0.0)
+            stream = self._transactions.WatchTransactionChanges(
+                request, timeout=left, metadata=self._metadata
+            )
+            try:
+                async for message in stream:
+                    failures = 0
+                    for change in message.changes:
+                        token = change.resume_token
+                        yield change
+                return  # the server ended the stream (it never does so on its own)
+            except grpc.RpcError as error:
+                failures += 1
+                delay = stream_retry_delay(error, self._policy, failures=failures, deadline=deadline)
+                if delay is None:
+                    raise LedgerError.from_rpc_error(error, attempts=failures) from error
+            finally:
+                stream.cancel()  # ends the call when the iteration stops early
+            await sleep(delay)
 
     # -- AdminService ------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ that one first), with the same names."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, TypeAlias, TypeVar
 
 import grpc
@@ -20,6 +21,7 @@ __all__ = [
     "event_loop",
     "insecure_channel",
     "secure_channel",
+    "sleep",
 ]
 
 _T = TypeVar("_T")
@@ -31,6 +33,7 @@ StreamUnary = grpc.StreamUnaryMultiCallable
 Deferred: TypeAlias = Annotated[_T, "returned, not awaited"]
 insecure_channel = grpc.insecure_channel
 secure_channel = grpc.secure_channel
+sleep = time.sleep
 #: A blocking client belongs to no event loop, and may be shared between threads.
 EventLoop: TypeAlias = object | None
 

@@ -1,0 +1,68 @@
+"""Where the open WatchTransactionChanges streams wait for the change feed to grow.
+
+A stream reads the feed, and when it is caught up waits here on the event loop (holding
+no thread) until this server commits again (the group-commit writers call `committed`,
+from their threads, after every commit), until the poll interval passes (the commits of
+other server processes on the same database announce nothing), or until the server
+shuts down. `committed` is on every commit's path: it counts, and schedules at most one
+wake-up on the loop at a time, and only while a stream waits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from ledger_server.api.aio_bridge import wait_on_loop
+from ledger_server.api.interceptor import ShuttingDown
+
+
+class ChangeWaiters:
+    def __init__(self, loop: asyncio.AbstractEventLoop, poll_seconds: float) -> None:
+        self._loop = loop
+        self._poll_seconds = poll_seconds
+        self._woken: asyncio.Event | None = None  # made on the loop, by the first wait
+        self._waiting = 0  # streams waiting now; changed on the loop only
+        self._wake_scheduled = False
+        self._closed = False
+        # Bumped by every commit: a stream reads it before it reads the feed, and does
+        # not wait if it moved since (the commit may have come after that read).
+        self.commits = 0
+
+    def committed(self) -> None:
+        """A commit of this server's writes has happened (any thread)."""
+        self.commits += 1  # two writers may bump it as one: it still moves
+        if self._waiting and not self._wake_scheduled:
+            self._wake_scheduled = True
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def close(self) -> None:
+        """The server is shutting down: every stream waiting, or about to, ends (any thread)."""
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def wait(self, seen: int) -> None:
+        """From a stream's behavior: return once a commit after `seen` (a value of
+        `commits`) has happened or the poll interval has passed; raise ShuttingDown (the
+        call's UNAVAILABLE) when the server is shutting down. Waits on the event loop."""
+        wait_on_loop(self._wait(seen), self._loop)
+
+    async def _wait(self, seen: int) -> None:
+        # Counted as waiting before `commits` is compared: a commit either sees this
+        # waiter (and wakes it) or has bumped `commits` before the comparison.
+        self._waiting += 1
+        try:
+            if self._woken is None:
+                self._woken = asyncio.Event()
+            if self.commits == seen and not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self._poll_seconds)
+        finally:
+            self._waiting -= 1
+        if self._closed:
+            raise ShuttingDown
+
+    def _wake(self) -> None:
+        self._wake_scheduled = False  # first: a commit from now on schedules a wake of its own
+        woken, self._woken = self._woken, asyncio.Event()
+        if woken is not None:
+            woken.set()  # wakes the streams waiting on it; later ones wait on the new event
