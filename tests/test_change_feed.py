@@ -51,7 +51,7 @@ def whole_feed(
     """Every change after `token`, page by page, and the token to continue after them."""
     out: list[Seen] = []
     while True:
-        page, token = ledger.list_transaction_changes(tenant, page_size, token)
+        page, token, _ = ledger.list_transaction_changes(tenant, page_size, token)
         out += [seen(c) for c, _ in page]
         if not page:
             return out, token
@@ -93,14 +93,16 @@ def test_every_change_resumes_the_feed_after_itself(book: Ledger) -> None:
     account = open_account(book)
     for amount in range(1, 6):
         credit(book, account, amount)
-    page, after_page = book.list_transaction_changes(T, 10, "")
+    page, after_page, caught_up = book.list_transaction_changes(T, 10, "")
     assert [c.transaction.amount for c, _ in page] == [1, 2, 3, 4, 5]
     for i, (_, token) in enumerate(page):
         rest, _ = whole_feed(book, token=token, page_size=2)
         assert [s[0] for s in rest] == [c.transaction.id for c, _ in page[i + 1 :]]
     assert after_page == page[-1][1]
+    assert caught_up  # five changes, a page of ten: nothing after it yet
+    assert not book.list_transaction_changes(T, 2, "").caught_up
     # Caught up: an empty page, and a token that still continues from there.
-    empty, same = book.list_transaction_changes(T, 10, after_page)
+    empty, same, _ = book.list_transaction_changes(T, 10, after_page)
     assert empty == [] and book.list_transaction_changes(T, 10, same)[0] == []
     late = credit(book, account, 6)
     assert [s[0] for s in whole_feed(book, token=same)[0]] == [late.id]
@@ -168,7 +170,7 @@ def test_postgres_never_skips_a_change_committed_after_a_later_numbered_one(
         "UPDATE transactions SET refunded_amount = 1, status = 'refunded' WHERE id = %s", (first.id,)
     )
     late = credit(book, open_account(book), 2)
-    page, token = book.list_transaction_changes(T, 10, "")
+    page, token, _ = book.list_transaction_changes(T, 10, "")
     # The horizon stops before the open writer: the later posting waits with it.
     assert [c.transaction.id for c, _ in page] == [first.id]
     open_writer.commit()

@@ -168,7 +168,7 @@ def test_transactions_from_before_0009_open_the_change_feed(database_url: str, t
         try:
             ledger = Ledger(store)
             later = ledger.post_transaction("default", NewTransaction(account.id, Direction.DEBIT, 5, "USD"))
-            changes, _ = ledger.list_transaction_changes("default", 10, "")
+            changes = ledger.list_transaction_changes("default", 10, "").changes
             assert [(c.transaction, c.created) for c, _ in changes] == [
                 (posted[0], True),
                 (posted[1], True),

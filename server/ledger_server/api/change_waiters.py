@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from ledger_server.api.aio_bridge import wait_on_loop
 from ledger_server.api.interceptor import ShuttingDown
+
+# A caught-up stream reads the feed again at most this often: under a steady flow of
+# commits each read then brings what was committed meanwhile, not one commit's changes,
+# which cut what watches cost the writes (docs/performance.md).
+MIN_READ_SECONDS = 0.02
 
 
 class ChangeWaiters:
@@ -40,13 +46,15 @@ class ChangeWaiters:
         self._closed = True
         self._loop.call_soon_threadsafe(self._wake)
 
-    def wait(self, seen: int) -> None:
+    def wait(self, seen: int, read_at: float) -> None:
         """From a stream's behavior: return once a commit after `seen` (a value of
-        `commits`) has happened or the poll interval has passed; raise ShuttingDown (the
-        call's UNAVAILABLE) when the server is shutting down. Waits on the event loop."""
-        wait_on_loop(self._wait(seen), self._loop)
+        `commits`) has happened or the poll interval has passed, and no sooner than
+        MIN_READ_SECONDS after `read_at` (time.monotonic() of the stream's last read);
+        raise ShuttingDown (the call's UNAVAILABLE) when the server is shutting down.
+        Waits on the event loop."""
+        wait_on_loop(self._wait(seen, read_at), self._loop)
 
-    async def _wait(self, seen: int) -> None:
+    async def _wait(self, seen: int, read_at: float) -> None:
         # Counted as waiting before `commits` is compared: a commit either sees this
         # waiter (and wakes it) or has bumped `commits` before the comparison.
         self._waiting += 1
@@ -58,6 +66,8 @@ class ChangeWaiters:
                     await asyncio.wait_for(self._woken.wait(), self._poll_seconds)
         finally:
             self._waiting -= 1
+        if not self._closed and (early := read_at + MIN_READ_SECONDS - time.monotonic()) > 0:
+            await asyncio.sleep(early)
         if self._closed:
             raise ShuttingDown
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 
 import grpc
@@ -414,10 +415,10 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
     def ListTransactionChanges(
         self, request: pb.ListTransactionChangesRequest, context: grpc.ServicerContext
     ) -> pb.ListTransactionChangesResponse:
-        changes, token = self._ledger.list_transaction_changes(
-            tenant_of_call(), request.page_size, request.page_token
+        page = self._ledger.list_transaction_changes(tenant_of_call(), request.page_size, request.page_token)
+        return pb.ListTransactionChangesResponse(
+            changes=_changes_pb(page.changes), next_page_token=page.next_token
         )
-        return pb.ListTransactionChangesResponse(changes=_changes_pb(changes), next_page_token=token)
 
     def WatchTransactionChanges(
         self, request: pb.WatchTransactionChangesRequest, context: grpc.ServicerContext
@@ -426,9 +427,12 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         waiting for this server's next commit (or the poll interval) before reading again."""
         tenant, token = tenant_of_call(), request.page_token
         while True:
-            seen = self._waiters.commits  # before the read: a commit after it is not missed
-            changes, token = self._ledger.list_transaction_changes(tenant, request.page_size, token)
-            if changes:
-                yield pb.WatchTransactionChangesResponse(changes=_changes_pb(changes), next_page_token=token)
-            else:
-                self._waiters.wait(seen)
+            seen, read_at = self._waiters.commits, time.monotonic()  # a commit after it is not missed
+            page = self._ledger.list_transaction_changes(tenant, request.page_size, token)
+            token = page.next_token
+            if page.changes:
+                yield pb.WatchTransactionChangesResponse(
+                    changes=_changes_pb(page.changes), next_page_token=token
+                )
+            if page.caught_up:
+                self._waiters.wait(seen, read_at)

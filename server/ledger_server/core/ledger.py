@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Generic, TypeVar, cast
+from typing import Generic, NamedTuple, TypeVar, cast
 
 from ledger_server.core import account_changes, audit, views
 from ledger_server.core import operations as ops
@@ -101,6 +101,14 @@ class ExpiryReport:
     lots_expired: int = 0
     holds_voided: int = 0
     failed: int = 0  # accounts whose sweep was refused (see VerifyLedger)
+
+
+class ChangesPage(NamedTuple):
+    """A page of the change feed: each change with the token that resumes after it."""
+
+    changes: list[tuple[TransactionChange, str]]
+    next_token: str  # continues after the page
+    caught_up: bool  # no change after the page yet: a follower may wait for a commit
 
 
 class Ledger:
@@ -640,9 +648,7 @@ class Ledger:
             page = r.list_transactions(tenant_id, flt, before, limit, now)
         return [views.transaction_now(t, now) for t in page.items], self._next_token(query, page.next_cursor)
 
-    def list_transaction_changes(
-        self, tenant_id: str, page_size: int, page_token: str
-    ) -> tuple[list[tuple[TransactionChange, str]], str]:
+    def list_transaction_changes(self, tenant_id: str, page_size: int, page_token: str) -> ChangesPage:
         """A page of the tenant's change feed after `page_token` (empty: from its start),
         each change with the token that resumes after it, and the token that continues
         after the page: never empty, as the feed has no end (an empty page means caught up
@@ -657,7 +663,8 @@ class Ledger:
         with self._store.reading() as r:
             page = r.list_transaction_changes(tenant_id, after, limit)
         changes = [(c, self._tokens.encode(query, c.seq)) for c in page.items]
-        return changes, changes[-1][1] if changes else self._tokens.encode(query, after)
+        next_token = changes[-1][1] if changes else self._tokens.encode(query, after)
+        return ChangesPage(changes, next_token, caught_up=page.next_cursor is None)
 
     # -- plumbing ---------------------------------------------------------------------
 
