@@ -170,6 +170,21 @@ def test_a_watch_sees_its_own_tenants_changes_only(address: str, token: str, adm
     watcher.end()
 
 
+def test_a_watch_sends_nothing_once_its_token_is_revoked(address: str, token: str, admin: Admin) -> None:
+    record, secret = admin.create_token("acme", "follower", ["transactions:read"])
+    with LedgerClient(address, token=token) as writer, LedgerClient(address, token=secret) as follower:
+        account = writer.create_account(currency="USD").name
+        writer.credit(account, 1, "USD")
+        watcher = Watcher(follower)
+        assert [c.transaction.amount for c in watcher.take(1)] == [1]
+        admin.revoke_token(record.id)
+        writer.credit(account, 2, "USD")  # committed: the stream wakes, and ends unsent
+        with pytest.raises(LedgerError) as ended:
+            watcher.take(1)
+    assert (ended.value.code, ended.value.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+    watcher.end()
+
+
 @pytest.mark.parametrize(
     ("options", "field"), [({"page_size": -1}, "page_size"), ({"page_token": "zz"}, "page_token")]
 )

@@ -116,8 +116,13 @@ class CallInterceptor:
             return handler._replace(unary_unary=_unary(around, handler.unary_unary))
         if handler.stream_unary:
             return handler._replace(stream_unary=_unary(around, handler.stream_unary))
+
+        def still_authorized(context: grpc.ServicerContext) -> None:
+            if scope is not None:
+                require_scope(self._caller_of(context), scope)
+
         if handler.unary_stream:
-            return handler._replace(unary_stream=_streamed(around, handler.unary_stream))
+            return handler._replace(unary_stream=_streamed(around, handler.unary_stream, still_authorized))
         raise TypeError(f"{method}: streams of requests and responses are not wrapped")
 
     @contextmanager
@@ -127,8 +132,7 @@ class CallInterceptor:
             return
         if self._draining:
             raise ShuttingDown
-        header = dict(context.invocation_metadata()).get("authorization")
-        caller = self._authenticator.authenticate(header if isinstance(header, str) else None, blocking)
+        caller = self._caller_of(context)
         call.caller = caller  # logged even if refused for its scope: who tried matters
         require_scope(caller, scope)
         limit = self._tenant_limit
@@ -141,6 +145,10 @@ class CallInterceptor:
             reset_caller(token)
             if limit is not None:
                 limit.give_back(caller.tenant_id)
+
+    def _caller_of(self, context: grpc.ServicerContext) -> Caller:
+        header = dict(context.invocation_metadata()).get("authorization")
+        return self._authenticator.authenticate(header if isinstance(header, str) else None, blocking)
 
 
 Around = Callable[[grpc.ServicerContext], AbstractContextManager["_Call"]]
@@ -167,12 +175,17 @@ def _unary(around: Around, behavior: Behavior) -> Behavior:
     return call
 
 
-def _streamed(around: Around, behavior: Behavior) -> Behavior:
-    """A stream of responses: the call (its caller, its log line) lasts as long as it."""
+def _streamed(
+    around: Around, behavior: Behavior, still_authorized: Callable[[grpc.ServicerContext], None]
+) -> Behavior:
+    """A stream of responses: the call (its caller, its log line) lasts as long as it, and
+    its token is checked again before each message, so that a stream opened before the
+    token was revoked or expired sends nothing after (within the token cache's time)."""
 
     def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with around(context) as logged:
             for response in behavior(request, context):
+                still_authorized(context)
                 logged.messages += 1
                 yield response
 

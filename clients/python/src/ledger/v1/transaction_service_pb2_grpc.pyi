@@ -123,7 +123,8 @@ class TransactionServiceStub:
     a commit of this server the stream wakes at once; commits of other server
     processes on the same database are seen within --watch-poll-seconds. A stream
     counts as a call in flight against --max-calls-per-tenant for as long as it is
-    open. When the server shuts down the stream ends with UNAVAILABLE (reason
+    open; a token revoked or expired meanwhile ends it (UNAUTHENTICATED) before its
+    next message. When the server shuts down the stream ends with UNAVAILABLE (reason
     SHUTTING_DOWN): call again with the next_page_token of the last message applied.
     """
 
@@ -222,7 +223,8 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     a commit of this server the stream wakes at once; commits of other server
     processes on the same database are seen within --watch-poll-seconds. A stream
     counts as a call in flight against --max-calls-per-tenant for as long as it is
-    open. When the server shuts down the stream ends with UNAVAILABLE (reason
+    open; a token revoked or expired meanwhile ends it (UNAUTHENTICATED) before its
+    next message. When the server shuts down the stream ends with UNAVAILABLE (reason
     SHUTTING_DOWN): call again with the next_page_token of the last message applied.
     """
 
@@ -390,7 +392,8 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         a commit of this server the stream wakes at once; commits of other server
         processes on the same database are seen within --watch-poll-seconds. A stream
         counts as a call in flight against --max-calls-per-tenant for as long as it is
-        open. When the server shuts down the stream ends with UNAVAILABLE (reason
+        open; a token revoked or expired meanwhile ends it (UNAUTHENTICATED) before its
+        next message. When the server shuts down the stream ends with UNAVAILABLE (reason
         SHUTTING_DOWN): call again with the next_page_token of the last message applied.
         """
 
