@@ -10,10 +10,9 @@ response (unary or client-streaming requests), or of a generator of responses to
 request, into one of coroutines with the same (de)serializers; other streams (health
 Watch, reflection) are served by asyncio-native servicers instead. Each call runs in a
 fresh contextvars.Context, so the context variables it sets (the caller, the deadline)
-never leak into other calls. The behaviors get a
-`SyncContext`, a grpc.ServicerContext for a worker thread: codes, details, trailing
-metadata and aborts are recorded there and applied to the grpc.aio context on the loop
-once the behavior has returned.
+never leak into other calls. The behaviors get a `SyncContext`, a grpc.ServicerContext
+for a worker thread: codes, details, trailing metadata and aborts are recorded there and
+applied to the grpc.aio context on the loop once the behavior has returned.
 
 One event loop serves every LedgerServer of the process (`shared_loop`): grpc.aio anchors
 its completion queue to the loop it first runs on, so that loop must outlive them all. It
