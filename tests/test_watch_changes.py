@@ -160,14 +160,17 @@ def test_a_watch_sees_its_own_tenants_changes_only(address: str, token: str, adm
     admin.create_tenant("globex", "Globex")
     other = admin.create_token("globex", "globex-admin", [ADMIN])[1]
     with LedgerClient(address, token=token) as acme, LedgerClient(address, token=other) as globex:
-        watcher = Watcher(globex)
         acme.credit(acme.create_account(currency="USD").name, 7, "USD")
+        acmes = Watcher(acme)  # from the start of acme's feed: its first page is kept to share
+        assert [c.transaction.amount for c in acmes.take(1)] == [7]
+        watcher = Watcher(globex)  # from the start of globex's feed, the same (empty) token
         theirs = globex.create_account(currency="USD").name
         globex.credit(theirs, 9, "USD")
         (change,) = watcher.take(1)
         assert (change.transaction.account, change.transaction.amount) == (theirs, 9)
-        assert watcher.nothing_more()
+        assert watcher.nothing_more() and acmes.nothing_more()
     watcher.end()
+    acmes.end()
 
 
 def test_a_watch_sends_nothing_once_its_token_is_revoked(address: str, token: str, admin: Admin) -> None:

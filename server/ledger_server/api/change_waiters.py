@@ -1,4 +1,5 @@
-"""Where the open WatchTransactionChanges streams wait for the change feed to grow.
+"""Where the open WatchTransactionChanges streams wait for the change feed to grow, and
+the pages they share.
 
 A stream reads the feed, and when it is caught up waits here on the event loop (holding
 no thread) until this server commits again (the group-commit writers call `committed`,
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
+from typing import Any, NamedTuple
 
 from ledger_server.api.aio_bridge import wait_on_loop
 from ledger_server.api.interceptor import ShuttingDown
@@ -76,3 +79,36 @@ class ChangeWaiters:
         woken, self._woken = self._woken, asyncio.Event()
         if woken is not None:
             woken.set()  # wakes the streams waiting on it; later ones wait on the new event
+
+
+class SharedPage(NamedTuple):
+    response: Any  # the WatchTransactionChangesResponse, converted once
+    seen: int  # ChangeWaiters.commits before it was read
+    read_at: float  # time.monotonic() before it was read
+    caught_up: bool  # nothing after it when it was read
+
+
+class SharedPages:
+    """The watches' recent pages that hold changes, by where they start (tenant, page
+    token, page size): watches at the same place in the feed (those one commit woke
+    together) send the page one of them read and converted, rather than each doing both.
+    An older page is still right to send: the feed never places a change before a token
+    it has handed out, so a page read from a token is a prefix of any later read from it;
+    its `seen` makes the watch read again at once if commits came since. Used on the event
+    loop only (watches run there), so without a lock."""
+
+    SIZE = 256  # ~ the number of places in the feed watches are at, at once
+
+    def __init__(self) -> None:
+        self._pages: OrderedDict[tuple[str, str, int], SharedPage] = OrderedDict()
+
+    def get(self, key: tuple[str, str, int]) -> SharedPage | None:
+        page = self._pages.get(key)
+        if page is not None:
+            self._pages.move_to_end(key)
+        return page
+
+    def keep(self, key: tuple[str, str, int], page: SharedPage) -> None:
+        self._pages[key] = page
+        if len(self._pages) > self.SIZE:
+            self._pages.popitem(last=False)

@@ -10,7 +10,7 @@ from ledger.v1 import transaction_pb2, transaction_service_pb2_grpc
 from ledger.v1 import transaction_service_pb2 as pb
 
 from ledger_server.api.caller import current_caller, tenant_of_call
-from ledger_server.api.change_waiters import ChangeWaiters
+from ledger_server.api.change_waiters import ChangeWaiters, SharedPage, SharedPages
 from ledger_server.api.convert import (
     CREATABLE_TYPES,
     parse_creatable_type,
@@ -239,6 +239,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         `max_reply_bytes`: the server's message size limit, which a reply must fit."""
         self._ledger = ledger
         self._waiters = change_waiters
+        self._shared = SharedPages()  # the watches'
         self._max_reply_bytes = max_reply_bytes
 
     def CreateTransaction(
@@ -427,12 +428,19 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         waiting for this server's next commit (or the poll interval) before reading again."""
         tenant, token = tenant_of_call(), request.page_token
         while True:
-            seen, read_at = self._waiters.commits, time.monotonic()  # a commit after it is not missed
-            page = self._ledger.list_transaction_changes(tenant, request.page_size, token)
-            token = page.next_token
-            if page.changes:
-                yield pb.WatchTransactionChangesResponse(
-                    changes=_changes_pb(page.changes), next_page_token=token
+            place = (tenant, token, request.page_size)
+            page = self._shared.get(place)
+            if page is None:
+                seen, read_at = self._waiters.commits, time.monotonic()  # a commit after it is not missed
+                read = self._ledger.list_transaction_changes(tenant, request.page_size, token)
+                response = pb.WatchTransactionChangesResponse(
+                    changes=_changes_pb(read.changes), next_page_token=read.next_token
                 )
+                page = SharedPage(response, seen, read_at, read.caught_up)
+                if read.changes:  # an empty page is cheap to read, and must not be taken for news
+                    self._shared.keep(place, page)
+            token = page.response.next_page_token
+            if page.response.changes:
+                yield page.response
             if page.caught_up:
-                self._waiters.wait(seen, read_at)
+                self._waiters.wait(page.seen, page.read_at)
