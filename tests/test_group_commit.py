@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -146,6 +147,24 @@ def test_commit_listeners_hear_of_each_commit_and_of_no_refused_lone_unit(store:
     remove()
     store.write("key", tenant("t2"))
     assert len(heard) == 1
+
+
+def test_a_failing_commit_listener_leaves_the_writer_committing(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    store.on_commit(broken)
+
+    def bounded_write(name: str) -> str:  # a writer killed by the listener would never answer
+        done: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: done.put(store.write("key", tenant(name))), daemon=True).start()
+        return done.get(timeout=30)
+
+    assert [bounded_write("t1"), bounded_write("t2")] == ["t1", "t2"]
+    assert {"t1", "t2"} <= tenants(store)
+    assert [r.message for r in caplog.records].count("a commit listener failed") == 2
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ core translated (failures.py)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from ledger_server.store.sql_unit import SqlUnit
 READ_SETTINGS = {"enable_bitmapscan": "off"}
 
 T = TypeVar("T")
+log = logging.getLogger("ledger.store")
 # Postgres: the reads of the event loop's calls at once, each on a connection the loop
 # keeps from read to read (fewer than the read pool's connections).
 LOOP_READERS = 8
@@ -240,7 +242,10 @@ class SqlStore:
 
     def _tell_listeners(self) -> None:
         for listener in self._commit_listeners:
-            listener()
+            try:
+                listener()
+            except Exception:  # the writer must go on committing whatever a listener does
+                log.exception("a commit listener failed")
 
     def queued_writes(self) -> int:
         return 0 if self._committer is None else self._committer.queued()
