@@ -12,14 +12,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
 import psycopg
 import pytest
+from grpc_status import rpc_status
 from sqlalchemy import Engine, text
 
 from ledger_server.api.server import LedgerServer
@@ -280,3 +282,19 @@ def holding_account_lock(database_url: str, account_id: str) -> Iterator[None]:
         with psycopg.connect(database_url.replace("+psycopg", "")) as pg, pg.transaction():
             pg.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
             yield
+
+
+_T = TypeVar("_T")
+
+
+def until_our_deadline(stream: Iterable[_T]) -> list[_T]:
+    """What a stream that stays open (a watch) sent until the caller's own deadline ended
+    it; an error the server ended it with (one with google.rpc details) is raised."""
+    received = []
+    try:
+        for message in stream:
+            received.append(message)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED or rpc_status.from_call(err) is not None:
+            raise
+    return received

@@ -29,6 +29,7 @@ from ledger_server.core.auth import ADMIN, SCOPES, Authenticator, hash_secret
 from ledger_server.core.model import TokenRecord
 from ledger_server.store.schema import metadata
 from ledger_server.store.sql_store import SqlStore
+from tests.support import until_our_deadline
 
 METHODS: list[MethodDescriptor] = [
     method
@@ -163,22 +164,13 @@ def call(
                 )
             if method.server_streaming:
                 stream = channel.unary_stream(path, **serializers)(request, timeout=1, metadata=headers)
-                return _watched(stream, response_cls())
+                seen = response_cls()  # what the watch sent in its first second, as one message
+                for message in until_our_deadline(stream):
+                    seen.MergeFrom(message)
+                return seen
             return channel.unary_unary(path, **serializers)(request, timeout=10, metadata=headers)
         except grpc.RpcError as err:
             return err
-
-
-def _watched(stream: Any, seen: Any) -> Any:
-    """What a watch (a stream that stays open) sent in its first second, merged into
-    `seen`; an error that ended it sooner is raised."""
-    try:
-        for message in stream:
-            seen.MergeFrom(message)
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise
-    return seen
 
 
 def reason_of(err: grpc.RpcError) -> tuple[str, dict[str, str]]:

@@ -56,7 +56,7 @@ from sqlalchemy import Engine, MetaData, Table, select, update
 from ledger_server.api.errors import CODES
 from ledger_server.api.server import LEDGER_SERVICES, LedgerServer
 from ledger_server.store.schema import accounts
-from tests.support import invariant_violations
+from tests.support import invariant_violations, until_our_deadline
 
 CHAOS = "LEDGER_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "25"))
@@ -201,13 +201,7 @@ def invoke(channel: grpc.Channel, method: MethodDescriptor, request: Message, me
             responses = [response]
         elif not method.client_streaming:
             call = channel.unary_stream(path, **kwargs)(request, metadata=metadata, timeout=WATCH_SECONDS)
-            responses = []
-            try:
-                responses.extend(call)
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED or rpc_status.from_call(err) is not None:
-                    raise
-                return Outcome(grpc.StatusCode.OK, "", responses)  # a watch, open until our deadline
+            return Outcome(grpc.StatusCode.OK, "", until_our_deadline(call))  # a watch: open until then
         elif not method.server_streaming:
             response, call = channel.stream_unary(path, **kwargs).with_call(
                 iter([request]), metadata=metadata, timeout=CALL_TIMEOUT
