@@ -114,8 +114,8 @@ OPTIONS = [
         "LEDGER_WATCH_POLL_SECONDS",
         "1",
         float,
-        "how often an open WatchTransactionChanges stream reads the feed with no commit of this server "
-        "to wake it: what other processes' commits wait at most",
+        "how often an open WatchTransactionChanges stream reads the feed with nothing to wake it: what "
+        "other processes' commits wait at most on SQLite (Postgres announces them)",
     ),
     Option("--tls-cert", "LEDGER_TLS_CERT", "", str, "PEM certificate chain: serve TLS instead of plaintext"),
     Option("--tls-key", "LEDGER_TLS_KEY", "", str, "PEM private key of --tls-cert"),

@@ -2,11 +2,12 @@
 the pages they share.
 
 A stream reads the feed, and when it is caught up waits here on the event loop (holding
-no thread) until this server commits again (the group-commit writers call `committed`,
-from their threads, after every commit), until the poll interval passes (the commits of
-other server processes on the same database announce nothing), or until the server
-shuts down. `committed` is on every commit's path: it counts, and schedules at most one
-wake-up on the loop at a time, and only while a stream waits."""
+no thread) until a commit (`committed`, called from any thread: by this server's
+group-commit writers after every commit, and on Postgres by the thread that hears other
+processes announce theirs, store/commit_notices.py), until the poll interval passes (on
+SQLite other processes' commits announce nothing), or until the server shuts down.
+`committed` is on every commit's path: it counts, and schedules at most one wake-up on
+the loop at a time, and only while a stream waits."""
 
 from __future__ import annotations
 

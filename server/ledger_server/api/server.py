@@ -6,8 +6,9 @@ It is a grpc.aio server on the process's event loop thread (api/aio_bridge.py): 
 reads every request, and a call's synchronous behavior runs only once its request has
 arrived, so calls that never send theirs hold nothing: in one of --workers threads, or
 on the loop itself (call_greenlet.py): the short methods and the watches (on_loop). The
-public API stays synchronous. Open watches wait for this server's commits in
-ChangeWaiters (api/change_waiters.py), which the shutdown ends first."""
+public API stays synchronous. Open watches wait for commits (this server's, and on
+Postgres other processes' too: store/commit_notices.py) in ChangeWaiters
+(api/change_waiters.py), which the shutdown ends first."""
 
 from __future__ import annotations
 

@@ -425,7 +425,7 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
         self, request: pb.WatchTransactionChangesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchTransactionChangesResponse]:
         """The feed read page by page, as ListTransactionChanges reads it; once caught up,
-        waiting for this server's next commit (or the poll interval) before reading again.
+        waiting for the next commit (or the poll interval) before reading again.
         Watches at the same place in the feed send the page the first of them read."""
         tenant, token = tenant_of_call(), request.page_token
         while True:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, text
 from ledger_server.call_greenlet import await_, blocking, in_call_greenlet
 from ledger_server.core.deadline import current_deadline
 from ledger_server.store.checkpointer import Checkpointer
+from ledger_server.store.commit_notices import Announcer, Listener, new_origin
 from ledger_server.store.engine import WRITE, make_engine, sqlite_file
 from ledger_server.store.failures import bound_reads, translate, translated
 from ledger_server.store.group_commit import CommitStats, GroupCommitter
@@ -66,6 +67,11 @@ class SqlStore:
         self._lock = threading.Lock()
         # Replaced, never changed in place: the writers iterate it without the lock.
         self._commit_listeners: tuple[Callable[[], None], ...] = ()
+        # Postgres: this store's commits announced to other processes, and theirs heard
+        # (commit_notices.py); started by the first write and the first on_commit().
+        self._origin = new_origin()
+        self._announcer: Announcer | None = None
+        self._listener: Listener | None = None
 
     def _refuse_on_the_loop(self, waits: bool) -> None:
         """A call greenlet runs on the event loop: a statement there that waits (on the
@@ -213,6 +219,9 @@ class SqlStore:
                         # their first statement: one round trip fewer per batch.
                         engine = make_engine(_url_of(self.engine), pool_size=self._writers, autocommit=True)
                         self._write_engine, begins = engine, True
+                        self._announcer = Announcer(
+                            _conninfo_of(self.engine), self._origin, self._listener_pid
+                        )
                     self._committer = GroupCommitter(
                         engine,
                         lambda conn: SqlUnit(conn, self.counter_shards, begins=begins),
@@ -223,22 +232,34 @@ class SqlStore:
                         # transaction, on a lock: they may run on the event loop.
                         units_on_loop=self.engine.dialect.name == "sqlite",
                         checkpointer=self._checkpointer,
-                        on_commit=self._tell_listeners,
+                        on_commit=self._after_commit,
                     )
         return self._committer
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """`listener()` runs after each commit of write() and write_many() units, in the
-        committing writer's thread, so it must be quick and never block. Returns what
-        removes it."""
+        committing writer's thread, and on Postgres also when another process announces
+        commits of its own (in the thread that hears it), so it must be quick and never
+        block. Returns what removes it."""
         with self._lock:
             self._commit_listeners = (*self._commit_listeners, listener)
+            if self.engine.dialect.name == "postgresql" and self._listener is None:
+                self._listener = Listener(_conninfo_of(self.engine), self._origin, self._tell_listeners)
 
         def remove() -> None:
             with self._lock:
                 self._commit_listeners = tuple(x for x in self._commit_listeners if x is not listener)
 
         return remove
+
+    def _listener_pid(self) -> int | None:
+        listener = self._listener
+        return None if listener is None else listener.backend_pid
+
+    def _after_commit(self) -> None:
+        if self._announcer is not None:
+            self._announcer.committed()
+        self._tell_listeners()
 
     def _tell_listeners(self) -> None:
         for listener in self._commit_listeners:
@@ -277,6 +298,12 @@ class SqlStore:
             if self._checkpointer is not None:
                 self._checkpointer.close()
                 self._checkpointer = None
+            if self._announcer is not None:  # after the writers: their last commits announced
+                self._announcer.close()
+                self._announcer = None
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             if self._probe is not None:
                 self._probe.dispose()
                 self._probe = None
@@ -292,3 +319,8 @@ class SqlStore:
 
 def _url_of(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
+
+
+def _conninfo_of(engine: Engine) -> str:
+    """The Postgres engine's database as libpq names it (psycopg.connect's)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
