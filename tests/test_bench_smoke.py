@@ -1,5 +1,6 @@
-"""`make bench` and `python -m bench.threads` smoke tests: each runs for about a second per
-point on SQLite and reports. They check that figures are reported, never how fast they
+"""`make bench`, `python -m bench.threads`, `bench.instructions` and `bench.watch_lag`
+smoke tests: each runs for about a second per point (on SQLite, but bench.watch_lag's on
+Postgres) and reports. They check that figures are reported, never how fast they
 are (no timed assertions)."""
 
 from __future__ import annotations
@@ -134,3 +135,15 @@ def test_instruction_count_covers_the_calls_window() -> None:
     )
     assert found, run.stdout
     assert int(found.group(1).replace(",", "")) > 100_000
+
+
+def test_watch_lag_reports_the_lag_of_each_writing_server(pg_url: str) -> None:
+    """`python -m bench.watch_lag` makes a few calls on each of two Postgres servers and
+    reports how soon a watch on the first saw their changes."""
+    maintenance = pg_url.replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    run = run_module("bench.watch_lag", "--calls", "6", "--pg-url", maintenance)
+    assert run.returncode == 0, run.stderr
+    for writer in ("watched server", "other server"):
+        assert re.search(
+            rf"{writer}: 3 changes +p50 +[\d.]+ ms +p90 +[\d.]+ ms +p99 +[\d.]+ ms", run.stdout
+        ), run.stdout
