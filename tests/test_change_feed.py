@@ -314,3 +314,39 @@ def assert_followed_every_change_once(
             if name in (t.account, t.counterparty_account)
         ]
         assert balances[-1] == client.get_account(name).balance.posted
+
+
+def test_start_at_end_skips_the_history_and_continues_with_what_comes_next(book: Ledger) -> None:
+    from_empty = book.list_transaction_changes(T, 10, "", start_at_end=True)  # a feed with nothing yet
+    account = open_account(book)
+    paid = credit(book, account, 1)
+    assert from_empty.changes == []
+    assert whole_feed(book, token=from_empty.next_token)[0] == [
+        (paid.id, True, TransactionStatus.POSTED, 0, 0)
+    ]
+    at_end = book.list_transaction_changes(T, 10, "", start_at_end=True)
+    assert (at_end.changes, at_end.caught_up) == ([], True)
+    spent = debit(book, account, 1)
+    assert whole_feed(book, token=at_end.next_token)[0] == [(spent.id, True, TransactionStatus.POSTED, 0, 0)]
+
+
+def test_start_at_end_with_a_page_token_is_refused(book: Ledger) -> None:
+    credit(book, open_account(book), 1)
+    _, token, _ = book.list_transaction_changes(T, 1, "")
+    with pytest.raises(LedgerError) as refused:
+        book.list_transaction_changes(T, 1, token, start_at_end=True)
+    assert refused.value.category.name == "INVALID_ARGUMENT"
+    assert [v.field for v in refused.value.violations] == ["page_token"]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_postgres_start_at_end_stops_before_a_writer_still_open(
+    book: Ledger, open_writer: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    account = open_account(book)
+    open_writer.execute("SELECT pg_current_xact_id()")  # a writer begun, not yet committed
+    later = credit(book, account, 1)  # committed, but placed after the open writer's id
+    end = book.list_transaction_changes(T, 10, "", start_at_end=True)
+    open_writer.rollback()
+    # The end stops before the open writer: what comes after it is still to be read.
+    assert whole_feed(book, token=end.next_token)[0] == [(later.id, True, TransactionStatus.POSTED, 0, 0)]

@@ -394,6 +394,7 @@ KEPT_INDEXES = {
     "lot_uses": "pk_lot_uses",
     "balance_at_time": "ix_entries_account_id_created_at_seq",
     "date_balance_before": "ix_entries_account_id_posting_date_seq",
+    "transaction_changes_end": "ix_transaction_changes_tenant_id_xid_seq",
 }
 
 
@@ -424,6 +425,7 @@ def test_hot_statements_keep_their_indexes_as_the_tables_grow(
         "lot_uses": {"transaction_id": txn.id},
         "balance_at_time": {"account_id": a.id, "at": int(now.timestamp() * 1e6)},
         "date_balance_before": {"account_id": a.id, "posting_date": now.date()},
+        "transaction_changes_end": {"tenant_id": DEFAULT_TENANT},
     }
     feed_place = "SELECT ledger_feed_place(%(ids)s::varchar[])"
     statements = {name: sql("postgresql", name) for name in KEPT_INDEXES} | {"ledger_feed_place": feed_place}

@@ -75,6 +75,7 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
         "ListAccountUpdates",
         "BatchCreateTransactions",
         "ListTransactionChanges",
+        "ListTransactionChanges",  # with start_at_end
     ]
     ids: dict[str, str] = {}  # placeholder -> id, filled from replies as the walkthrough goes
 
@@ -163,6 +164,13 @@ def test_grpcurl_walkthrough_runs(server: LedgerServer, token: str) -> None:
                 300,
             ),
         ]
+        after_end = invoke(  # from the end token: the walkthrough has made nothing since
+            channel,
+            "ledger.v1.TransactionService/ListTransactionChanges",
+            f'{{"page_token": "{replies[21].next_page_token}"}}',
+            calls[0][2],
+        )
+        assert (list(replies[21].changes), list(after_end.changes)) == ([], [])
         account = invoke(
             channel,
             "ledger.v1.AccountService/GetAccount",

@@ -268,3 +268,21 @@ def test_a_watch_while_many_write_sees_every_change_once_in_account_order(
         assert watcher.nothing_more()
         assert_followed_every_change_once(client, engine, accounts, followed)
     watcher.end()
+
+
+def test_a_watch_from_the_end_sends_only_what_is_committed_after_it_began(
+    address: str, token: str, make_client: ClientFactory
+) -> None:
+    with make_client(address, token=token) as client:
+        account = client.create_account(currency="USD").name
+        client.credit(account, 1, "USD")
+        watcher = Watcher(client, start_at_end=True)
+        amount = 2
+        while watcher.nothing_more():  # commits until the watch, begun at the end, sends one
+            assert amount < 1000, "the watch sent nothing"
+            client.credit(account, amount, "USD")
+            amount += 1
+        first = watcher.take(1)[0].transaction.amount
+        rest = [c.transaction.amount for c in watcher.take(amount - 1 - first)]
+        assert first > 1 and rest == list(range(first + 1, amount))
+    watcher.end()

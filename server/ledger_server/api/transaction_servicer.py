@@ -416,7 +416,9 @@ class TransactionServicer(transaction_service_pb2_grpc.TransactionServiceService
     def ListTransactionChanges(
         self, request: pb.ListTransactionChangesRequest, context: grpc.ServicerContext
     ) -> pb.ListTransactionChangesResponse:
-        page = self._ledger.list_transaction_changes(tenant_of_call(), request.page_size, request.page_token)
+        page = self._ledger.list_transaction_changes(
+            tenant_of_call(), request.page_size, request.page_token, request.start_at_end
+        )
         return pb.ListTransactionChangesResponse(
             changes=_changes_pb(page.changes), next_page_token=page.next_token
         )

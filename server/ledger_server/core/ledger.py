@@ -648,19 +648,27 @@ class Ledger:
             page = r.list_transactions(tenant_id, flt, before, limit, now)
         return [views.transaction_now(t, now) for t in page.items], self._next_token(query, page.next_cursor)
 
-    def list_transaction_changes(self, tenant_id: str, page_size: int, page_token: str) -> ChangesPage:
+    def list_transaction_changes(
+        self, tenant_id: str, page_size: int, page_token: str, start_at_end: bool = False
+    ) -> ChangesPage:
         """A page of the tenant's change feed after `page_token` (empty: from its start),
         each change with the token that resumes after it, and the token that continues
         after the page: never empty, as the feed has no end (an empty page means caught up
         for now). Each transaction is as the change left it, not as views.transaction_now
-        shows it: a lapsed hold turns voided in the feed with the change that voids it."""
+        shows it: a lapsed hold turns voided in the feed with the change that voids it.
+        `start_at_end`: no changes, and the token that continues with the first change
+        committed from now on (`page_token` must be empty)."""
         v = check.Violations()
         limit = page_limit(v, page_size)
+        if start_at_end and page_token:
+            v.add("page_token", "must be empty with start_at_end")
         if v:
             raise invalid(v)
         query = f"changes|{tenant_id}"
         after = self._tokens.decode(query, page_token) or 0
         with self._store.reading() as r:
+            if start_at_end:
+                return ChangesPage([], self._tokens.encode(query, r.transaction_changes_end(tenant_id)), True)
             page = r.list_transaction_changes(tenant_id, after, limit)
         changes = [(c, self._tokens.encode(query, c.seq)) for c in page.items]
         next_token = changes[-1][1] if changes else self._tokens.encode(query, after)

@@ -117,6 +117,12 @@ class ReadUnit(Protocol):
         oldest transaction still running)."""
         ...
 
+    def transaction_changes_end(self, tenant_id: str) -> int:
+        """Where the tenant's feed ends now, as list_transaction_changes reads it (the
+        `after` of its last change up to the same bound; 0 for none): what is committed
+        later comes after it."""
+        ...
+
     def open_lots(self, account_id: str) -> list[Lot]:
         """Lots with credit left, soonest-expiring first (expired ones included)."""
         ...

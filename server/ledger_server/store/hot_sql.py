@@ -225,6 +225,15 @@ _DIALECTS = {
         "JOIN transactions t ON t.id = c.transaction_id WHERE c.tenant_id = :tenant_id "
         "AND c.xid = 0 AND c.seq > :after ORDER BY c.xid, c.seq LIMIT :limit",
     ),
+    # The feed's last change up to the horizon ledger_feed_page reads to (Postgres): a
+    # change committed later is placed at or above it, so after this one. One index seek.
+    "transaction_changes_end": (
+        "SELECT seq FROM transaction_changes WHERE tenant_id = :tenant_id "
+        "AND xid < CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint) "
+        "ORDER BY xid DESC, seq DESC LIMIT 1",
+        "SELECT seq FROM transaction_changes WHERE tenant_id = :tenant_id AND xid = 0 "
+        "ORDER BY xid DESC, seq DESC LIMIT 1",
+    ),
 }
 
 

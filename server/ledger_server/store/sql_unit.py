@@ -192,6 +192,10 @@ class SqlUnit(AdminQueries):
         rows = self._run("transaction_changes", params).fetchall()
         return page_of(rows, limit, change_of, change_size)
 
+    def transaction_changes_end(self, tenant_id: str) -> int:
+        row = self._run("transaction_changes_end", {"tenant_id": tenant_id}).fetchone()
+        return 0 if row is None else int(row[0])
+
     def open_lots(self, account_id: str) -> list[Lot]:
         rows = self._run("open_lots", {"account_id": account_id}).fetchall()
         return [Lot(seq, txn_id, from_micros(at), remaining) for seq, txn_id, at, remaining in rows]

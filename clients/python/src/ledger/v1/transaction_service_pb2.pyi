@@ -385,6 +385,7 @@ class ListTransactionChangesRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    START_AT_END_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of changes to return: default 50, at most 1000 (larger values are
     lowered to 1000); negative is refused. A page may hold fewer, to keep the reply
@@ -394,15 +395,23 @@ class ListTransactionChangesRequest(_message.Message):
     """Where to continue: a next_page_token, or the resume_token of a change (the feed
     continues right after it). Empty: from the tenant's first change.
     """
+    start_at_end: _builtins.bool
+    """Start at the end of the feed instead: the response holds no changes, and its
+    next_page_token continues with the first change committed after this call. For a
+    follower that wants only what happens from now on, without reading the history
+    first (pass the token on to WatchTransactionChanges to follow). page_token must
+    then be empty.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        start_at_end: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "start_at_end", b"start_at_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

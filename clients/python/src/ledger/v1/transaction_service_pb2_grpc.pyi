@@ -119,9 +119,11 @@ class TransactionServiceStub:
     """Follows the change feed as it grows (a server stream): first the changes after
     page_token, as ListTransactionChanges pages them, then each new change moments
     after its commit, until the call's deadline passes or the client cancels. Every
-    message carries at least one change. Made for a follower that must not poll: on
-    a commit of this server the stream wakes at once; commits of other server
-    processes on the same database are seen within --watch-poll-seconds. A stream
+    message carries at least one change. Made for a follower that must not poll: the
+    stream wakes at once on a commit of this server and, on Postgres, on one of another
+    process on the same database (announced with NOTIFY); on SQLite other processes'
+    commits are seen within --watch-poll-seconds. To follow from now on, start from
+    the next_page_token of ListTransactionChanges with start_at_end. A stream
     counts as a call in flight against --max-calls-per-tenant for as long as it is
     open; a token revoked or expired meanwhile ends it (UNAUTHENTICATED) before its
     next message. When the server shuts down the stream ends with UNAVAILABLE (reason
@@ -219,9 +221,11 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """Follows the change feed as it grows (a server stream): first the changes after
     page_token, as ListTransactionChanges pages them, then each new change moments
     after its commit, until the call's deadline passes or the client cancels. Every
-    message carries at least one change. Made for a follower that must not poll: on
-    a commit of this server the stream wakes at once; commits of other server
-    processes on the same database are seen within --watch-poll-seconds. A stream
+    message carries at least one change. Made for a follower that must not poll: the
+    stream wakes at once on a commit of this server and, on Postgres, on one of another
+    process on the same database (announced with NOTIFY); on SQLite other processes'
+    commits are seen within --watch-poll-seconds. To follow from now on, start from
+    the next_page_token of ListTransactionChanges with start_at_end. A stream
     counts as a call in flight against --max-calls-per-tenant for as long as it is
     open; a token revoked or expired meanwhile ends it (UNAUTHENTICATED) before its
     next message. When the server shuts down the stream ends with UNAVAILABLE (reason
@@ -388,9 +392,11 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Follows the change feed as it grows (a server stream): first the changes after
         page_token, as ListTransactionChanges pages them, then each new change moments
         after its commit, until the call's deadline passes or the client cancels. Every
-        message carries at least one change. Made for a follower that must not poll: on
-        a commit of this server the stream wakes at once; commits of other server
-        processes on the same database are seen within --watch-poll-seconds. A stream
+        message carries at least one change. Made for a follower that must not poll: the
+        stream wakes at once on a commit of this server and, on Postgres, on one of another
+        process on the same database (announced with NOTIFY); on SQLite other processes'
+        commits are seen within --watch-poll-seconds. To follow from now on, start from
+        the next_page_token of ListTransactionChanges with start_at_end. A stream
         counts as a call in flight against --max-calls-per-tenant for as long as it is
         open; a token revoked or expired meanwhile ends it (UNAUTHENTICATED) before its
         next message. When the server shuts down the stream ends with UNAVAILABLE (reason

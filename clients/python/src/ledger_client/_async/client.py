@@ -867,15 +867,22 @@ class AsyncLedgerClient:
         )
 
     async def list_transaction_changes(
-        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        start_at_end: bool = False,
+        timeout: float | None = None,
     ) -> transaction_service_pb2.ListTransactionChangesResponse:
         """One page of the change feed after ``page_token`` (a ``next_page_token``, a
         change's ``resume_token``, or empty for the start): every transaction as it was
         created and again at each change of its status, refunded or captured amount,
         oldest first (an account's changes in commit order). ``next_page_token`` is never
-        empty; an empty page means there is nothing newer yet."""
+        empty; an empty page means there is nothing newer yet. ``start_at_end``: no
+        changes, and a ``next_page_token`` for what is committed from now on (without
+        ``page_token``)."""
         request = transaction_service_pb2.ListTransactionChangesRequest(
-            page_size=page_size, page_token=page_token
+            page_size=page_size, page_token=page_token, start_at_end=start_at_end
         )
         return await self._call(self._transactions.ListTransactionChanges, request, timeout=timeout)
 
@@ -896,11 +903,18 @@ class AsyncLedgerClient:
         )
 
     async def watch_transaction_changes(
-        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        start_at_end: bool = False,
+        timeout: float | None = None,
     ) -> AsyncIterator[transaction_service_pb2.TransactionChange]:
         """Every change after ``page_token``, oldest first, and then each new change
         moments after its commit, for as long as you iterate: one server stream
-        (WatchTransactionChanges), no polling. ``timeout``: seconds after which the
+        (WatchTransactionChanges), no polling. ``start_at_end``: only the changes
+        committed from now on (without ``page_token``; the end of the feed is looked up
+        first with ListTransactionChanges). ``timeout``: seconds after which the
         iteration fails with DEADLINE_EXCEEDED (None, the default: never). A stream
         broken by a retryable error (UNAVAILABLE: the server restarting, a lost
         connection) is opened again right after the last change handed out, with the
@@ -912,6 +926,11 @@ class AsyncLedgerClient:
             check_timeout(timeout)
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         token, failures = page_token, 0
+        if start_at_end:
+            end = await self.list_transaction_changes(
+                page_token=page_token, start_at_end=True, timeout=timeout
+            )
+            token = end.next_page_token
         while True:
             request = transaction_service_pb2.WatchTransactionChangesRequest(
                 page_size=page_size, page_token=token
