@@ -79,7 +79,7 @@ def amounts(watcher: Watcher, count: int) -> list[int]:
 
 @pytest.fixture
 def follow(
-    stores: tuple[SqlStore, SqlStore], tenant: tuple[str, str]
+    stores: tuple[SqlStore, SqlStore], tenant: tuple[str, str], pg_url: str
 ) -> Iterator[tuple[Watcher, LedgerClient]]:
     """A watch on one server, caught up after a first change, and a client of another."""
     watched, writing = stores
@@ -89,6 +89,10 @@ def follow(
         LedgerClient(f"127.0.0.1:{first.port}", token=tenant[1]) as follower,
         LedgerClient(f"127.0.0.1:{second.port}", token=tenant[1], max_attempts=1) as writer,
     ):
+        # Both servers listening before the first write: a process that finds nobody else
+        # listening announces nothing for CHECK_SECONDS, and these servers poll hourly.
+        with database(pg_url) as conn:
+            until(lambda: len(backends(conn, LISTENER_NAME)) == 2, "both servers listening")
         account = writer.create_account(currency="USD").name
         watcher = Watcher(follower)
         writer.credit(account, 1, "USD")
