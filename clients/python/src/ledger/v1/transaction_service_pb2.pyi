@@ -397,10 +397,11 @@ class ListTransactionChangesRequest(_message.Message):
     """
     start_at_end: _builtins.bool
     """Start at the end of the feed instead: the response holds no changes, and its
-    next_page_token continues with the first change committed after this call. For a
-    follower that wants only what happens from now on, without reading the history
-    first (pass the token on to WatchTransactionChanges to follow). page_token must
-    then be empty.
+    next_page_token continues from the feed's end as pages read it now, so every
+    change committed after this call comes after it (on Postgres so do changes that a
+    still-running older write keeps pages from reading yet). For a follower that wants
+    only what happens from now on, without reading the history first (pass the token
+    on to WatchTransactionChanges to follow). page_token must then be empty.
     """
     def __init__(
         self,
