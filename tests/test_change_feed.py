@@ -1,7 +1,8 @@
 """The change feed (Ledger.list_transaction_changes) against a real store, SQLite and
 Postgres: every creation and every later change of a transaction, an account's in commit
 order, each with the transaction as that change left it, resumable from any change's
-token, and, on Postgres, never skipping a change committed after a later-numbered one."""
+token or from the feed's end (start_at_end), and, on Postgres, never skipping a change
+committed after a later-numbered one."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """WatchTransactionChanges, the change feed as a server stream, on SQLite and Postgres:
 the backlog, then each commit's changes as this server commits them (the tests set a poll
-interval of an hour, so nothing else could deliver them); resumable from any change, one
-tenant's only (also where watches of two tenants share pages), refused like any call and
-cut off once its token is revoked, ended by the server's shutdown with a retryable
-status, and followed by both clients across a restart with no change skipped or repeated."""
+interval of an hour, so nothing else could deliver them); resumable from any change or
+begun at the feed's end, one tenant's only (also where watches of two tenants share
+pages), refused like any call and cut off once its token is revoked, ended by the
+server's shutdown with a retryable status, and followed by both clients across a restart
+with no change skipped or repeated."""
 
 from __future__ import annotations
 
