@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -282,6 +282,14 @@ def holding_account_lock(database_url: str, account_id: str) -> Iterator[None]:
         with psycopg.connect(database_url.replace("+psycopg", "")) as pg, pg.transaction():
             pg.execute("SELECT 1 FROM accounts WHERE id = %s FOR UPDATE", (account_id,))
             yield
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
+    """Wait (bounded) for a condition that the code under test brings about by itself."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not met within {timeout} s: {what}"
+        time.sleep(0.02)
 
 
 _T = TypeVar("_T")

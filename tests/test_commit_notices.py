@@ -7,7 +7,6 @@ expire` does), and after the announcing or the listening connection was cut."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from ledger_server.store import commit_notices
 from ledger_server.store.commit_notices import ANNOUNCER_NAME, CHANNEL, LISTENER_NAME, Announcer, Listener
 from ledger_server.store.engine import make_engine
 from ledger_server.store.sql_store import SqlStore
+from tests.support import wait_until
 from tests.test_watch_changes import WAIT, Watcher, running
 
 
@@ -65,14 +65,6 @@ def cut(conn: psycopg.Connection[Any], application_name: str) -> set[int]:
     return pids
 
 
-def until(condition: Any, what: str) -> None:
-    """Wait (bounded) for a condition the code under test brings about by itself."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"still not: {what}"
-        time.sleep(0.05)
-
-
 def amounts(watcher: Watcher, count: int) -> list[int]:
     return [c.transaction.amount for c in watcher.take(count)]
 
@@ -92,7 +84,7 @@ def follow(
         # Both servers listening before the first write: a process that finds nobody else
         # listening announces nothing for CHECK_SECONDS, and these servers poll hourly.
         with database(pg_url) as conn:
-            until(lambda: len(backends(conn, LISTENER_NAME)) == 2, "both servers listening")
+            wait_until(lambda: len(backends(conn, LISTENER_NAME)) == 2, WAIT, "both servers listening")
         account = writer.create_account(currency="USD").name
         watcher = Watcher(follower)
         writer.credit(account, 1, "USD")
@@ -146,7 +138,7 @@ def test_a_cut_connection_is_made_again_and_watches_are_woken_as_before(
     with database(pg_url) as conn:
         before = cut(conn, connection)
         if connection == LISTENER_NAME:
-            until(lambda: backends(conn, LISTENER_NAME) - before, "listening again")
+            wait_until(lambda: backends(conn, LISTENER_NAME) - before, WAIT, "listening again")
     writer.credit(account_of(writer), 2, "USD")
     assert amounts(watcher, 1) == [2]
 
@@ -168,12 +160,14 @@ def test_a_listener_ignores_its_own_processs_announcements(pg_url: str) -> None:
         Listener(conninfo, "another", hearing("another")),
     )
     try:
-        until(lambda: heard == {"ours": 1, "another": 1}, "both listening (each hears once as it starts)")
+        wait_until(
+            lambda: heard == {"ours": 1, "another": 1}, WAIT, "both listening (each hears once as it starts)"
+        )
         with database(pg_url) as conn:
             conn.execute("SELECT pg_notify(%s, 'ours')", (CHANNEL,))
-            until(lambda: heard["another"] == 2, "the other listener heard it")
+            wait_until(lambda: heard["another"] == 2, WAIT, "the other listener heard it")
             conn.execute("SELECT pg_notify(%s, 'third')", (CHANNEL,))
-            until(lambda: heard["another"] == 3 and heard["ours"] >= 2, "both heard the third")
+            wait_until(lambda: heard["another"] == 3 and heard["ours"] >= 2, WAIT, "both heard the third")
         assert heard == {"ours": 2, "another": 3}
     finally:
         ours.close()
@@ -190,14 +184,18 @@ def test_a_process_announces_nothing_while_no_other_process_listens(
     announcer = Announcer(conninfo, "ours", lambda: own.backend_pid)
     other: Listener | None = None
     try:
-        until(lambda: own.backend_pid is not None, "our own listener listening")
+        wait_until(lambda: own.backend_pid is not None, WAIT, "our own listener listening")
         announcer.committed()
-        until(lambda: announcer.spared == 1, "the commit considered")
+        wait_until(lambda: announcer.spared == 1, WAIT, "the commit considered")
         assert announcer.announced == 0  # only this process's own listener listens
         other = Listener(conninfo, "another", lambda: heard.append("another"))
-        until(lambda: other is not None and other.backend_pid is not None, "another process listening")
+        wait_until(
+            lambda: other is not None and other.backend_pid is not None, WAIT, "another process listening"
+        )
         announcer.committed()
-        until(lambda: heard.count("another") == 2, "the other process heard it (and once as it started)")
+        wait_until(
+            lambda: heard.count("another") == 2, WAIT, "the other process heard it (and once as it started)"
+        )
         assert (announcer.announced, announcer.spared) == (1, 1)
     finally:
         announcer.close()

@@ -29,7 +29,7 @@ from ledger_server.core.model import Account, Direction, NewAccount, NewTransact
 from ledger_server.store import failures
 from ledger_server.store.sql_store import SqlStore
 from ledger_server.store.sql_unit import SqlUnit
-from tests.support import invariant_violations, writer_held
+from tests.support import invariant_violations, wait_until, writer_held
 
 T = TypeVar("T")
 TENANT = "acme"
@@ -183,13 +183,6 @@ def test_a_slow_read_statement_ends_with_its_deadline(store: SqlStore) -> None:
 
     with pytest.raises(DeadlineExceeded):
         within(0.3, sleep)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 # -- end to end -----------------------------------------------------------------------

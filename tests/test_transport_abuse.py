@@ -11,7 +11,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -34,7 +34,7 @@ from ledger_server.api.server import LedgerServer
 from ledger_server.core.admin import Admin
 from ledger_server.core.ledger import Ledger
 from ledger_server.store.sql_store import SqlStore
-from tests.support import holding_account_lock, invariant_violations, serving
+from tests.support import holding_account_lock, invariant_violations, serving, wait_until
 
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -49,13 +49,6 @@ def still_serves(port: int, token: str) -> None:
     with LedgerClient(f"127.0.0.1:{port}", token=token, timeout=5.0, max_attempts=1) as client:
         account = client.create_account(currency="USD")
         assert client.credit(account.name, 7, "USD").ending_balance == 7
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 # -- raw HTTP/2, for clients that the grpc library would never let misbehave ----------
